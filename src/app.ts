@@ -1,0 +1,88 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
+import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
+import { federationRoutes } from '../federation/routes/index.ts';
+import { installErrorHandling, redactQuery } from './http/errors.ts';
+import { parseJsonBody } from './http/json-body.ts';
+import { clientRoutes } from './routes/client/index.ts';
+import type { Services } from './services/index.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+  interface FastifyRequest {
+    /** The body exactly as it arrived, for anything whose hash or signature depends on the bytes. */
+    rawBody?: Buffer;
+  }
+}
+
+export type App = FastifyInstance;
+
+/**
+ * Builds the HTTP application over a set of services. It does not listen: server.ts does, and
+ * tests use inject().
+ */
+export async function buildApp(services: Services, opts: { logger?: FastifyServerOptions['logger'] } = {}) {
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: services.config.maxRequestBytes,
+    // The Matrix API has paths like /rooms/{roomId}/state/{type}/ with an empty state key, so a
+    // trailing slash is significant.
+    routerOptions: { maxParamLength: 1024, ignoreTrailingSlash: false },
+    // Requests are logged once, by the onResponse hook below, with any token masked.
+    logController: new LogController({ disableRequestLogging: true }),
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.decorate('services', services);
+  app.decorateRequest('session');
+  app.decorateRequest('rawBody');
+
+  // Bodies must match their schema exactly: no type coercion, no silently dropped properties.
+  // Query strings and path parameters are text, so there numbers are coerced.
+  const strict = new Ajv({ allErrors: false, coerceTypes: false, useDefaults: true, strict: false });
+  const lenient = new Ajv({ allErrors: false, coerceTypes: 'array', useDefaults: true, strict: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => {
+    const ajv = httpPart === 'body' ? strict : lenient;
+    return ajv.compile(schema);
+  });
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, body, done) => {
+    try {
+      request.rawBody = body as Buffer;
+      done(null, parseJsonBody(body as Buffer));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+
+  // Browsers' Matrix clients call from other origins (client-server API: Web Browser Clients).
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.headers({
+      'access-control-allow-origin': '*',
+      'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
+      'access-control-allow-headers': 'X-Requested-With, Content-Type, Authorization',
+    });
+    if (request.method === 'OPTIONS') return reply.code(204).send();
+  });
+
+  if (opts.logger) {
+    app.addHook('onResponse', async (request, reply) => {
+      request.log.info(
+        {
+          method: request.method,
+          url: redactQuery(request.url),
+          status: reply.statusCode,
+          ms: Math.round(reply.elapsedTime),
+        },
+        'request',
+      );
+    });
+  }
+
+  installErrorHandling(app);
+  await app.register(clientRoutes);
+  await app.register(federationRoutes);
+  return app;
+}

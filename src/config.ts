@@ -1,0 +1,246 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+
+/**
+ * Conclave's configuration. Sources, later ones winning: defaults, the YAML file named by
+ * CONCLAVE_CONFIG, then CONCLAVE_* environment variables. Every key is documented in README.md.
+ */
+export type RegistrationMode = 'open' | 'token' | 'closed';
+
+export interface Config {
+  serverName: string;
+  bindAddress: string;
+  port: number;
+  dataDir: string;
+  /** postgres:// URL; empty means the embedded PGlite database under dataDir. */
+  databaseUrl: string;
+  /** redis:// URL; empty means the in-process bus. */
+  redisUrl: string;
+  registration: RegistrationMode;
+  /** Largest request body accepted, in bytes. */
+  maxRequestBytes: number;
+  /** log2 of the scrypt cost parameter N for password hashes (N = 2^passwordHashCost). */
+  passwordHashCost: number;
+  /** Failed logins allowed per account and per address in a window before 429. */
+  loginFailuresPerWindow: number;
+  loginFailureWindowMs: number;
+  /** Registrations allowed per address in a window before 429. */
+  registrationsPerWindow: number;
+  registrationWindowMs: number;
+  /** Public base URL clients use, for .well-known; derived from the server name when empty. */
+  publicBaseUrl: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Field = {
+  key: keyof Config;
+  env: string;
+  yaml: string;
+  parse: (raw: unknown, source: string) => Config[keyof Config];
+};
+
+const SERVER_NAME_RE = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+function str(raw: unknown, source: string): string {
+  if (typeof raw !== 'string' && typeof raw !== 'number') throw new ConfigError(`${source} must be a string`);
+  return String(raw);
+}
+
+function int(min: number, max: number) {
+  return (raw: unknown, source: string): number => {
+    const s = typeof raw === 'number' ? String(raw) : str(raw, source).trim();
+    if (!/^\d+$/.test(s))
+      throw new ConfigError(`${source} must be a whole number, got ${JSON.stringify(raw)}`);
+    const n = Number(s);
+    if (n < min || n > max) throw new ConfigError(`${source} must be between ${min} and ${max}, got ${n}`);
+    return n;
+  };
+}
+
+function oneOf<T extends string>(values: readonly T[]) {
+  return (raw: unknown, source: string): T => {
+    const s = str(raw, source);
+    if (!values.includes(s as T)) {
+      throw new ConfigError(`${source} must be one of ${values.join(', ')}, got ${JSON.stringify(s)}`);
+    }
+    return s as T;
+  };
+}
+
+function urlWithScheme(schemes: string[]) {
+  return (raw: unknown, source: string): string => {
+    const s = str(raw, source).trim();
+    if (s === '') return '';
+    let url: URL;
+    try {
+      url = new URL(s);
+    } catch {
+      throw new ConfigError(`${source} is not a valid URL`);
+    }
+    if (!schemes.includes(url.protocol)) {
+      throw new ConfigError(`${source} must use ${schemes.join(' or ')}, got ${url.protocol}`);
+    }
+    return s;
+  };
+}
+
+const FIELDS: Field[] = [
+  {
+    key: 'serverName',
+    env: 'CONCLAVE_SERVER_NAME',
+    yaml: 'server_name',
+    parse: (raw, source) => {
+      const s = str(raw, source);
+      if (!SERVER_NAME_RE.test(s) || s.length > 255) {
+        throw new ConfigError(`${source} is not a valid Matrix server name: ${JSON.stringify(s)}`);
+      }
+      return s;
+    },
+  },
+  {
+    key: 'bindAddress',
+    env: 'CONCLAVE_BIND_ADDRESS',
+    yaml: 'bind_address',
+    parse: (raw, source) => str(raw, source),
+  },
+  { key: 'port', env: 'CONCLAVE_PORT', yaml: 'port', parse: int(0, 65535) },
+  { key: 'dataDir', env: 'CONCLAVE_DATA_DIR', yaml: 'data_dir', parse: (raw, source) => str(raw, source) },
+  {
+    key: 'databaseUrl',
+    env: 'CONCLAVE_DATABASE_URL',
+    yaml: 'database_url',
+    parse: urlWithScheme(['postgres:', 'postgresql:']),
+  },
+  {
+    key: 'redisUrl',
+    env: 'CONCLAVE_REDIS_URL',
+    yaml: 'redis_url',
+    parse: urlWithScheme(['redis:', 'rediss:']),
+  },
+  {
+    key: 'registration',
+    env: 'CONCLAVE_REGISTRATION',
+    yaml: 'registration',
+    parse: oneOf(['open', 'token', 'closed'] as const),
+  },
+  {
+    key: 'maxRequestBytes',
+    env: 'CONCLAVE_MAX_REQUEST_BYTES',
+    yaml: 'max_request_bytes',
+    parse: int(1024, 1024 * 1024 * 1024),
+  },
+  {
+    key: 'passwordHashCost',
+    env: 'CONCLAVE_PASSWORD_HASH_COST',
+    yaml: 'password_hash_cost',
+    parse: int(10, 20),
+  },
+  {
+    key: 'loginFailuresPerWindow',
+    env: 'CONCLAVE_LOGIN_FAILURES_PER_WINDOW',
+    yaml: 'login_failures_per_window',
+    parse: int(1, 1_000_000),
+  },
+  {
+    key: 'loginFailureWindowMs',
+    env: 'CONCLAVE_LOGIN_FAILURE_WINDOW_MS',
+    yaml: 'login_failure_window_ms',
+    parse: int(1, 86_400_000),
+  },
+  {
+    key: 'registrationsPerWindow',
+    env: 'CONCLAVE_REGISTRATIONS_PER_WINDOW',
+    yaml: 'registrations_per_window',
+    parse: int(1, 1_000_000),
+  },
+  {
+    key: 'registrationWindowMs',
+    env: 'CONCLAVE_REGISTRATION_WINDOW_MS',
+    yaml: 'registration_window_ms',
+    parse: int(1, 86_400_000),
+  },
+  {
+    key: 'publicBaseUrl',
+    env: 'CONCLAVE_PUBLIC_BASE_URL',
+    yaml: 'public_base_url',
+    parse: urlWithScheme(['http:', 'https:']),
+  },
+  {
+    key: 'logLevel',
+    env: 'CONCLAVE_LOG_LEVEL',
+    yaml: 'log_level',
+    parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+  },
+];
+
+export function defaultConfig(): Config {
+  return {
+    serverName: 'localhost',
+    bindAddress: '0.0.0.0',
+    port: 8008,
+    dataDir: './data',
+    databaseUrl: '',
+    redisUrl: '',
+    registration: 'closed',
+    maxRequestBytes: 1024 * 1024,
+    passwordHashCost: 16,
+    loginFailuresPerWindow: 5,
+    loginFailureWindowMs: 60_000,
+    registrationsPerWindow: 20,
+    registrationWindowMs: 60_000,
+    publicBaseUrl: '',
+    logLevel: 'info',
+  };
+}
+
+/**
+ * Builds the configuration from the environment (and the YAML file it names). Throws ConfigError
+ * naming the offending key when a value is bad.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const config = defaultConfig();
+  const file = env.CONCLAVE_CONFIG;
+  if (file) {
+    let doc: unknown;
+    try {
+      doc = parseYaml(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError(`CONCLAVE_CONFIG: cannot read ${file}: ${(err as Error).message}`);
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc)) {
+        throw new ConfigError(`CONCLAVE_CONFIG: ${file} must hold a YAML mapping`);
+      }
+      const known = new Set(FIELDS.map((f) => f.yaml));
+      for (const [k, v] of Object.entries(doc)) {
+        if (!known.has(k)) throw new ConfigError(`${file}: unknown key ${JSON.stringify(k)}`);
+        const field = FIELDS.find((f) => f.yaml === k)!;
+        assign(config, field, field.parse(v, `${file}: ${k}`));
+      }
+    }
+  }
+  for (const field of FIELDS) {
+    const raw = env[field.env];
+    if (raw !== undefined && raw !== '') assign(config, field, field.parse(raw, field.env));
+  }
+  Object.assign(config, overrides);
+  if (config.databaseUrl === '' && config.dataDir === '')
+    throw new ConfigError('CONCLAVE_DATA_DIR must not be empty');
+  return config;
+}
+
+function assign(config: Config, field: Field, value: Config[keyof Config]): void {
+  (config as unknown as Record<string, unknown>)[field.key] = value;
+}
+
+export function pgliteDirectory(config: Config): string {
+  return path.join(config.dataDir, 'pglite');
+}
+
+/** Documentation table used by the README test to keep the two in step. */
+export const CONFIG_KEYS = FIELDS.map((f) => ({ env: f.env, yaml: f.yaml }));

@@ -1,0 +1,43 @@
+/**
+ * Hashing and signing whole events (server-server-api: Signing Events).
+ *
+ * An event's signature covers its redacted form, so it stays checkable after a redaction; the
+ * content hash, which the redacted form keeps, ties the signature to the full content.
+ */
+
+import { addContentHash } from './hashes.ts';
+import { redactEvent } from './redaction.ts';
+import type { RoomVersion } from './room-versions.ts';
+import { type Signatures, signJson, verifyJsonSignature } from './signing.ts';
+
+/**
+ * Adds the content hash, then signs the redacted event and copies the signatures onto the full
+ * event (server-server-api: Adding hashes and signatures to outgoing events). Returns a copy;
+ * signatures already on the event from other servers are kept.
+ */
+export function hashAndSignEvent<E extends object>(
+  event: E,
+  roomVersion: RoomVersion,
+  serverName: string,
+  keyId: string,
+  seed: Uint8Array,
+): E & { hashes: { sha256: string }; signatures: Signatures } {
+  const hashed = addContentHash(event);
+  const signed = signJson(redactEvent(hashed, roomVersion), serverName, keyId, seed);
+  return { ...hashed, signatures: signed.signatures };
+}
+
+/**
+ * Checks `serverName`'s signature with key `keyId` on `event`, whether we hold the full event or
+ * a redacted copy (server-server-api: Validating hashes and signatures on received events). The
+ * content hash is a separate check: see `checkContentHash`.
+ */
+export function verifyEventSignature(
+  event: object,
+  roomVersion: RoomVersion,
+  serverName: string,
+  keyId: string,
+  publicKey: Uint8Array,
+): boolean {
+  return verifyJsonSignature(redactEvent(event, roomVersion), serverName, keyId, publicKey);
+}

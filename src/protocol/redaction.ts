@@ -1,0 +1,115 @@
+/**
+ * The redaction algorithm (rooms: v9-redactions fragment, used unchanged by room version 10;
+ * v11-redactions fragment, used unchanged by room version 12).
+ *
+ * Redaction keeps only the parts of an event that the protocol needs, which is also what a
+ * server signs and what the reference hash (and so the event ID) covers.
+ */
+import type { Pdu } from './event.ts';
+import { isJsonObject, type JsonObject, type JsonValue } from './json.ts';
+import type { RoomVersion } from './room-versions.ts';
+
+/** Top-level keys kept by every version we serve (v11-redactions list). */
+const TOP_LEVEL_KEYS = [
+  'event_id',
+  'type',
+  'room_id',
+  'sender',
+  'state_key',
+  'content',
+  'hashes',
+  'signatures',
+  'depth',
+  'prev_events',
+  'auth_events',
+  'origin_server_ts',
+] as const;
+
+/** Top-level keys that room versions up to 10 also keep; version 11 stopped protecting them. */
+const PRE_V11_TOP_LEVEL_KEYS = ['prev_state', 'origin', 'membership'] as const;
+
+/** Content keys kept per event type under the v9 rules (room version 10). */
+const V10_CONTENT_KEYS: Readonly<Record<string, readonly string[]>> = {
+  'm.room.member': ['membership', 'join_authorised_via_users_server'],
+  'm.room.create': ['creator'],
+  'm.room.join_rules': ['join_rule', 'allow'],
+  'm.room.power_levels': [
+    'ban',
+    'events',
+    'events_default',
+    'kick',
+    'redact',
+    'state_default',
+    'users',
+    'users_default',
+  ],
+  'm.room.history_visibility': ['history_visibility'],
+};
+
+/**
+ * Content keys kept per event type under the v11 rules (room versions 11 and 12). The create
+ * event keeps all of its content and a member event keeps `third_party_invite.signed`; both are
+ * handled in {@link redactContent} rather than here.
+ */
+const V11_CONTENT_KEYS: Readonly<Record<string, readonly string[]>> = {
+  'm.room.member': ['membership', 'join_authorised_via_users_server'],
+  'm.room.join_rules': ['join_rule', 'allow'],
+  'm.room.power_levels': [
+    'ban',
+    'events',
+    'events_default',
+    'invite',
+    'kick',
+    'redact',
+    'state_default',
+    'users',
+    'users_default',
+  ],
+  'm.room.history_visibility': ['history_visibility'],
+  'm.room.redaction': ['redacts'],
+};
+
+/**
+ * Returns the redacted form of `event` for `roomVersion`; the input is not modified. The result
+ * always has a `content` object, empty if nothing survives (or if the event had none).
+ * Kept values are shared with the input, not copied: treat both as immutable.
+ */
+export function redactEvent(event: Pdu, roomVersion: RoomVersion): Pdu;
+export function redactEvent(event: object, roomVersion: RoomVersion): JsonObject;
+export function redactEvent(event: object, roomVersion: RoomVersion): JsonObject | Pdu {
+  const source = event as Readonly<Record<string, JsonValue | undefined>>;
+  const keep: readonly string[] = roomVersion.updatedRedactionRules
+    ? TOP_LEVEL_KEYS
+    : [...TOP_LEVEL_KEYS, ...PRE_V11_TOP_LEVEL_KEYS];
+  const redacted: JsonObject = {};
+  for (const key of keep) {
+    const value = source[key];
+    if (value !== undefined && Object.hasOwn(source, key)) redacted[key] = value;
+  }
+  const content = isJsonObject(source.content) ? source.content : {};
+  redacted.content = redactContent(String(source.type), content, roomVersion);
+  return redacted;
+}
+
+/** The surviving part of `content` for an event of type `type` (see the module comment). */
+export function redactContent(type: string, content: JsonObject, roomVersion: RoomVersion): JsonObject {
+  if (!roomVersion.updatedRedactionRules) return pick(content, V10_CONTENT_KEYS[type]);
+
+  if (type === 'm.room.create') return { ...content };
+  const kept = pick(content, V11_CONTENT_KEYS[type]);
+  if (type === 'm.room.member') {
+    // v11: of `third_party_invite`, only its `signed` member survives (needed by the auth rules).
+    const invite = content.third_party_invite;
+    if (isJsonObject(invite)) kept.third_party_invite = pick(invite, ['signed']);
+  }
+  return kept;
+}
+
+function pick(source: JsonObject, keys: readonly string[] | undefined): JsonObject {
+  const result: JsonObject = {};
+  for (const key of keys ?? []) {
+    const value = source[key];
+    if (value !== undefined && Object.hasOwn(source, key)) result[key] = value;
+  }
+  return result;
+}

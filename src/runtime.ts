@@ -1,0 +1,44 @@
+import { type Bus, openBus } from './bus/index.ts';
+import { type Config, pgliteDirectory } from './config.ts';
+import { createServices, type Services } from './services/index.ts';
+import { type DatabaseHandle, migrateToLatest, openDatabase } from './storage/connect.ts';
+
+export interface Runtime {
+  config: Config;
+  database: DatabaseHandle;
+  bus: Bus;
+  services: Services;
+  close(): Promise<void>;
+}
+
+/** Opens the database (migrating it), the bus and the services a process needs. */
+export async function startRuntime(
+  config: Config,
+  opts: { pgliteInMemory?: boolean } = {},
+): Promise<Runtime> {
+  const database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    pgliteDir: opts.pgliteInMemory ? null : pgliteDirectory(config),
+  });
+  let bus: Bus | undefined;
+  try {
+    await migrateToLatest(database.db);
+    bus = await openBus(config.redisUrl);
+    const services = await createServices({ config, db: database.db, bus });
+    const openedBus = bus;
+    return {
+      config,
+      database,
+      bus: openedBus,
+      services,
+      async close() {
+        await openedBus.close();
+        await database.close();
+      },
+    };
+  } catch (err) {
+    await bus?.close();
+    await database.close();
+    throw err;
+  }
+}

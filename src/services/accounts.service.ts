@@ -1,0 +1,380 @@
+import type { Config } from '../config.ts';
+import { errors } from '../errors.ts';
+import { isValidLocalpart } from '../protocol/identifiers.ts';
+import * as repo from '../storage/accounts.repository.ts';
+import type { Db } from '../storage/connect.ts';
+import type { UserRow } from '../storage/database.ts';
+import { RateLimiter } from './rate-limiter.ts';
+import type { RegistrationTokensService } from './registration-tokens.service.ts';
+import { hashPassword, hashToken, randomDeviceId, randomToken, verifyPassword } from './secrets.ts';
+import type { StageChecker, UiaFlow, UiaKind, UiaService } from './uia.service.ts';
+
+export interface Session {
+  userId: string;
+  deviceId: string;
+  /** SHA-256 of the access token in use: identifies it without keeping it. */
+  tokenHash: string;
+  isAdmin: boolean;
+}
+
+export interface LoginResult {
+  user_id: string;
+  device_id: string;
+  access_token: string;
+}
+
+const MIN_PASSWORD_LENGTH = 8;
+const MAX_PASSWORD_LENGTH = 512;
+
+/**
+ * Accounts, logins, access tokens and devices. One method per user-visible action; HTTP routes,
+ * the admin command and tests all call these.
+ */
+export class AccountsService {
+  private readonly failedLogins: RateLimiter;
+  private readonly registrations: RateLimiter;
+
+  constructor(
+    private readonly db: Db,
+    private readonly config: Config,
+    private readonly uia: UiaService,
+    private readonly registrationTokens: RegistrationTokensService,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.failedLogins = new RateLimiter(config.loginFailuresPerWindow, config.loginFailureWindowMs, now);
+    this.registrations = new RateLimiter(config.registrationsPerWindow, config.registrationWindowMs, now);
+  }
+
+  userIdFor(localpart: string): string {
+    return `@${localpart}:${this.config.serverName}`;
+  }
+
+  /** Normalises a requested username to a localpart, refusing what the grammar does not allow. */
+  normaliseUsername(username: string): string {
+    const localpart = username.toLowerCase();
+    if (!isValidLocalpart(localpart)) {
+      throw errors.invalidUsername('Usernames may contain only a-z, 0-9, and . _ = - / +');
+    }
+    if (Buffer.byteLength(this.userIdFor(localpart), 'utf8') > 255) {
+      throw errors.invalidUsername('The user ID would be longer than 255 bytes');
+    }
+    return localpart;
+  }
+
+  async isUsernameAvailable(username: string): Promise<boolean> {
+    const localpart = this.normaliseUsername(username);
+    return !(await repo.userExists(this.db, this.userIdFor(localpart)));
+  }
+
+  checkPasswordStrength(password: string): void {
+    if (password.length < MIN_PASSWORD_LENGTH) {
+      throw errors.weakPassword(`Passwords must have at least ${MIN_PASSWORD_LENGTH} characters`);
+    }
+    if (password.length > MAX_PASSWORD_LENGTH) {
+      throw errors.weakPassword(`Passwords must have at most ${MAX_PASSWORD_LENGTH} characters`);
+    }
+  }
+
+  /** The flows offered for registration in the configured mode. */
+  registrationFlows(): UiaFlow[] {
+    switch (this.config.registration) {
+      case 'open':
+        return [{ stages: ['m.login.dummy'] }];
+      case 'token':
+        return [{ stages: ['m.login.registration_token'] }];
+      case 'closed':
+        return [];
+    }
+  }
+
+  /**
+   * POST /register: runs UIA for the configured mode, then creates the account and, unless
+   * inhibited, logs in a device.
+   */
+  async registerWithUia(req: {
+    username?: string;
+    password?: string;
+    deviceId?: string;
+    initialDeviceDisplayName?: string;
+    inhibitLogin?: boolean;
+    auth?: unknown;
+    address: string;
+  }): Promise<{ user_id: string; device_id?: string; access_token?: string }> {
+    if (this.config.registration === 'closed')
+      throw errors.forbidden('Registration is disabled on this server');
+    const retry = this.registrations.retryAfter(`ip:${req.address}`);
+    if (retry > 0) throw errors.limitExceeded(retry);
+    // Check what can be checked before the client goes through UIA, so it learns early.
+    const localpart = req.username !== undefined ? this.normaliseUsername(req.username) : undefined;
+    if (localpart !== undefined && (await repo.userExists(this.db, this.userIdFor(localpart))))
+      throw errors.userInUse();
+    if (req.password === undefined) throw errors.missingParam('password is required');
+    this.checkPasswordStrength(req.password);
+
+    const checkers: Record<string, StageChecker> = {
+      'm.login.dummy': async () => {},
+      'm.login.registration_token': async (auth, session) => {
+        if (typeof auth.token !== 'string') throw errors.missingParam('auth.token is required');
+        if (!(await this.registrationTokens.isValid(auth.token))) {
+          throw errors.forbidden('Invalid registration token');
+        }
+        session.data.registrationToken = auth.token;
+      },
+    };
+    const session = await this.uia.authenticate({
+      kind: 'register',
+      userId: null,
+      auth: req.auth,
+      flows: this.registrationFlows(),
+      checkers,
+    });
+    const token = session.data.registrationToken;
+    const result = await this.createAccount({
+      localpart: localpart ?? (await this.generateLocalpart()),
+      password: req.password,
+      deviceId: req.deviceId,
+      deviceDisplayName: req.initialDeviceDisplayName,
+      login: !req.inhibitLogin,
+      registrationToken: this.config.registration === 'token' ? String(token) : undefined,
+    });
+    await this.uia.finish(session);
+    this.registrations.record(`ip:${req.address}`);
+    return result;
+  }
+
+  private async generateLocalpart(): Promise<string> {
+    for (;;) {
+      const candidate = `user${Math.floor(Math.random() * 1e10)}`;
+      if (!(await repo.userExists(this.db, this.userIdFor(candidate)))) return candidate;
+    }
+  }
+
+  /**
+   * Creates an account (and optionally a logged-in device). Used by registration and by the admin
+   * command. With a registration token, spends one use of it in the same transaction.
+   */
+  async createAccount(opts: {
+    localpart: string;
+    password?: string;
+    admin?: boolean;
+    deviceId?: string;
+    deviceDisplayName?: string;
+    login: boolean;
+    registrationToken?: string;
+  }): Promise<{ user_id: string; device_id?: string; access_token?: string }> {
+    const localpart = this.normaliseUsername(opts.localpart);
+    const userId = this.userIdFor(localpart);
+    if (opts.password !== undefined) this.checkPasswordStrength(opts.password);
+    const passwordHash =
+      opts.password !== undefined ? await hashPassword(opts.password, this.config.passwordHashCost) : null;
+    const now = this.now();
+    return this.db.transaction().execute(async (trx) => {
+      if (
+        opts.registrationToken !== undefined &&
+        !(await this.registrationTokens.spend(trx, opts.registrationToken))
+      ) {
+        throw errors.forbidden('Invalid registration token');
+      }
+      const inserted = await repo.insertUser(trx, {
+        user_id: userId,
+        localpart,
+        password_hash: passwordHash,
+        display_name: localpart,
+        avatar_url: null,
+        is_admin: opts.admin ?? false,
+        created_ts: now,
+      });
+      if (!inserted) throw errors.userInUse();
+      if (!opts.login) return { user_id: userId };
+      const login = await this.startSession(trx, userId, opts.deviceId, opts.deviceDisplayName);
+      return login;
+    });
+  }
+
+  private async startSession(
+    db: repo.Executor,
+    userId: string,
+    requestedDeviceId: string | undefined,
+    displayName: string | undefined,
+  ): Promise<LoginResult> {
+    const deviceId = requestedDeviceId ?? randomDeviceId();
+    const now = this.now();
+    await repo.upsertDevice(db, {
+      user_id: userId,
+      device_id: deviceId,
+      display_name: displayName ?? null,
+      last_seen_ts: null,
+      last_seen_ip: null,
+      created_ts: now,
+    });
+    // Logging in again as an existing device ends that device's earlier sessions.
+    await repo.deleteDeviceTokens(db, userId, deviceId);
+    const accessToken = randomToken('cv_');
+    await repo.insertAccessToken(db, {
+      token_hash: hashToken(accessToken),
+      user_id: userId,
+      device_id: deviceId,
+      created_ts: now,
+    });
+    return { user_id: userId, device_id: deviceId, access_token: accessToken };
+  }
+
+  /** Resolves the user a login identifier names, on this server; undefined when it names none. */
+  resolveUserIdentifier(identifier: unknown): string | undefined {
+    if (!identifier || typeof identifier !== 'object') return undefined;
+    const id = identifier as Record<string, unknown>;
+    if (id.type !== 'm.id.user' || typeof id.user !== 'string') return undefined;
+    const user = id.user;
+    if (user.startsWith('@')) {
+      const colon = user.indexOf(':');
+      if (colon < 0 || user.slice(colon + 1) !== this.config.serverName) return undefined;
+      return `@${user.slice(1, colon).toLowerCase()}:${this.config.serverName}`;
+    }
+    return this.userIdFor(user.toLowerCase());
+  }
+
+  /**
+   * Checks a user's password, counting failures per account and per address. Throws 429 when
+   * either is over its limit (before any check, so guessing cannot continue), 403 on a mismatch.
+   */
+  async checkPassword(userId: string | undefined, password: string, address: string): Promise<UserRow> {
+    const keys = [`ip:${address}`, ...(userId ? [`user:${userId}`] : [])];
+    const retry = Math.max(...keys.map((k) => this.failedLogins.retryAfter(k)));
+    if (retry > 0) throw errors.limitExceeded(retry);
+    const user = userId ? await repo.findUser(this.db, userId) : undefined;
+    const ok = user?.password_hash ? await verifyPassword(password, user.password_hash) : false;
+    if (!ok || !user) {
+      for (const k of keys) this.failedLogins.record(k);
+      throw errors.forbidden('Invalid username or password');
+    }
+    if (user.deactivated) throw errors.userDeactivated();
+    this.failedLogins.reset(`user:${userId}`);
+    return user;
+  }
+
+  /** POST /login with m.login.password. */
+  async loginWithPassword(req: {
+    identifier: unknown;
+    password: string;
+    deviceId?: string;
+    initialDeviceDisplayName?: string;
+    address: string;
+  }): Promise<LoginResult> {
+    const userId = this.resolveUserIdentifier(req.identifier);
+    const user = await this.checkPassword(userId, req.password, req.address);
+    return this.db
+      .transaction()
+      .execute((trx) => this.startSession(trx, user.user_id, req.deviceId, req.initialDeviceDisplayName));
+  }
+
+  /** Finds the session of an access token; throws M_UNKNOWN_TOKEN when there is none. */
+  async authenticateToken(accessToken: string): Promise<Session> {
+    const tokenHash = hashToken(accessToken);
+    const row = await repo.findAccessToken(this.db, tokenHash);
+    if (!row || row.deactivated) throw errors.unknownToken();
+    return { userId: row.user_id, deviceId: row.device_id, tokenHash, isAdmin: row.is_admin };
+  }
+
+  /** POST /logout: ends this session and removes its device. */
+  async logout(session: Session): Promise<void> {
+    await repo.deleteDevices(this.db, session.userId, [session.deviceId]);
+  }
+
+  /** POST /logout/all: ends every session of the user and removes all their devices. */
+  async logoutAll(session: Session): Promise<void> {
+    await this.db.deleteFrom('devices').where('user_id', '=', session.userId).execute();
+  }
+
+  /** Runs UIA with the user's password (m.login.password) for a sensitive action. */
+  async requirePassword(session: Session, kind: UiaKind, auth: unknown, address: string) {
+    const checker: StageChecker = async (dict) => {
+      const claimed = dict.identifier !== undefined ? this.resolveUserIdentifier(dict.identifier) : undefined;
+      const legacyUser =
+        typeof dict.user === 'string'
+          ? this.resolveUserIdentifier({ type: 'm.id.user', user: dict.user })
+          : undefined;
+      if ((claimed ?? legacyUser) !== session.userId)
+        throw errors.forbidden('Identifier does not match the logged-in user');
+      if (typeof dict.password !== 'string') throw errors.missingParam('password is required');
+      await this.checkPassword(session.userId, dict.password, address);
+    };
+    return this.uia.authenticate({
+      kind,
+      userId: session.userId,
+      auth,
+      flows: [{ stages: ['m.login.password'] }],
+      checkers: { 'm.login.password': checker },
+    });
+  }
+
+  /** POST /account/password: changes the password after UIA; by default logs out other devices. */
+  async changePassword(
+    session: Session,
+    req: { newPassword: string; logoutDevices: boolean; auth: unknown; address: string },
+  ): Promise<void> {
+    this.checkPasswordStrength(req.newPassword);
+    const uiaSession = await this.requirePassword(session, 'password', req.auth, req.address);
+    const hash = await hashPassword(req.newPassword, this.config.passwordHashCost);
+    await this.db.transaction().execute(async (trx) => {
+      await repo.updateUser(trx, session.userId, { password_hash: hash });
+      if (req.logoutDevices) {
+        await trx
+          .deleteFrom('devices')
+          .where('user_id', '=', session.userId)
+          .where('device_id', '!=', session.deviceId)
+          .execute();
+      }
+    });
+    await this.uia.finish(uiaSession);
+  }
+
+  async listDevices(session: Session) {
+    return (await repo.listDevices(this.db, session.userId)).map(deviceJson);
+  }
+
+  async getDevice(session: Session, deviceId: string) {
+    const row = await repo.findDevice(this.db, session.userId, deviceId);
+    if (!row) throw errors.notFound('No such device');
+    return deviceJson(row);
+  }
+
+  async renameDevice(session: Session, deviceId: string, displayName: string | null): Promise<void> {
+    if (!(await repo.setDeviceDisplayName(this.db, session.userId, deviceId, displayName))) {
+      throw errors.notFound('No such device');
+    }
+  }
+
+  /** DELETE /devices/{id} and POST /delete_devices: after UIA, removes the devices and their tokens. */
+  async deleteDevices(session: Session, deviceIds: string[], auth: unknown, address: string): Promise<void> {
+    const uiaSession = await this.requirePassword(session, 'delete_devices', auth, address);
+    await repo.deleteDevices(this.db, session.userId, deviceIds);
+    await this.uia.finish(uiaSession);
+  }
+
+  /** Records when and from where a device was last seen, at most once a minute per device. */
+  async touch(session: Session, address: string): Promise<void> {
+    const key = `${session.userId}|${session.deviceId}`;
+    const now = this.now();
+    const last = this.lastTouched.get(key);
+    if (last !== undefined && now - last < 60_000) return;
+    this.lastTouched.set(key, now);
+    if (this.lastTouched.size > 50_000) this.lastTouched.clear();
+    await repo.touchDevice(this.db, session.userId, session.deviceId, address, now);
+  }
+
+  private readonly lastTouched = new Map<string, number>();
+}
+
+function deviceJson(row: {
+  device_id: string;
+  display_name: string | null;
+  last_seen_ts: number | null;
+  last_seen_ip: string | null;
+}) {
+  return {
+    device_id: row.device_id,
+    display_name: row.display_name ?? undefined,
+    last_seen_ts: row.last_seen_ts ?? undefined,
+    last_seen_ip: row.last_seen_ip ?? undefined,
+  };
+}

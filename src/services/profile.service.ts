@@ -1,0 +1,66 @@
+import { errors } from '../errors.ts';
+import type { JsonObject } from '../protocol/json.ts';
+import * as repo from '../storage/accounts.repository.ts';
+import type { Db } from '../storage/connect.ts';
+import type { Session } from './accounts.service.ts';
+
+/** Profiles (display name, avatar URL) and account data, global and per room. */
+export class ProfileService {
+  constructor(
+    private readonly db: Db,
+    private readonly serverName: string,
+  ) {}
+
+  /** GET /profile/{userId}: 404 for users this server does not have. */
+  async getProfile(userId: string): Promise<{ displayname?: string; avatar_url?: string }> {
+    const user = await repo.findUser(this.db, userId);
+    if (!user || user.deactivated) throw errors.notFound('Profile not found');
+    return {
+      ...(user.display_name !== null ? { displayname: user.display_name } : {}),
+      ...(user.avatar_url !== null ? { avatar_url: user.avatar_url } : {}),
+    };
+  }
+
+  /** PUT /profile/{userId}/displayname and /avatar_url: only for one's own profile. */
+  async setProfileField(
+    session: Session,
+    userId: string,
+    field: 'displayname' | 'avatar_url',
+    value: string | null,
+  ): Promise<void> {
+    this.assertSelf(session, userId, 'You cannot change the profile of another user');
+    if (field === 'avatar_url' && value !== null && value !== '' && !/^mxc:\/\/[^/]+\/[^/]+$/.test(value)) {
+      throw errors.invalidParam('avatar_url must be an mxc:// URI');
+    }
+    const stored = value === '' ? null : value;
+    await repo.updateUser(
+      this.db,
+      userId,
+      field === 'displayname' ? { display_name: stored } : { avatar_url: stored },
+    );
+  }
+
+  /** PUT account data (global when roomId is ''). Server-managed types cannot be set here. */
+  async setAccountData(session: Session, userId: string, roomId: string, type: string, content: JsonObject) {
+    this.assertSelf(session, userId, 'You cannot set account data for another user');
+    if (type === 'm.fully_read' || type === 'm.push_rules') {
+      throw errors.badJson(`Cannot set ${type} through this API`);
+    }
+    await repo.putAccountData(this.db, userId, roomId, type, content);
+  }
+
+  async getAccountData(session: Session, userId: string, roomId: string, type: string): Promise<JsonObject> {
+    this.assertSelf(session, userId, 'You cannot read account data of another user');
+    const content = await repo.getAccountData(this.db, userId, roomId, type);
+    if (content === undefined) throw errors.notFound('No account data of that type');
+    return content;
+  }
+
+  isLocalUser(userId: string): boolean {
+    return userId.endsWith(`:${this.serverName}`);
+  }
+
+  private assertSelf(session: Session, userId: string, message: string): void {
+    if (session.userId !== userId) throw errors.forbidden(message);
+  }
+}

@@ -1,0 +1,75 @@
+import { mkdirSync } from 'node:fs';
+import { PGlite } from '@electric-sql/pglite';
+import { Kysely, Migrator, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { migrations } from '../../migrations/index.ts';
+import type { Database } from './database.ts';
+import { PgliteDialect } from './pglite-dialect.ts';
+
+export type Db = Kysely<Database>;
+
+export interface DatabaseHandle {
+  db: Db;
+  /** 'pglite' (embedded) or 'postgres'. */
+  kind: 'pglite' | 'postgres';
+  /** Where the data lives, safe to log (no password). */
+  description: string;
+  close(): Promise<void>;
+}
+
+const INT8_OID = 20;
+
+/** Opens PostgreSQL when a URL is given, else PGlite in `pgliteDir` (in memory when it is null). */
+export async function openDatabase(opts: {
+  databaseUrl?: string;
+  pgliteDir?: string | null;
+}): Promise<DatabaseHandle> {
+  if (opts.databaseUrl) {
+    const pool = new pg.Pool({
+      connectionString: opts.databaseUrl,
+      max: 10,
+      types: {
+        getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+          oid === INT8_OID
+            ? (v: string) => Number(v)
+            : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+      },
+    });
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    return {
+      db,
+      kind: 'postgres',
+      description: `postgres ${redactUrl(opts.databaseUrl)}`,
+      close: () => db.destroy(),
+    };
+  }
+  const dir = opts.pgliteDir ?? null;
+  if (dir) mkdirSync(dir, { recursive: true });
+  const pglite = await PGlite.create({
+    ...(dir ? { dataDir: dir } : {}),
+    parsers: { [INT8_OID]: (v: string) => Number(v) },
+  });
+  const db = new Kysely<Database>({ dialect: new PgliteDialect(pglite) });
+  return { db, kind: 'pglite', description: `pglite ${dir ?? '(in memory)'}`, close: () => db.destroy() };
+}
+
+/** Applies every pending migration; throws when one fails. */
+export async function migrateToLatest(db: Db): Promise<void> {
+  const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error');
+    throw new Error(`migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message ?? error}`);
+  }
+}
+
+/** The URL without its password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable url)';
+  }
+}
