@@ -24,9 +24,6 @@ export class CanonicalJsonError extends Error {
   }
 }
 
-/** Largest magnitude a number may have in canonical JSON (appendices: Canonical JSON). */
-export const MAX_SAFE_CANONICAL_INTEGER = Number.MAX_SAFE_INTEGER; // 2**53 - 1
-
 /** In a `u` regex a surrogate class matches only unpaired surrogates, which UTF-8 cannot encode. */
 const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 

@@ -28,46 +28,53 @@ const TOP_LEVEL_KEYS = [
 /** Top-level keys that room versions up to 10 also keep; version 11 stopped protecting them. */
 const PRE_V11_TOP_LEVEL_KEYS = ['prev_state', 'origin', 'membership'] as const;
 
-/** Content keys kept per event type under the v9 rules (room version 10). */
-const V10_CONTENT_KEYS: Readonly<Record<string, readonly string[]>> = {
-  'm.room.member': ['membership', 'join_authorised_via_users_server'],
-  'm.room.create': ['creator'],
-  'm.room.join_rules': ['join_rule', 'allow'],
-  'm.room.power_levels': [
-    'ban',
-    'events',
-    'events_default',
-    'kick',
-    'redact',
-    'state_default',
-    'users',
-    'users_default',
-  ],
-  'm.room.history_visibility': ['history_visibility'],
-};
+/**
+ * Content keys kept per event type under the v9 rules (room version 10). A Map, not an object
+ * literal, so that event types such as `constructor` do not find Object.prototype members.
+ */
+const V10_CONTENT_KEYS: ReadonlyMap<string, readonly string[]> = new Map(
+  Object.entries({
+    'm.room.member': ['membership', 'join_authorised_via_users_server'],
+    'm.room.create': ['creator'],
+    'm.room.join_rules': ['join_rule', 'allow'],
+    'm.room.power_levels': [
+      'ban',
+      'events',
+      'events_default',
+      'kick',
+      'redact',
+      'state_default',
+      'users',
+      'users_default',
+    ],
+    'm.room.history_visibility': ['history_visibility'],
+  }),
+);
 
 /**
  * Content keys kept per event type under the v11 rules (room versions 11 and 12). The create
  * event keeps all of its content and a member event keeps `third_party_invite.signed`; both are
  * handled in {@link redactContent} rather than here.
  */
-const V11_CONTENT_KEYS: Readonly<Record<string, readonly string[]>> = {
-  'm.room.member': ['membership', 'join_authorised_via_users_server'],
-  'm.room.join_rules': ['join_rule', 'allow'],
-  'm.room.power_levels': [
-    'ban',
-    'events',
-    'events_default',
-    'invite',
-    'kick',
-    'redact',
-    'state_default',
-    'users',
-    'users_default',
-  ],
-  'm.room.history_visibility': ['history_visibility'],
-  'm.room.redaction': ['redacts'],
-};
+const V11_CONTENT_KEYS: ReadonlyMap<string, readonly string[]> = new Map(
+  Object.entries({
+    'm.room.member': ['membership', 'join_authorised_via_users_server'],
+    'm.room.join_rules': ['join_rule', 'allow'],
+    'm.room.power_levels': [
+      'ban',
+      'events',
+      'events_default',
+      'invite',
+      'kick',
+      'redact',
+      'state_default',
+      'users',
+      'users_default',
+    ],
+    'm.room.history_visibility': ['history_visibility'],
+    'm.room.redaction': ['redacts'],
+  }),
+);
 
 /**
  * Returns the redacted form of `event` for `roomVersion`; the input is not modified. The result
@@ -93,10 +100,10 @@ export function redactEvent(event: object, roomVersion: RoomVersion): JsonObject
 
 /** The surviving part of `content` for an event of type `type` (see the module comment). */
 export function redactContent(type: string, content: JsonObject, roomVersion: RoomVersion): JsonObject {
-  if (!roomVersion.updatedRedactionRules) return pick(content, V10_CONTENT_KEYS[type]);
+  if (!roomVersion.updatedRedactionRules) return pick(content, V10_CONTENT_KEYS.get(type));
 
   if (type === 'm.room.create') return { ...content };
-  const kept = pick(content, V11_CONTENT_KEYS[type]);
+  const kept = pick(content, V11_CONTENT_KEYS.get(type));
   if (type === 'm.room.member') {
     // v11: of `third_party_invite`, only its `signed` member survives (needed by the auth rules).
     const invite = content.third_party_invite;

@@ -115,9 +115,7 @@ export function verifyJsonSignature(
 
 /** The key IDs `serverName` signed `object` with, in the order they appear. */
 export function signingKeyIds(object: object, serverName: string): string[] {
-  const signatures = (object as { signatures?: unknown }).signatures;
-  if (!isJsonObject(signatures)) return [];
-  const bySigner = signatures[serverName];
+  const bySigner = ownValue(ownValue(object, 'signatures'), serverName);
   return isJsonObject(bySigner) ? Object.keys(bySigner) : [];
 }
 
@@ -128,12 +126,13 @@ function signedBytes(object: object): Uint8Array {
 }
 
 function signatureOf(object: object, serverName: string, keyId: string): string | undefined {
-  const signatures = (object as { signatures?: unknown }).signatures;
-  if (!isJsonObject(signatures)) return undefined;
-  const bySigner = signatures[serverName];
-  if (!isJsonObject(bySigner)) return undefined;
-  const signature = bySigner[keyId];
+  const signature = ownValue(ownValue(ownValue(object, 'signatures'), serverName), keyId);
   return typeof signature === 'string' ? signature : undefined;
+}
+
+/** `object[key]` if `object` is a JSON object with that own key (never an Object.prototype member). */
+function ownValue(object: unknown, key: string): unknown {
+  return isJsonObject(object) && Object.hasOwn(object, key) ? object[key] : undefined;
 }
 
 /** A copy two levels deep, so adding our signature never writes into the caller's object. */

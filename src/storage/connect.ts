@@ -14,6 +14,8 @@ export interface DatabaseHandle {
   kind: 'pglite' | 'postgres';
   /** Where the data lives, safe to log (no password). */
   description: string;
+  /** The embedded instance, when kind is 'pglite' (tests dump it as a template). */
+  pglite?: PGlite;
   close(): Promise<void>;
 }
 
@@ -23,6 +25,8 @@ const INT8_OID = 20;
 export async function openDatabase(opts: {
   databaseUrl?: string;
   pgliteDir?: string | null;
+  /** A dump (PGlite dumpDataDir) to start from instead of an empty cluster. */
+  pgliteTemplate?: Blob;
 }): Promise<DatabaseHandle> {
   if (opts.databaseUrl) {
     const pool = new pg.Pool({
@@ -47,10 +51,17 @@ export async function openDatabase(opts: {
   if (dir) mkdirSync(dir, { recursive: true });
   const pglite = await PGlite.create({
     ...(dir ? { dataDir: dir } : {}),
+    ...(opts.pgliteTemplate ? { loadDataDir: opts.pgliteTemplate } : {}),
     parsers: { [INT8_OID]: (v: string) => Number(v) },
   });
   const db = new Kysely<Database>({ dialect: new PgliteDialect(pglite) });
-  return { db, kind: 'pglite', description: `pglite ${dir ?? '(in memory)'}`, close: () => db.destroy() };
+  return {
+    db,
+    kind: 'pglite',
+    description: `pglite ${dir ?? '(in memory)'}`,
+    pglite,
+    close: () => db.destroy(),
+  };
 }
 
 /** Applies every pending migration; throws when one fails. */

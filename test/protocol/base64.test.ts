@@ -1,10 +1,5 @@
 import t from 'tap';
-import {
-  decodeBase64,
-  decodeBase64Url,
-  encodeBase64,
-  encodeBase64Url,
-} from '../../src/protocol/base64.ts';
+import { decodeBase64, decodeBase64Url, encodeBase64, encodeBase64Url } from '../../src/protocol/base64.ts';
 
 const utf8 = (text: string) => new TextEncoder().encode(text);
 const isBase64Error = { name: 'Base64Error' };

@@ -51,16 +51,22 @@ t.test('appendices: every canonical JSON example', async (t) => {
 
 // When the spec checkout is present, make sure the list above is the spec's complete list.
 const APPENDICES = '/work/shared/matrix-spec/content/appendices.md';
-t.test('the embedded examples are all the examples in the spec', { skip: !existsSync(APPENDICES) }, async (t) => {
-  const section = readFileSync(APPENDICES, 'utf8').split('#### Examples')[1]?.split('### Signing Details')[0];
-  const blocks = [...(section ?? '').matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1] ?? '');
-  t.equal(blocks.length, SPEC_VECTORS.length * 2, 'one input and one output block per example');
-  for (let i = 0; i < blocks.length; i += 2) {
-    const input = JSON.parse(blocks[i]!);
-    const expected = blocks[i + 1]!.trim();
-    t.equal(canonicalJson(input), expected, expected);
-  }
-});
+t.test(
+  'the embedded examples are all the examples in the spec',
+  { skip: !existsSync(APPENDICES) },
+  async (t) => {
+    const section = readFileSync(APPENDICES, 'utf8')
+      .split('#### Examples')[1]
+      ?.split('### Signing Details')[0];
+    const blocks = [...(section ?? '').matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1] ?? '');
+    t.equal(blocks.length, SPEC_VECTORS.length * 2, 'one input and one output block per example');
+    for (let i = 0; i < blocks.length; i += 2) {
+      const input = JSON.parse(blocks[i]!);
+      const expected = blocks[i + 1]!.trim();
+      t.equal(canonicalJson(input), expected, expected);
+    }
+  },
+);
 
 t.test('json-canonicalize (RFC 8785) agrees on the spec examples', async (t) => {
   for (const [input, expected] of SPEC_VECTORS) {
@@ -149,7 +155,7 @@ t.test('objects without a prototype are plain objects', async (t) => {
 });
 
 t.test('string escapes follow the appendix grammar exactly', async (t) => {
-  const short: Record<number, string> = { 0x08: '\\b', 0x09: '\\t', 0x0a: '\\n', 0x0c: '\\f', 0x0d: '\\r' };
+  const short: Record<number, string> = { 8: '\\b', 9: '\\t', 10: '\\n', 12: '\\f', 13: '\\r' };
   for (let code = 0; code < 0x20; code++) {
     const expected = short[code] ?? `\\u00${code.toString(16).padStart(2, '0')}`;
     t.equal(canonicalJson(String.fromCharCode(code)), `"${expected}"`, `U+${code.toString(16)}`);
@@ -162,23 +168,43 @@ t.test('string escapes follow the appendix grammar exactly', async (t) => {
 });
 
 t.test('nested objects are sorted at every level, arrays keep their order', async (t) => {
-  t.equal(canonicalJson({ z: { b: [3, 1, 2], a: true }, a: false }), '{"a":false,"z":{"a":true,"b":[3,1,2]}}');
+  t.equal(
+    canonicalJson({ z: { b: [3, 1, 2], a: true }, a: false }),
+    '{"a":false,"z":{"a":true,"b":[3,1,2]}}',
+  );
 });
 
 t.test('canonicalJsonBytes is the UTF-8 encoding', async (t) => {
-  t.same(canonicalJsonBytes({ a: '日' }), new Uint8Array([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xe6, 0x97, 0xa5, 0x22, 0x7d]));
+  t.same(
+    canonicalJsonBytes({ a: '日' }),
+    new Uint8Array([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xe6, 0x97, 0xa5, 0x22, 0x7d]),
+  );
 });
 
 t.test('compareCodePoints matches UTF-8 byte order on many strings', async (t) => {
   // Characters chosen around the boundaries where UTF-16 and code point order part ways.
-  const alphabet = ['a', 'Z', '\u00e9', '\ud7ff', '\ue000', '\uFB01', '\uffff', '\u{10000}', '\u{1F600}', '\u{10FFFF}'];
+  const alphabet = [
+    'a',
+    'Z',
+    '\u00e9',
+    '\ud7ff',
+    '\ue000',
+    '\uFB01',
+    '\uffff',
+    '\u{10000}',
+    '\u{1F600}',
+    '\u{10FFFF}',
+  ];
   let seed = 42;
   const random = () => {
     seed = (seed * 1103515245 + 12345) % 2 ** 31;
     return seed / 2 ** 31;
   };
   const strings = Array.from({ length: 300 }, () =>
-    Array.from({ length: 1 + Math.floor(random() * 4) }, () => alphabet[Math.floor(random() * alphabet.length)]).join(''),
+    Array.from(
+      { length: 1 + Math.floor(random() * 4) },
+      () => alphabet[Math.floor(random() * alphabet.length)],
+    ).join(''),
   );
   const expected = [...strings].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
   t.same([...strings].sort(compareCodePoints), expected);

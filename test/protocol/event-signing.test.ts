@@ -56,8 +56,7 @@ t.test('appendices: the minimally-sized event', async (t) => {
     sender: '@a:domain',
     signatures: {
       domain: {
-        'ed25519:1':
-          'KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg',
+        'ed25519:1': 'KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg',
       },
     },
     type: 'X',
@@ -77,8 +76,7 @@ t.test('appendices: the event with redactable content', async (t) => {
     sender: '@u:domain',
     signatures: {
       domain: {
-        'ed25519:1':
-          'Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA',
+        'ed25519:1': 'Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA',
       },
     },
     unsigned: { age_ts: 1000000 },
@@ -86,7 +84,10 @@ t.test('appendices: the event with redactable content', async (t) => {
 });
 
 t.test('under v11 rules the same events get other signatures (origin is no longer kept)', async (t) => {
-  t.not(sign(MINIMAL_EVENT, v11).signatures.domain?.['ed25519:1'], sign(MINIMAL_EVENT).signatures.domain?.['ed25519:1']);
+  t.not(
+    sign(MINIMAL_EVENT, v11).signatures.domain?.['ed25519:1'],
+    sign(MINIMAL_EVENT).signatures.domain?.['ed25519:1'],
+  );
   t.ok(verifyEventSignature(sign(MINIMAL_EVENT, v11), v11, 'domain', 'ed25519:1', PUBLIC_KEY));
   t.notOk(
     verifyEventSignature(sign(MINIMAL_EVENT, v11), v10, 'domain', 'ed25519:1', PUBLIC_KEY),
@@ -99,7 +100,10 @@ t.test('a signed event verifies whole and redacted; the content hash tells them 
     const signed = sign(MESSAGE_EVENT, version);
     const redacted = redactEvent(signed, version);
     t.ok(verifyEventSignature(signed, version, 'domain', 'ed25519:1', PUBLIC_KEY), `v${version.id}: full`);
-    t.ok(verifyEventSignature(redacted, version, 'domain', 'ed25519:1', PUBLIC_KEY), `v${version.id}: redacted`);
+    t.ok(
+      verifyEventSignature(redacted, version, 'domain', 'ed25519:1', PUBLIC_KEY),
+      `v${version.id}: redacted`,
+    );
     t.ok(checkContentHash(signed), `v${version.id}: full copy passes the hash check`);
     t.notOk(checkContentHash(redacted), `v${version.id}: redacted copy fails the hash check`);
 
@@ -110,7 +114,13 @@ t.test('a signed event verifies whole and redacted; the content hash tells them 
     );
     t.notOk(checkContentHash(edited), `v${version.id}: ...but fails the content hash`);
     t.notOk(
-      verifyEventSignature({ ...signed, sender: '@mallory:domain' }, version, 'domain', 'ed25519:1', PUBLIC_KEY),
+      verifyEventSignature(
+        { ...signed, sender: '@mallory:domain' },
+        version,
+        'domain',
+        'ed25519:1',
+        PUBLIC_KEY,
+      ),
       `v${version.id}: an edited essential key breaks the signature`,
     );
   }

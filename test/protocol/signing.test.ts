@@ -1,5 +1,5 @@
-import t from 'tap';
 import * as ed from '@noble/ed25519';
+import t from 'tap';
 import { decodeBase64, encodeBase64 } from '../../src/protocol/base64.ts';
 import {
   decodeKey,
@@ -24,8 +24,7 @@ t.test('appendices: JSON signing of the empty object', async (t) => {
   t.same(signed, {
     signatures: {
       domain: {
-        'ed25519:1':
-          'K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ',
+        'ed25519:1': 'K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ',
       },
     },
   });
@@ -38,8 +37,7 @@ t.test('appendices: JSON signing of an object with data', async (t) => {
     one: 1,
     signatures: {
       domain: {
-        'ed25519:1':
-          'KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw',
+        'ed25519:1': 'KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw',
       },
     },
     two: 'Two',
@@ -114,7 +112,14 @@ t.test('verification fails closed', async (t) => {
 t.test('a padded signature still verifies (decoders accept padding)', async (t) => {
   const signed = signJson({ one: 1 }, SERVER_NAME, KEY_ID, SEED);
   const padded = `${signed.signatures.domain![KEY_ID]}==`;
-  t.ok(verifyJsonSignature({ one: 1, signatures: { domain: { [KEY_ID]: padded } } }, SERVER_NAME, KEY_ID, PUBLIC_KEY));
+  t.ok(
+    verifyJsonSignature(
+      { one: 1, signatures: { domain: { [KEY_ID]: padded } } },
+      SERVER_NAME,
+      KEY_ID,
+      PUBLIC_KEY,
+    ),
+  );
 });
 
 t.test('key generation', async (t) => {
@@ -134,7 +139,15 @@ t.test('key ID grammar: ed25519 and a version of [a-zA-Z0-9_]', async (t) => {
   for (const good of ['ed25519:1', 'ed25519:a_XyZ9', 'ed25519:auto', 'ed25519:___']) {
     t.ok(isValidKeyId(good), good);
   }
-  for (const bad of ['ed25519:', 'ed25519', 'curve25519:1', 'ed25519:a-b', 'ed25519:a.b', 'ed25519:ä', ':1']) {
+  for (const bad of [
+    'ed25519:',
+    'ed25519',
+    'curve25519:1',
+    'ed25519:a-b',
+    'ed25519:a.b',
+    'ed25519:ä',
+    ':1',
+  ]) {
     t.notOk(isValidKeyId(bad), bad);
   }
   t.throws(() => signJson({}, SERVER_NAME, 'ed25519:bad-id', SEED), /invalid ed25519 key ID/);
@@ -152,4 +165,12 @@ t.test('verification is strict: a small-order public key verifies nothing', asyn
   const message = new TextEncoder().encode('{"one":1}');
   t.ok(ed.verify(forged, message, identity), 'the ZIP-215 default would accept the forgery');
   t.notOk(verifyJsonSignature(object, SERVER_NAME, KEY_ID, identity), 'we refuse it');
+});
+
+t.test('server names that match Object.prototype members find no signatures', async (t) => {
+  const signed = signJson({ one: 1 }, SERVER_NAME, KEY_ID, SEED);
+  t.same(signingKeyIds(signed, 'constructor'), []);
+  t.same(signingKeyIds(signed, '__proto__'), []);
+  t.same(signingKeyIds(signed, SERVER_NAME), [KEY_ID]);
+  t.notOk(verifyJsonSignature(signed, 'constructor', KEY_ID, PUBLIC_KEY));
 });

@@ -1,7 +1,9 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
+import { errors } from '../../errors.ts';
 import { requireAuth } from '../../http/auth.ts';
+import { isPlainObject } from '../../protocol/json.ts';
 import { AuthDict, DeviceId, DisplayName, V3 } from './schemas.ts';
 
 const DeviceParams = Type.Object({ deviceId: DeviceId });
@@ -45,16 +47,14 @@ export async function devicesRoutes(fastify: FastifyInstance): Promise<void> {
     `${V3}/devices/:deviceId`,
     {
       onRequest: requireAuth,
-      schema: { params: DeviceParams, body: Type.Optional(Type.Object({ auth: AuthDict })) },
+      // The body is optional here (a first UIA round may send none), which a schema cannot say.
+      schema: { params: DeviceParams },
     },
     async (request) => {
+      const body = request.body;
+      if (body !== undefined && !isPlainObject(body)) throw errors.badJson('Body must be a JSON object');
       await accounts.getDevice(request.session, request.params.deviceId);
-      await accounts.deleteDevices(
-        request.session,
-        [request.params.deviceId],
-        request.body?.auth,
-        request.ip,
-      );
+      await accounts.deleteDevices(request.session, [request.params.deviceId], body?.auth, request.ip);
       return {};
     },
   );

@@ -1,0 +1,95 @@
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { buildApp } from '../../src/app.ts';
+import { type Config, defaultConfig } from '../../src/config.ts';
+import { type Runtime, startRuntime } from '../../src/runtime.ts';
+import type { DatabaseBackend } from './backends.ts';
+
+export const SERVER_NAME = 'conclave.test';
+export const PASSWORD = 'correct horse battery';
+
+/** Just what the harness needs of a tap test. */
+interface Teardownable {
+  teardown(fn: () => unknown): void;
+}
+
+export interface TestServer {
+  app: FastifyInstance;
+  runtime: Runtime;
+  config: Config;
+  backend: DatabaseBackend['name'];
+  /** Sends a request through fastify's inject (no network). */
+  request(
+    method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS' | 'PATCH',
+    url: string,
+    opts?: { token?: string; body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string> },
+  ): Promise<LightMyRequestResponse>;
+  /** Registers a user (open registration) and returns its login. */
+  register(localpart: string, opts?: { password?: string; deviceId?: string }): Promise<Login>;
+}
+
+export interface Login {
+  user_id: string;
+  device_id: string;
+  access_token: string;
+}
+
+/**
+ * Starts services and the app on a fresh database of the given backend, torn down with the test.
+ * Defaults suit tests: open registration, a cheap (but still scrypt) password hash.
+ */
+export async function startTestServer(
+  t: Teardownable,
+  backend: DatabaseBackend,
+  overrides: Partial<Config> = {},
+): Promise<TestServer> {
+  const database = await backend.create();
+  const config: Config = {
+    ...defaultConfig(),
+    serverName: SERVER_NAME,
+    registration: 'open',
+    passwordHashCost: 10,
+    // Tests of the limits set their own; the rest must not trip over them.
+    loginFailuresPerWindow: 1000,
+    databaseUrl: database.url,
+    dataDir: '',
+    logLevel: 'silent',
+    ...overrides,
+  };
+  const runtime = await startRuntime(config, {
+    pgliteInMemory: true,
+    ...(database.pgliteTemplate ? { pgliteTemplate: database.pgliteTemplate } : {}),
+  });
+  const app = await buildApp(runtime.services);
+  t.teardown(async () => {
+    await app.close();
+    await runtime.close();
+    await database.drop();
+  });
+
+  const request: TestServer['request'] = (method, url, opts = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
+    let payload: string | Buffer | undefined;
+    if (opts.rawBody !== undefined) payload = opts.rawBody;
+    else if (opts.body !== undefined) {
+      payload = JSON.stringify(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    return app.inject({ method, url, headers, ...(payload !== undefined ? { payload } : {}) });
+  };
+
+  const register: TestServer['register'] = async (localpart, opts = {}) => {
+    const res = await request('POST', '/_matrix/client/v3/register', {
+      body: {
+        username: localpart,
+        password: opts.password ?? PASSWORD,
+        ...(opts.deviceId ? { device_id: opts.deviceId } : {}),
+        auth: { type: 'm.login.dummy' },
+      },
+    });
+    if (res.statusCode !== 200) throw new Error(`register ${localpart}: ${res.statusCode} ${res.body}`);
+    return res.json() as Login;
+  };
+
+  return { app, runtime, config, backend: backend.name, request, register };
+}
