@@ -7,15 +7,32 @@ import { errors, MatrixError } from '../errors.ts';
  * (validation, body size, content type) to their Matrix equivalents, anything else to a logged
  * 500 M_UNKNOWN that tells the client nothing more.
  */
+export interface RouteEntry {
+  method: HTTPMethod;
+  url: string;
+  /** The route's validation schemas (body, querystring, params), as declared. */
+  schema: Record<string, unknown> | undefined;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every (method, path) the app serves, HEAD and OPTIONS left out. */
+    routeTable: RouteEntry[];
+  }
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
   // A shadow router of every (method, path) served, to tell 405 from 404.
   const routes = FindMyWay();
   const methods = new Set<HTTPMethod>();
+  const table: RouteEntry[] = [];
+  app.decorate('routeTable', table);
   app.addHook('onRoute', (route) => {
     for (const method of [route.method].flat() as HTTPMethod[]) {
       if (method === 'HEAD' || method === 'OPTIONS') continue;
       methods.add(method);
       routes.on(method, route.url, () => {});
+      table.push({ method, url: route.url, schema: route.schema as Record<string, unknown> | undefined });
     }
   });
 

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { migrations } from '../../migrations/index.ts';
 import type { Database } from './database.ts';
 import { PgliteDialect } from './pglite-dialect.ts';
+import { acquirePgliteLock } from './pglite-lock.ts';
 
 export type Db = Kysely<Database>;
 
@@ -48,19 +49,32 @@ export async function openDatabase(opts: {
     };
   }
   const dir = opts.pgliteDir ?? null;
-  if (dir) mkdirSync(dir, { recursive: true });
-  const pglite = await PGlite.create({
-    ...(dir ? { dataDir: dir } : {}),
-    ...(opts.pgliteTemplate ? { loadDataDir: opts.pgliteTemplate } : {}),
-    parsers: { [INT8_OID]: (v: string) => Number(v) },
-  });
+  let unlock = () => {};
+  if (dir) {
+    mkdirSync(dir, { recursive: true });
+    unlock = acquirePgliteLock(dir);
+  }
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create({
+      ...(dir ? { dataDir: dir } : {}),
+      ...(opts.pgliteTemplate ? { loadDataDir: opts.pgliteTemplate } : {}),
+      parsers: { [INT8_OID]: (v: string) => Number(v) },
+    });
+  } catch (err) {
+    unlock();
+    throw err;
+  }
   const db = new Kysely<Database>({ dialect: new PgliteDialect(pglite) });
   return {
     db,
     kind: 'pglite',
     description: `pglite ${dir ?? '(in memory)'}`,
     pglite,
-    close: () => db.destroy(),
+    close: async () => {
+      await db.destroy();
+      unlock();
+    },
   };
 }
 
