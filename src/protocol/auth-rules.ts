@@ -12,7 +12,7 @@
  * listed in `users`), moving the later power-levels sub-rules up by one. Where the v12 markdown
  * source skips or repeats a number (it writes 3.5 after 3.3, and two items numbered 10.10), we use
  * the numbers a reader sees on the rendered page: the auth events room ID rule is "3.4".
- * Comments below cite the v10/v11 number first and the v12 number in brackets.
+ * Comments below cite the v10/v11 number first and the v12 number in parentheses.
  *
  * How the pipeline uses this (spec: "Checks performed on receipt of a PDU", steps 4 to 6):
  * - against the event's own auth events: `checkAuthAgainstAuthEvents(event, authEvents, ...)`,
@@ -27,6 +27,7 @@
  * `checkAuthAgainstAuthEvents` takes it as `options.createEvent` for v12 and does this itself.
  */
 import { isStateEvent, type Pdu, type RoomEvent, type StateMap, stateTuple } from './event.ts';
+import { isValidUserId } from './identifiers.ts';
 import { isJsonObject, type JsonObject, type JsonValue } from './json.ts';
 import {
   isPowerLevelValue,
@@ -72,7 +73,7 @@ export interface StateKeyPair {
 /** What the auth events selection algorithm looks at in an event. */
 export type AuthSelectionInput = Pick<Pdu, 'type' | 'sender' | 'state_key' | 'content'>;
 
-const ALLOWED: AuthResult = { allowed: true };
+const ALLOWED: AuthResult = Object.freeze({ allowed: true });
 
 const CREATE = 'm.room.create';
 const MEMBER = 'm.room.member';
@@ -116,22 +117,13 @@ export function createEventIdForRoomId(roomId: string): string {
   return `$${roomId.startsWith('!') ? roomId.slice(1) : roomId}`;
 }
 
-const utf8 = new TextEncoder();
-const SERVER_NAME = /^(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::[0-9]{1,5})?$/;
-
 /**
- * User ID grammar as servers must accept it over federation (appendices, "User Identifiers" and
- * "Historical User IDs"): `@`, a localpart of any code points but `:` and NUL (possibly empty), `:`,
- * a server name, at most 255 bytes in all. Kept private so the auth rules do not depend on the
- * identifiers module's stricter checks for new IDs.
+ * The user ID check the rules apply to `additional_creators` (v12 1.4), `users` keys (9.3) and
+ * `join_authorised_via_users_server`: the grammar servers must accept over federation, historical
+ * localparts included (appendices, "Historical User IDs").
  */
-function isValidUserId(value: unknown): value is string {
-  if (typeof value !== 'string' || !value.startsWith('@')) return false;
-  if (utf8.encode(value).length > 255) return false;
-  const colon = value.indexOf(':');
-  if (colon === -1) return false;
-  if (value.slice(1, colon).includes('\u0000')) return false;
-  return SERVER_NAME.test(value.slice(colon + 1));
+function isUserId(value: unknown): value is string {
+  return typeof value === 'string' && isValidUserId(value);
 }
 
 function membershipIn(state: StateMap, userId: string): string | undefined {
@@ -431,7 +423,7 @@ function checkCreateEvent(event: Pdu, roomVersion: RoomVersion): AuthResult {
   // v12 1.4: additional_creators, when given, is an array of valid user IDs.
   if (roomVersion.creatorsHaveInfinitePower && Object.hasOwn(event.content, 'additional_creators')) {
     const additional = event.content.additional_creators;
-    if (!Array.isArray(additional) || !additional.every((userId) => isValidUserId(userId))) {
+    if (!Array.isArray(additional) || !additional.every((userId) => isUserId(userId))) {
       return refuse('1.4', 'additional_creators is not an array of valid user IDs');
     }
   }
@@ -447,7 +439,7 @@ function checkRoomIdNamesCreateEvent(
   options: AuthCheckOptions,
 ): AuthResult {
   if (create === undefined || create.type !== CREATE) {
-    return refuse('2', 'the room’s m.room.create event was not supplied');
+    return refuse('2', "the room's m.room.create event was not supplied");
   }
   if (event.room_id !== roomIdForCreateEventId(create.event_id)) {
     return refuse('2', `room_id ${event.room_id ?? '(none)'} does not name create event ${create.event_id}`);
@@ -496,7 +488,7 @@ function checkMembership(ctx: RuleContext): AuthResult {
   // 4.2.1: an authorising user's server must have signed the event.
   if (Object.hasOwn(content, AUTHORISER_KEY)) {
     const authoriser = content[AUTHORISER_KEY];
-    if (!isValidUserId(authoriser)) {
+    if (!isUserId(authoriser)) {
       return refuse(ctx.rule('4.2.1'), `${AUTHORISER_KEY} is not a user ID`);
     }
     const server = serverNameOf(authoriser) as string;
@@ -788,7 +780,7 @@ function checkPowerLevelsChange(ctx: RuleContext, senderLevel: number): AuthResu
   if (Object.hasOwn(content, 'users')) {
     const users = content.users;
     if (!isIntegerMap(users)) return refuse(ctx.rule('9.3'), 'users is not an object of integers');
-    const badKey = Object.keys(users).find((userId) => !isValidUserId(userId));
+    const badKey = Object.keys(users).find((userId) => !isUserId(userId));
     if (badKey !== undefined)
       return refuse(ctx.rule('9.3'), `users has a key that is not a user ID: ${badKey}`);
   }

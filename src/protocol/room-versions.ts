@@ -53,7 +53,11 @@ const v12: RoomVersion = {
   stateResolution: 'v2.1',
 };
 
-export const ROOM_VERSIONS: Readonly<Record<RoomVersionId, RoomVersion>> = { '10': v10, '11': v11, '12': v12 };
+export const ROOM_VERSIONS: Readonly<Record<RoomVersionId, RoomVersion>> = {
+  '10': v10,
+  '11': v11,
+  '12': v12,
+};
 
 export const DEFAULT_ROOM_VERSION: RoomVersionId = '12';
 

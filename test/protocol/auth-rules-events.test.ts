@@ -1,6 +1,16 @@
 // Auth rules 5 to 8 and 10 (v12: 6 to 9 and 11): events other than create and member.
 import t from 'tap';
-import { ALICE, allows, BOB, CAROL, MALLORY, refuses, standardRoom, TestRoom, VERSION_IDS } from './auth-rules-fixtures.ts';
+import {
+  ALICE,
+  allows,
+  BOB,
+  CAROL,
+  MALLORY,
+  refuses,
+  standardRoom,
+  TestRoom,
+  VERSION_IDS,
+} from './auth-rules-fixtures.ts';
 
 /** Top-level rule `n` of v10/v11 as numbered in the room's version (v12 adds one). */
 function r(room: TestRoom, n: number, sub = ''): string {
@@ -17,7 +27,12 @@ t.test('rule 5 (v12 6): the sender must be joined', async (t) => {
       room.setMembership(BOB, membership);
       refuses(t, room.check(room.message(BOB)), r(room, 5), `v${id}: bob's membership is ${membership}`);
     }
-    const state = room.event({ type: 'm.room.topic', sender: MALLORY, state_key: '', content: { topic: 'x' } });
+    const state = room.event({
+      type: 'm.room.topic',
+      sender: MALLORY,
+      state_key: '',
+      content: { topic: 'x' },
+    });
     refuses(t, room.check(state), r(room, 5), `v${id}: state events too`);
   }
 });
@@ -41,9 +56,16 @@ t.test('rule 6 (v12 7): m.room.third_party_invite needs the invite level only', 
     refuses(t, strict.check(tpi(strict, BOB)), r(strict, 6, '.1'), `v${id}: bob below the invite level`);
     allows(t, strict.check(tpi(strict, CAROL)), `v${id}: carol at the invite level`);
 
-    const byEvents = standardRoom(id, { powerLevels: { events: { 'm.room.third_party_invite': 0 }, invite: 50 } });
+    const byEvents = standardRoom(id, {
+      powerLevels: { events: { 'm.room.third_party_invite': 0 }, invite: 50 },
+    });
     byEvents.setMembership(BOB, 'join');
-    refuses(t, byEvents.check(tpi(byEvents, BOB)), r(byEvents, 6, '.1'), `v${id}: the events map does not lower it`);
+    refuses(
+      t,
+      byEvents.check(tpi(byEvents, BOB)),
+      r(byEvents, 6, '.1'),
+      `v${id}: the events map does not lower it`,
+    );
   }
 });
 
@@ -57,7 +79,14 @@ t.test('rule 7 (v12 8): the event type’s required power level', async (t) => {
     allows(t, room.check(topic(CAROL)), `v${id}: carol at 50 sets the topic`);
     refuses(
       t,
-      room.check(room.event({ type: 'm.room.join_rules', sender: BOB, state_key: '', content: { join_rule: 'public' } })),
+      room.check(
+        room.event({
+          type: 'm.room.join_rules',
+          sender: BOB,
+          state_key: '',
+          content: { join_rule: 'public' },
+        }),
+      ),
       r(room, 7),
       `v${id}: bob changes the join rules`,
     );
@@ -65,10 +94,19 @@ t.test('rule 7 (v12 8): the event type’s required power level', async (t) => {
 
     const strict = standardRoom(id, {
       users: { [BOB]: 10, [CAROL]: 9 },
-      powerLevels: { events_default: 50, state_default: 0, events: { 'm.room.message': 10, 'm.room.name': 20 } },
+      powerLevels: {
+        events_default: 50,
+        state_default: 0,
+        events: { 'm.room.message': 10, 'm.room.name': 20 },
+      },
     });
     strict.setMembership(BOB, 'join').setMembership(CAROL, 'join');
-    refuses(t, strict.check(strict.message(BOB, 'm.reaction', {})), r(strict, 7), `v${id}: events_default 50`);
+    refuses(
+      t,
+      strict.check(strict.message(BOB, 'm.reaction', {})),
+      r(strict, 7),
+      `v${id}: events_default 50`,
+    );
     allows(t, strict.check(strict.message(BOB)), `v${id}: events map lowers m.room.message to 10`);
     refuses(t, strict.check(strict.message(CAROL)), r(strict, 7), `v${id}: carol at 9 is below 10`);
     allows(
@@ -87,7 +125,9 @@ t.test('rule 7 (v12 8): the event type’s required power level', async (t) => {
     usersDefault.setMembership(BOB, 'join');
     allows(
       t,
-      usersDefault.check(usersDefault.event({ type: 'm.room.topic', sender: BOB, state_key: '', content: {} })),
+      usersDefault.check(
+        usersDefault.event({ type: 'm.room.topic', sender: BOB, state_key: '', content: {} }),
+      ),
       `v${id}: users_default 50 lets unlisted bob set state`,
     );
   }
@@ -97,7 +137,8 @@ t.test('rule 7 without a power levels event', async (t) => {
   for (const id of VERSION_IDS) {
     const room = new TestRoom(id);
     room.setMembership(ALICE, 'join').setMembership(BOB, 'join');
-    const topic = (sender: string) => room.event({ type: 'm.room.topic', sender, state_key: '', content: {} });
+    const topic = (sender: string) =>
+      room.event({ type: 'm.room.topic', sender, state_key: '', content: {} });
     allows(t, room.check(topic(ALICE)), `v${id}: the creator sets state`);
     refuses(t, room.check(topic(BOB)), r(room, 7), `v${id}: others are at 0, state needs 50`);
     allows(t, room.check(room.message(BOB)), `v${id}: messages need 0`);

@@ -108,7 +108,12 @@ export class TestRoom {
   }
 
   member(sender: string, target: string, membership: string, extra: JsonObject = {}): RoomEvent {
-    return this.event({ type: 'm.room.member', sender, state_key: target, content: { membership, ...extra } });
+    return this.event({
+      type: 'm.room.member',
+      sender,
+      state_key: target,
+      content: { membership, ...extra },
+    });
   }
 
   powerLevels(sender: string, content: JsonObject): RoomEvent {

@@ -118,7 +118,12 @@ t.test('4.3 (v12 5.3): joins', async (t) => {
     const knock = standardRoom(id, { joinRule: 'knock' });
     refuses(t, knock.check(knock.member(BOB, BOB, 'join')), m(knock, '3.7'), `v${id}: knock room, no invite`);
     knock.setMembership(BOB, 'knock');
-    refuses(t, knock.check(knock.member(BOB, BOB, 'join')), m(knock, '3.7'), `v${id}: knocked is not invited`);
+    refuses(
+      t,
+      knock.check(knock.member(BOB, BOB, 'join')),
+      m(knock, '3.7'),
+      `v${id}: knocked is not invited`,
+    );
     knock.setMembership(BOB, 'invite');
     allows(t, knock.check(knock.member(BOB, BOB, 'join')), `v${id}: knock room after an invite`);
 
@@ -131,7 +136,12 @@ t.test('4.3 (v12 5.3): joins', async (t) => {
 
     const none = standardRoom(id);
     none.state.delete('m.room.join_rules\u0000');
-    refuses(t, none.check(none.member(BOB, BOB, 'join')), m(none, '3.7'), `v${id}: no join rules: invite-only`);
+    refuses(
+      t,
+      none.check(none.member(BOB, BOB, 'join')),
+      m(none, '3.7'),
+      `v${id}: no join rules: invite-only`,
+    );
     none.setMembership(BOB, 'invite');
     allows(t, none.check(none.member(BOB, BOB, 'join')), `v${id}: no join rules, invited`);
   }
@@ -141,8 +151,12 @@ t.test('4.2.1 and 4.3.5 (v12 5.2.1, 5.3.5): restricted joins', async (t) => {
   for (const id of VERSION_IDS) {
     for (const joinRule of ['restricted', 'knock_restricted']) {
       const label = `v${id} ${joinRule}`;
-      const room = standardRoom(id, { joinRule, powerLevels: { invite: 50 }, users: { [CAROL]: 10 } });
-      room.setMembership(CAROL, 'join');
+      const room = standardRoom(id, {
+        joinRule,
+        powerLevels: { invite: 50 },
+        users: { [CAROL]: 10, [DAVE]: 60 },
+      });
+      room.setMembership(CAROL, 'join').setMembership(DAVE, 'leave');
       const via = (authoriser: unknown) =>
         room.member(BOB, BOB, 'join', { join_authorised_via_users_server: authoriser as string });
 
@@ -155,13 +169,24 @@ t.test('4.2.1 and 4.3.5 (v12 5.2.1, 5.3.5): restricted joins', async (t) => {
         m(room, '2.1'),
         `${label}: not signed by a.test`,
       );
-      refuses(t, room.check(via('alice'), trustSignatures), m(room, '2.1'), `${label}: authoriser not a user ID`);
+      refuses(
+        t,
+        room.check(via('alice'), trustSignatures),
+        m(room, '2.1'),
+        `${label}: authoriser not a user ID`,
+      );
       refuses(t, room.check(via(null), trustSignatures), m(room, '2.1'), `${label}: authoriser null`);
       refuses(
         t,
         room.check(via(MALLORY), trustSignatures),
         m(room, '3.5.2'),
-        `${label}: authoriser not joined`,
+        `${label}: authoriser never joined`,
+      );
+      refuses(
+        t,
+        room.check(via(DAVE), trustSignatures),
+        m(room, '3.5.2'),
+        `${label}: authoriser with the level who has left`,
       );
       refuses(
         t,
@@ -175,7 +200,12 @@ t.test('4.2.1 and 4.3.5 (v12 5.2.1, 5.3.5): restricted joins', async (t) => {
       room.setMembership(BOB, 'join');
       allows(t, room.check(room.member(BOB, BOB, 'join')), `${label}: joined users need no authoriser`);
       room.setMembership(BOB, 'ban');
-      refuses(t, room.check(via(ALICE), trustSignatures), m(room, '3.3'), `${label}: banned even if authorised`);
+      refuses(
+        t,
+        room.check(via(ALICE), trustSignatures),
+        m(room, '3.3'),
+        `${label}: banned even if authorised`,
+      );
     }
   }
 });
@@ -285,8 +315,18 @@ t.test('4.4.1 (v12 5.4.1): third-party invites', async (t) => {
       `v${id}: no signature matches`,
     );
     refuses(t, room.check(invite({}), verifier), m(room, '4.1.2'), `v${id}: no signed`);
-    refuses(t, room.check(invite('yes'), verifier), m(room, '4.1.2'), `v${id}: third_party_invite not an object`);
-    refuses(t, room.check(invite({ signed: 'x' }), verifier), m(room, '4.1.2'), `v${id}: signed not an object`);
+    refuses(
+      t,
+      room.check(invite('yes'), verifier),
+      m(room, '4.1.2'),
+      `v${id}: third_party_invite not an object`,
+    );
+    refuses(
+      t,
+      room.check(invite({ signed: 'x' }), verifier),
+      m(room, '4.1.2'),
+      `v${id}: signed not an object`,
+    );
     refuses(
       t,
       room.check(invite({ signed: { mxid: BOB, signatures: {} } }), verifier),
@@ -405,14 +445,28 @@ t.test('4.5 and 4.6: creators in v12 outrank every listed level', async (t) => {
       allows(t, room.check(room.member(ALICE, CAROL, 'ban')), 'v12: alice bans carol at 100');
       refuses(t, room.check(room.member(CAROL, ALICE, 'leave')), '5.5.5', 'v12: carol cannot kick alice');
     } else {
-      refuses(t, room.check(room.member(ALICE, CAROL, 'leave')), '4.5.5', `v${id}: alice (100) vs carol (100)`);
+      refuses(
+        t,
+        room.check(room.member(ALICE, CAROL, 'leave')),
+        '4.5.5',
+        `v${id}: alice (100) vs carol (100)`,
+      );
       refuses(t, room.check(room.member(ALICE, CAROL, 'ban')), '4.6.3', `v${id}: nor ban her`);
     }
   }
   const twoCreators = standardRoom('12', { createContent: { additional_creators: [BOB] } });
   twoCreators.setMembership(BOB, 'join');
-  refuses(t, twoCreators.check(twoCreators.member(BOB, ALICE, 'ban')), '5.6.3', 'v12: creators cannot ban each other');
-  allows(t, twoCreators.check(twoCreators.member(BOB, MALLORY, 'ban')), 'v12: an additional creator bans others');
+  refuses(
+    t,
+    twoCreators.check(twoCreators.member(BOB, ALICE, 'ban')),
+    '5.6.3',
+    'v12: creators cannot ban each other',
+  );
+  allows(
+    t,
+    twoCreators.check(twoCreators.member(BOB, MALLORY, 'ban')),
+    'v12: an additional creator bans others',
+  );
 });
 
 t.test('4.7 (v12 5.7): knocks', async (t) => {
@@ -428,7 +482,12 @@ t.test('4.7 (v12 5.7): knocks', async (t) => {
       allows(t, room.check(room.member(MALLORY, MALLORY, 'knock')), `${label}: knocking again`);
       for (const current of ['join', 'invite', 'ban']) {
         room.setMembership(MALLORY, current);
-        refuses(t, room.check(room.member(MALLORY, MALLORY, 'knock')), m(room, '7.4'), `${label}: while ${current}`);
+        refuses(
+          t,
+          room.check(room.member(MALLORY, MALLORY, 'knock')),
+          m(room, '7.4'),
+          `${label}: while ${current}`,
+        );
       }
     }
     for (const joinRule of ['public', 'invite', 'restricted', 'private']) {
@@ -442,6 +501,11 @@ t.test('4.7 (v12 5.7): knocks', async (t) => {
     }
     const none = standardRoom(id);
     none.state.delete('m.room.join_rules\u0000');
-    refuses(t, none.check(none.member(MALLORY, MALLORY, 'knock')), m(none, '7.1'), `v${id}: no join rules event`);
+    refuses(
+      t,
+      none.check(none.member(MALLORY, MALLORY, 'knock')),
+      m(none, '7.1'),
+      `v${id}: no join rules event`,
+    );
   }
 });

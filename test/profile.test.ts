@@ -1,0 +1,131 @@
+import t from 'tap';
+import { databaseBackends } from './helpers/backends.ts';
+import { SERVER_NAME, startTestServer } from './helpers/server.ts';
+
+const V3 = '/_matrix/client/v3';
+
+for (const backend of databaseBackends()) {
+  t.test(`profiles and account data on ${backend.name}`, async (t) => {
+    const s = await startTestServer(t, backend);
+    const alice = await s.register('alice');
+    const mallory = await s.register('mallory');
+    const aliceId = encodeURIComponent(alice.user_id);
+
+    t.test('display name and avatar', async (t) => {
+      const initial = await s.request('GET', `${V3}/profile/${aliceId}`, { token: mallory.access_token });
+      t.equal(initial.statusCode, 200);
+      t.same(initial.json(), { displayname: 'alice' }, 'the localpart is the first display name');
+
+      const set = await s.request('PUT', `${V3}/profile/${aliceId}/displayname`, {
+        token: alice.access_token,
+        body: { displayname: 'Alice Liddell' },
+      });
+      t.equal(set.statusCode, 200);
+      const avatar = await s.request('PUT', `${V3}/profile/${aliceId}/avatar_url`, {
+        token: alice.access_token,
+        body: { avatar_url: `mxc://${SERVER_NAME}/abc123` },
+      });
+      t.equal(avatar.statusCode, 200);
+      const name = await s.request('GET', `${V3}/profile/${aliceId}/displayname`, {
+        token: mallory.access_token,
+      });
+      t.same(name.json(), { displayname: 'Alice Liddell' });
+      const all = await s.request('GET', `${V3}/profile/${aliceId}`, { token: alice.access_token });
+      t.same(all.json(), { displayname: 'Alice Liddell', avatar_url: `mxc://${SERVER_NAME}/abc123` });
+
+      const forged = await s.request('PUT', `${V3}/profile/${aliceId}/displayname`, {
+        token: mallory.access_token,
+        body: { displayname: 'pwned' },
+      });
+      t.equal(forged.statusCode, 403);
+      t.equal(forged.json().errcode, 'M_FORBIDDEN');
+      const still = await s.request('GET', `${V3}/profile/${aliceId}/displayname`, {
+        token: alice.access_token,
+      });
+      t.same(still.json(), { displayname: 'Alice Liddell' }, "mallory's attempt changed nothing");
+
+      const badAvatar = await s.request('PUT', `${V3}/profile/${aliceId}/avatar_url`, {
+        token: alice.access_token,
+        body: { avatar_url: 'https://example.org/x.png' },
+      });
+      t.equal(badAvatar.statusCode, 400);
+      t.equal(badAvatar.json().errcode, 'M_INVALID_PARAM');
+      const cleared = await s.request('PUT', `${V3}/profile/${aliceId}/avatar_url`, {
+        token: alice.access_token,
+        body: { avatar_url: '' },
+      });
+      t.equal(cleared.statusCode, 200);
+      const noAvatar = await s.request('GET', `${V3}/profile/${aliceId}/avatar_url`, {
+        token: alice.access_token,
+      });
+      t.equal(noAvatar.statusCode, 404);
+
+      const unknown = await s.request('GET', `${V3}/profile/${encodeURIComponent(`@ghost:${SERVER_NAME}`)}`, {
+        token: alice.access_token,
+      });
+      t.equal(unknown.statusCode, 404);
+      t.equal(unknown.json().errcode, 'M_NOT_FOUND');
+      const invalid = await s.request('GET', `${V3}/profile/not-a-user`, { token: alice.access_token });
+      t.equal(invalid.statusCode, 400);
+      const anonymous = await s.request('GET', `${V3}/profile/${aliceId}`);
+      t.equal(anonymous.statusCode, 401);
+      t.equal(anonymous.json().errcode, 'M_MISSING_TOKEN');
+    });
+
+    t.test('global and per-room account data', async (t) => {
+      const url = `${V3}/user/${aliceId}/account_data/org.example.settings`;
+      const put = await s.request('PUT', url, {
+        token: alice.access_token,
+        body: { theme: 'dark', order: 0.5 },
+      });
+      t.equal(put.statusCode, 200);
+      const got = await s.request('GET', url, { token: alice.access_token });
+      t.same(got.json(), { theme: 'dark', order: 0.5 });
+      const replaced = await s.request('PUT', url, { token: alice.access_token, body: { theme: 'light' } });
+      t.equal(replaced.statusCode, 200);
+      t.same((await s.request('GET', url, { token: alice.access_token })).json(), { theme: 'light' });
+
+      const roomId = encodeURIComponent(`!room:${SERVER_NAME}`);
+      const roomUrl = `${V3}/user/${aliceId}/rooms/${roomId}/account_data/m.tag`;
+      t.equal((await s.request('GET', roomUrl, { token: alice.access_token })).statusCode, 404);
+      const tag = { tags: { 'm.favourite': { order: 0.1 } } };
+      t.equal((await s.request('PUT', roomUrl, { token: alice.access_token, body: tag })).statusCode, 200);
+      t.same((await s.request('GET', roomUrl, { token: alice.access_token })).json(), tag);
+      t.equal(
+        (await s.request('GET', `${V3}/user/${aliceId}/account_data/m.tag`, { token: alice.access_token }))
+          .statusCode,
+        404,
+        'room account data is not global account data',
+      );
+
+      for (const [method, target] of [
+        ['GET', url],
+        ['PUT', url],
+        ['GET', roomUrl],
+        ['PUT', roomUrl],
+      ] as const) {
+        const res = await s.request(method, target, { token: mallory.access_token, body: { evil: true } });
+        t.equal(
+          res.statusCode,
+          403,
+          `mallory ${method} ${target.includes('rooms') ? 'room' : 'global'} data`,
+        );
+        t.equal(res.json().errcode, 'M_FORBIDDEN');
+        t.notOk(res.body.includes('light'), 'the refusal leaks no content');
+      }
+      const serverManaged = await s.request('PUT', `${V3}/user/${aliceId}/account_data/m.fully_read`, {
+        token: alice.access_token,
+        body: { event_id: '$x' },
+      });
+      t.equal(serverManaged.statusCode, 400, 'm.fully_read is set by read markers, not here');
+      const notObject = await s.request('PUT', url, { token: alice.access_token, body: ['a'] });
+      t.equal(notObject.statusCode, 400);
+      t.equal(notObject.json().errcode, 'M_BAD_JSON');
+      t.same(
+        (await s.request('GET', url, { token: alice.access_token })).json(),
+        { theme: 'light' },
+        'still there',
+      );
+    });
+  });
+}
