@@ -2,7 +2,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
 import { federationRoutes } from '../federation/routes/index.ts';
-import { installErrorHandling, redactQuery } from './http/errors.ts';
+import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { parseJsonBody } from './http/json-body.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
@@ -32,6 +32,7 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
     routerOptions: { maxParamLength: 1024, ignoreTrailingSlash: false },
     // Requests are logged once, by the onResponse hook below, with any token masked.
     logController: new LogController({ disableRequestLogging: true }),
+    frameworkErrors,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorate('services', services);
@@ -57,13 +58,8 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
     }
   });
 
-  // Browsers' Matrix clients call from other origins (client-server API: Web Browser Clients).
   app.addHook('onRequest', async (request, reply) => {
-    void reply.headers({
-      'access-control-allow-origin': '*',
-      'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
-      'access-control-allow-headers': 'X-Requested-With, Content-Type, Authorization',
-    });
+    void reply.headers(CORS_HEADERS);
     if (request.method === 'OPTIONS') return reply.code(204).send();
   });
 

@@ -144,6 +144,19 @@ for (const backend of databaseBackends()) {
       }
     }
 
+    t.test('bad URLs', async (t) => {
+      const bad = await s.request('GET', '/_matrix/client/v3/devices/%zz', { token: alice.access_token });
+      assertMatrixError(t, bad, 'bad percent-encoding', 400, 'M_INVALID_PARAM');
+      t.equal(bad.headers['access-control-allow-origin'], '*');
+      const long = await s.request('GET', `/_matrix/client/v3/devices/${'D'.repeat(5000)}`, {
+        token: alice.access_token,
+      });
+      assertMatrixError(t, long, 'over-long path parameter', 414);
+      t.notOk(long.body.includes('DDDD'), 'the error does not echo the path');
+      const missing = await s.request('GET', '/_matrix/client/v3/register/available');
+      assertMatrixError(t, missing, 'missing query parameter', 400, 'M_MISSING_PARAM');
+    });
+
     t.test('unknown endpoints and wrong methods', async (t) => {
       assertMatrixError(
         t,

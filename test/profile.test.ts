@@ -117,7 +117,8 @@ for (const backend of databaseBackends()) {
         token: alice.access_token,
         body: { event_id: '$x' },
       });
-      t.equal(serverManaged.statusCode, 400, 'm.fully_read is set by read markers, not here');
+      t.equal(serverManaged.statusCode, 405, 'm.fully_read is set by read markers, not here');
+      t.equal(serverManaged.json().errcode, 'M_BAD_JSON');
       const notObject = await s.request('PUT', url, { token: alice.access_token, body: ['a'] });
       t.equal(notObject.statusCode, 400);
       t.equal(notObject.json().errcode, 'M_BAD_JSON');

@@ -94,3 +94,49 @@ for (const backend of databaseBackends()) {
     });
   });
 }
+
+t.test('look-ups are rate limited per address', async (t) => {
+  const [backend] = databaseBackends();
+  const s = await startTestServer(t, backend!, { registration: 'token' });
+  const { LOOKUPS_PER_MINUTE } = await import('../src/services/accounts.service.ts');
+  const lookup = (i: number) =>
+    s.app.inject({
+      method: 'GET',
+      url:
+        i % 2
+          ? `${V3}/register/available?username=free${i}`
+          : `/_matrix/client/v1/register/m.login.registration_token/validity?token=guess${i}`,
+      remoteAddress: '127.0.0.77',
+    });
+  for (let i = 0; i < LOOKUPS_PER_MINUTE; i++) t.equal((await lookup(i)).statusCode, 200);
+  const limited = await lookup(LOOKUPS_PER_MINUTE);
+  t.equal(limited.statusCode, 429, 'guessing tokens or usernames is limited');
+  t.equal(limited.json().errcode, 'M_LIMIT_EXCEEDED');
+  const other = await s.app.inject({
+    method: 'GET',
+    url: `${V3}/register/available?username=x1`,
+    remoteAddress: '127.0.0.78',
+  });
+  t.equal(other.statusCode, 200, 'another address is not affected');
+});
+
+t.test('a first request without a password learns the flows', async (t) => {
+  const [backend] = databaseBackends();
+  const s = await startTestServer(t, backend!);
+  const res = await s.request('POST', `${V3}/register`, { body: {} });
+  t.equal(res.statusCode, 401);
+  t.same(res.json().flows, [{ stages: ['m.login.dummy'] }]);
+  const noPassword = await s.request('POST', `${V3}/register`, {
+    body: { username: 'nopw', auth: { type: 'm.login.dummy', session: res.json().session } },
+  });
+  t.equal(noPassword.statusCode, 400);
+  t.equal(noPassword.json().errcode, 'M_MISSING_PARAM');
+  const reuse = await s.request('POST', `${V3}/register`, {
+    body: {
+      username: 'nopw',
+      password: PASSWORD,
+      auth: { type: 'm.login.dummy', session: res.json().session },
+    },
+  });
+  t.equal(reuse.statusCode, 400, 'a UIA session ends after one attempt at its action, even a failed one');
+});

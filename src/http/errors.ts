@@ -21,6 +21,22 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Fastify's option `frameworkErrors`: errors raised while routing (bad percent-encoding, an
+ * over-long path parameter) reach the client as Matrix errors too.
+ */
+export function frameworkErrors(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const matrix = toMatrixError(error);
+  void reply.code(matrix.status).headers(CORS_HEADERS).send(matrix.toJSON());
+}
+
+/** Browsers' Matrix clients call from other origins (client-server API: Web Browser Clients). */
+export const CORS_HEADERS = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
+  'access-control-allow-headers': 'X-Requested-With, Content-Type, Authorization',
+};
+
 export function installErrorHandling(app: FastifyInstance): void {
   // A shadow router of every (method, path) served, to tell 405 from 404.
   const routes = FindMyWay();
@@ -73,7 +89,12 @@ export function toMatrixError(error: unknown): MatrixError {
     case 'FST_ERR_VALIDATION':
       if (e.validationContext === 'body')
         return errors.badJson(`Invalid body: ${e.message.replace(/^body\/?/, '')}`);
+      if (e.validation?.some((v) => v.keyword === 'required')) return errors.missingParam(e.message);
       return errors.invalidParam(e.message);
+    case 'FST_ERR_BAD_URL':
+      return errors.invalidParam('The URL is not validly percent-encoded');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new MatrixError(414, 'M_UNKNOWN', 'A path parameter is too long');
   }
   if (e.validation) return errors.badJson(e.message);
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {

@@ -24,6 +24,7 @@ export interface LoginResult {
 }
 
 const MIN_PASSWORD_LENGTH = 8;
+export const LOOKUPS_PER_MINUTE = 30;
 const MAX_PASSWORD_LENGTH = 512;
 
 /**
@@ -33,6 +34,8 @@ const MAX_PASSWORD_LENGTH = 512;
 export class AccountsService {
   private readonly failedLogins: RateLimiter;
   private readonly registrations: RateLimiter;
+  /** Unauthenticated look-ups (username availability, token validity): against enumeration and guessing. */
+  private readonly lookups = new RateLimiter(LOOKUPS_PER_MINUTE, 60_000);
 
   constructor(
     private readonly db: Db,
@@ -59,6 +62,13 @@ export class AccountsService {
       throw errors.invalidUsername('The user ID would be longer than 255 bytes');
     }
     return localpart;
+  }
+
+  /** Counts one unauthenticated look-up by an address; 429 past LOOKUPS_PER_MINUTE. */
+  limitLookup(address: string): void {
+    const retry = this.lookups.retryAfter(address);
+    if (retry > 0) throw errors.limitExceeded(retry);
+    this.lookups.record(address);
   }
 
   async isUsernameAvailable(username: string): Promise<boolean> {
@@ -108,8 +118,8 @@ export class AccountsService {
     const localpart = req.username !== undefined ? this.normaliseUsername(req.username) : undefined;
     if (localpart !== undefined && (await repo.userExists(this.db, this.userIdFor(localpart))))
       throw errors.userInUse();
-    if (req.password === undefined) throw errors.missingParam('password is required');
-    this.checkPasswordStrength(req.password);
+    // A first request may carry no password: it only asks which flows are offered.
+    if (req.password !== undefined) this.checkPasswordStrength(req.password);
 
     const checkers: Record<string, StageChecker> = {
       'm.login.dummy': async () => {},
@@ -121,23 +131,25 @@ export class AccountsService {
         session.data.registrationToken = auth.token;
       },
     };
-    const session = await this.uia.authenticate({
-      kind: 'register',
+    const uiaRequest = {
+      kind: 'register' as const,
       userId: null,
       auth: req.auth,
       flows: this.registrationFlows(),
       checkers,
+    };
+    const result = await this.uia.run(uiaRequest, async (session) => {
+      if (req.password === undefined) throw errors.missingParam('password is required');
+      const token = session.data.registrationToken;
+      return this.createAccount({
+        localpart: localpart ?? (await this.generateLocalpart()),
+        password: req.password,
+        deviceId: req.deviceId,
+        deviceDisplayName: req.initialDeviceDisplayName,
+        login: !req.inhibitLogin,
+        registrationToken: this.config.registration === 'token' ? String(token) : undefined,
+      });
     });
-    const token = session.data.registrationToken;
-    const result = await this.createAccount({
-      localpart: localpart ?? (await this.generateLocalpart()),
-      password: req.password,
-      deviceId: req.deviceId,
-      deviceDisplayName: req.initialDeviceDisplayName,
-      login: !req.inhibitLogin,
-      registrationToken: this.config.registration === 'token' ? String(token) : undefined,
-    });
-    await this.uia.finish(session);
     this.registrations.record(`ip:${req.address}`);
     return result;
   }
@@ -285,8 +297,14 @@ export class AccountsService {
     await this.db.deleteFrom('devices').where('user_id', '=', session.userId).execute();
   }
 
-  /** Runs UIA with the user's password (m.login.password) for a sensitive action. */
-  async requirePassword(session: Session, kind: UiaKind, auth: unknown, address: string) {
+  /** Runs a sensitive action behind UIA with the user's password (m.login.password). */
+  private async withPassword<T>(
+    session: Session,
+    kind: UiaKind,
+    auth: unknown,
+    address: string,
+    action: () => Promise<T>,
+  ): Promise<T> {
     const checker: StageChecker = async (dict) => {
       const claimed = dict.identifier !== undefined ? this.resolveUserIdentifier(dict.identifier) : undefined;
       const legacyUser =
@@ -298,13 +316,16 @@ export class AccountsService {
       if (typeof dict.password !== 'string') throw errors.missingParam('password is required');
       await this.checkPassword(session.userId, dict.password, address);
     };
-    return this.uia.authenticate({
-      kind,
-      userId: session.userId,
-      auth,
-      flows: [{ stages: ['m.login.password'] }],
-      checkers: { 'm.login.password': checker },
-    });
+    return this.uia.run(
+      {
+        kind,
+        userId: session.userId,
+        auth,
+        flows: [{ stages: ['m.login.password'] }],
+        checkers: { 'm.login.password': checker },
+      },
+      action,
+    );
   }
 
   /** POST /account/password: changes the password after UIA; by default logs out other devices. */
@@ -313,19 +334,19 @@ export class AccountsService {
     req: { newPassword: string; logoutDevices: boolean; auth: unknown; address: string },
   ): Promise<void> {
     this.checkPasswordStrength(req.newPassword);
-    const uiaSession = await this.requirePassword(session, 'password', req.auth, req.address);
-    const hash = await hashPassword(req.newPassword, this.config.passwordHashCost);
-    await this.db.transaction().execute(async (trx) => {
-      await repo.updateUser(trx, session.userId, { password_hash: hash });
-      if (req.logoutDevices) {
-        await trx
-          .deleteFrom('devices')
-          .where('user_id', '=', session.userId)
-          .where('device_id', '!=', session.deviceId)
-          .execute();
-      }
+    await this.withPassword(session, 'password', req.auth, req.address, async () => {
+      const hash = await hashPassword(req.newPassword, this.config.passwordHashCost);
+      await this.db.transaction().execute(async (trx) => {
+        await repo.updateUser(trx, session.userId, { password_hash: hash });
+        if (req.logoutDevices) {
+          await trx
+            .deleteFrom('devices')
+            .where('user_id', '=', session.userId)
+            .where('device_id', '!=', session.deviceId)
+            .execute();
+        }
+      });
     });
-    await this.uia.finish(uiaSession);
   }
 
   async listDevices(session: Session) {
@@ -346,9 +367,9 @@ export class AccountsService {
 
   /** DELETE /devices/{id} and POST /delete_devices: after UIA, removes the devices and their tokens. */
   async deleteDevices(session: Session, deviceIds: string[], auth: unknown, address: string): Promise<void> {
-    const uiaSession = await this.requirePassword(session, 'delete_devices', auth, address);
-    await repo.deleteDevices(this.db, session.userId, deviceIds);
-    await this.uia.finish(uiaSession);
+    await this.withPassword(session, 'delete_devices', auth, address, () =>
+      repo.deleteDevices(this.db, session.userId, deviceIds),
+    );
   }
 
   /** Records when and from where a device was last seen, at most once a minute per device. */

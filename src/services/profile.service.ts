@@ -1,4 +1,4 @@
-import { errors } from '../errors.ts';
+import { errors, MatrixError } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
@@ -44,7 +44,8 @@ export class ProfileService {
   async setAccountData(session: Session, userId: string, roomId: string, type: string, content: JsonObject) {
     this.assertSelf(session, userId, 'You cannot set account data for another user');
     if (type === 'm.fully_read' || type === 'm.push_rules') {
-      throw errors.badJson(`Cannot set ${type} through this API`);
+      // The spec answers 405 with M_BAD_JSON: these types are set by their own endpoints.
+      throw new MatrixError(405, 'M_BAD_JSON', `Cannot set ${type} through this API`);
     }
     await repo.putAccountData(this.db, userId, roomId, type, content);
   }

@@ -120,7 +120,24 @@ export class UiaService {
     throw challenge();
   }
 
-  /** Ends a session once the request it authorised has been carried out. */
+  /**
+   * Authenticates, then runs the action the session authorises. The session ends after one
+   * attempt at the action, whether it succeeds or fails, so a completed session can never
+   * authorise a second, different request.
+   */
+  async run<T>(
+    opts: Parameters<UiaService['authenticate']>[0],
+    action: (session: UiaSession) => Promise<T>,
+  ): Promise<T> {
+    const session = await this.authenticate(opts);
+    try {
+      return await action(session);
+    } finally {
+      await this.finish(session);
+    }
+  }
+
+  /** Ends a session. */
   async finish(session: UiaSession): Promise<void> {
     await this.db.deleteFrom('uia_sessions').where('session_id', '=', session.id).execute();
   }

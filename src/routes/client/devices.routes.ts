@@ -30,7 +30,10 @@ export async function devicesRoutes(fastify: FastifyInstance): Promise<void> {
     `${V3}/devices/:deviceId`,
     {
       onRequest: requireAuth,
-      schema: { params: DeviceParams, body: Type.Object({ display_name: Type.Optional(DisplayName) }) },
+      schema: {
+        params: DeviceParams,
+        body: Type.Object({ display_name: Type.Optional(Type.Union([DisplayName, Type.Null()])) }),
+      },
     },
     async (request) => {
       if (request.body.display_name !== undefined) {
