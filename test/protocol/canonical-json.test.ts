@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { canonicalize } from 'json-canonicalize';
 import t from 'tap';
 import {
@@ -50,7 +51,10 @@ t.test('appendices: every canonical JSON example', async (t) => {
 });
 
 // When the spec checkout is present, make sure the list above is the spec's complete list.
-const APPENDICES = '/work/shared/matrix-spec/content/appendices.md';
+// The spec checkout sits beside the repository (shared/matrix-spec), in CI as on a developer's machine.
+const APPENDICES = fileURLToPath(
+  new URL('../../../shared/matrix-spec/content/appendices.md', import.meta.url),
+);
 t.test(
   'the embedded examples are all the examples in the spec',
   { skip: !existsSync(APPENDICES) },

@@ -91,7 +91,7 @@ interface EventIdCase {
 }
 
 /**
- * Copied from /work/shared/matrix-vectors/event-ids.json (expected values published by
+ * Copied from shared/matrix-vectors/event-ids.json beside the repository (expected values published by
  * gomatrixserverlib): the same create event under room versions 3 and 4.
  */
 const eventIdCases = (
