@@ -40,5 +40,6 @@ export const errors = {
   weakPassword: (msg: string) => new MatrixError(400, 'M_WEAK_PASSWORD', msg),
   guestAccessForbidden: () => new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guest access is disabled'),
   unknownLoginType: (type: string) => new MatrixError(400, 'M_UNKNOWN', `Unsupported login type: ${type}`),
+  badState: (msg: string) => new MatrixError(400, 'M_BAD_STATE', msg),
   userDeactivated: () => new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated'),
 };

@@ -32,6 +32,7 @@ export async function startRuntime(
       bus: openedBus,
       services,
       async close() {
+        await services.stop();
         await openedBus.close();
         await database.close();
       },

@@ -1,8 +1,10 @@
 import { sql } from 'kysely';
 import t from 'tap';
 import { migrations } from '../migrations/index.ts';
+import type { JsonObject } from '../src/protocol/json.ts';
 import * as repo from '../src/storage/accounts.repository.ts';
 import { migrateToLatest, openDatabase } from '../src/storage/connect.ts';
+import { currentPosition, nextPosition } from '../src/streams/positions.ts';
 import { databaseBackends } from './helpers/backends.ts';
 
 /** The migrations and repositories, from an empty database, on every backend. */
@@ -56,10 +58,17 @@ for (const backend of databaseBackends()) {
 
     t.test('account data: upsert, stream ids rise, JSON round-trips', async (t) => {
       const content = { nested: { list: [1, 'two', null, true] }, unicode: 'é😀' };
-      const s1 = await repo.putAccountData(db, '@a:x.test', '', 'm.test', content);
+      const write = (c: JsonObject) =>
+        db.transaction().execute(async (trx) => {
+          const position = await nextPosition(trx);
+          await repo.putAccountData(trx, '@a:x.test', '', 'm.test', c, position);
+          return position;
+        });
+      const s1 = await write(content);
       t.same(await repo.getAccountData(db, '@a:x.test', '', 'm.test'), content);
-      const s2 = await repo.putAccountData(db, '@a:x.test', '', 'm.test', { v: 2 });
-      t.ok(s2 > s1, 'a new write gets a higher stream id');
+      const s2 = await write({ v: 2 });
+      t.ok(s2 > s1, 'a new write gets a higher stream position');
+      t.equal(await currentPosition(db), s2, 'the current position is the last committed one');
       t.same(await repo.getAccountData(db, '@a:x.test', '', 'm.test'), { v: 2 });
       t.equal(await repo.getAccountData(db, '@a:x.test', '!r:x.test', 'm.test'), undefined);
     });
@@ -119,7 +128,14 @@ for (const backend of databaseBackends()) {
       const results = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
           db.transaction().execute(async (trx) => {
-            await repo.putAccountData(trx, '@a:x.test', '', `m.concurrent.${i % 5}`, { i });
+            await repo.putAccountData(
+              trx,
+              '@a:x.test',
+              '',
+              `m.concurrent.${i % 5}`,
+              { i },
+              await nextPosition(trx),
+            );
             return repo.getAccountData(trx, '@a:x.test', '', `m.concurrent.${i % 5}`);
           }),
         ),

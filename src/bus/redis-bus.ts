@@ -25,6 +25,9 @@ export class RedisBus implements Bus {
     const options = { lazyConnect: true, maxRetriesPerRequest: 3, enableOfflineQueue: true };
     const pub = new Redis(url, options);
     const sub = new Redis(url, options);
+    // ioredis reconnects by itself; without a listener each failed attempt is printed as an
+    // "unhandled error event". Connection failure at start is reported by connect() below.
+    for (const conn of [pub, sub]) conn.on('error', () => {});
     try {
       await Promise.all([pub.connect(), sub.connect()]);
       await pub.ping();

@@ -2,6 +2,7 @@ import { errors, MatrixError } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
+import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
 
 /** Profiles (display name, avatar URL) and account data, global and per room. */
@@ -47,7 +48,9 @@ export class ProfileService {
       // The spec answers 405 with M_BAD_JSON: these types are set by their own endpoints.
       throw new MatrixError(405, 'M_BAD_JSON', `Cannot set ${type} through this API`);
     }
-    await repo.putAccountData(this.db, userId, roomId, type, content);
+    await this.db.transaction().execute(async (trx) => {
+      await repo.putAccountData(trx, userId, roomId, type, content, await nextPosition(trx));
+    });
   }
 
   async getAccountData(session: Session, userId: string, roomId: string, type: string): Promise<JsonObject> {

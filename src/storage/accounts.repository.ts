@@ -117,31 +117,25 @@ export async function touchDevice(db: Executor, userId: string, deviceId: string
     .execute();
 }
 
+/** Stores account data at a stream position the caller took in the same transaction. */
 export async function putAccountData(
   db: Executor,
   userId: string,
   roomId: string,
   type: string,
   content: JsonObject,
-): Promise<number> {
-  const row = await db
+  position: number,
+): Promise<void> {
+  await db
     .insertInto('account_data')
-    .values((eb) => ({
-      user_id: userId,
-      room_id: roomId,
-      type,
-      content: JSON.stringify(content),
-      stream_id: eb.fn<number>('nextval', [eb.val('account_data_stream_seq')]),
-    }))
+    .values({ user_id: userId, room_id: roomId, type, content: JSON.stringify(content), stream_id: position })
     .onConflict((c) =>
       c.columns(['user_id', 'room_id', 'type']).doUpdateSet((eb) => ({
         content: eb.ref('excluded.content'),
         stream_id: eb.ref('excluded.stream_id'),
       })),
     )
-    .returning('stream_id')
-    .executeTakeFirstOrThrow();
-  return row.stream_id;
+    .execute();
 }
 
 export async function getAccountData(

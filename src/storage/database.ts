@@ -64,6 +64,103 @@ export interface ServerSigningKeysTable {
   expired_ts: number | null;
 }
 
+export interface StreamPositionsTable {
+  name: string;
+  position: number;
+}
+
+export interface RoomsTable {
+  room_id: string;
+  room_version: string;
+  creator: string;
+  published: Generated<boolean>;
+  created_ts: number;
+}
+
+export interface StateGroupsTable {
+  id: number;
+  room_id: string;
+  prev_group: number | null;
+  chain_length: number;
+}
+
+export interface StateGroupEntriesTable {
+  group_id: number;
+  type: string;
+  state_key: string;
+  event_id: string;
+}
+
+export interface EventsTable {
+  stream_ordering: number;
+  event_id: string;
+  room_id: string;
+  type: string;
+  state_key: string | null;
+  sender: string;
+  membership: string | null;
+  depth: number;
+  origin_server_ts: number;
+  state_group_before: number;
+  state_group_after: number;
+  json: ColumnType<JsonObject, string, string>;
+  redacted_by: string | null;
+}
+
+export interface RoomForwardExtremitiesTable {
+  room_id: string;
+  event_id: string;
+}
+
+export interface CurrentStateTable {
+  room_id: string;
+  type: string;
+  state_key: string;
+  event_id: string;
+}
+
+export interface MembershipsTable {
+  room_id: string;
+  user_id: string;
+  membership: string;
+  event_id: string;
+  stream_ordering: number;
+  forgotten: Generated<boolean>;
+}
+
+export interface RoomAliasesTable {
+  alias: string;
+  room_id: string;
+  creator: string;
+  created_ts: number;
+}
+
+export interface EventTxnsTable {
+  user_id: string;
+  device_id: string;
+  room_id: string;
+  txn_id: string;
+  event_id: string;
+  created_ts: number;
+}
+
+export interface ReceiptsTable {
+  room_id: string;
+  user_id: string;
+  receipt_type: string;
+  thread_id: string;
+  event_id: string;
+  ts: number;
+  stream_ordering: number;
+}
+
+export interface FiltersTable {
+  user_id: string;
+  filter_id: string;
+  filter: ColumnType<JsonObject, string, string>;
+  created_ts: number;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -72,6 +169,18 @@ export interface Database {
   registration_tokens: RegistrationTokensTable;
   uia_sessions: UiaSessionsTable;
   server_signing_keys: ServerSigningKeysTable;
+  stream_positions: StreamPositionsTable;
+  rooms: RoomsTable;
+  state_groups: StateGroupsTable;
+  state_group_entries: StateGroupEntriesTable;
+  events: EventsTable;
+  room_forward_extremities: RoomForwardExtremitiesTable;
+  current_state: CurrentStateTable;
+  memberships: MembershipsTable;
+  room_aliases: RoomAliasesTable;
+  event_txns: EventTxnsTable;
+  receipts: ReceiptsTable;
+  filters: FiltersTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -81,3 +190,5 @@ export type NewDeviceRow = Insertable<DevicesTable>;
 export type RegistrationTokenRow = Selectable<RegistrationTokensTable>;
 export type UiaSessionRow = Selectable<UiaSessionsTable>;
 export type ServerSigningKeyRow = Selectable<ServerSigningKeysTable>;
+export type EventRow = Selectable<EventsTable>;
+export type RoomRow = Selectable<RoomsTable>;

@@ -1,0 +1,104 @@
+import { errors } from '../errors.ts';
+import type { Db } from '../storage/connect.ts';
+import type { EventRow } from '../storage/database.ts';
+import { currentPosition } from '../streams/positions.ts';
+import type { Session } from './accounts.service.ts';
+import type { RoomReader } from './room-reads.ts';
+import { parseStreamToken, type RoomsService } from './rooms.service.ts';
+
+/** Largest page of /messages and /context. */
+export const MAX_PAGE = 1000;
+
+export type EventMatcher = (row: EventRow) => boolean;
+
+/**
+ * Room history: /messages and /context. Pagination tokens are stream positions (`s<n>`), stable
+ * across restarts and processes: `s<n>` means "between the event at position n and the next".
+ */
+export class HistoryService {
+  constructor(
+    private readonly db: Db,
+    private readonly rooms: RoomsService,
+    private readonly reader: RoomReader,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** GET /rooms/{roomId}/messages */
+  async messages(
+    session: Session,
+    roomId: string,
+    opts: { from?: string; to?: string; dir: 'b' | 'f'; limit?: number; matches?: EventMatcher },
+  ) {
+    await this.rooms.readableStateGroup(session.userId, roomId);
+    const limit = Math.min(Math.max(opts.limit ?? 10, 0), MAX_PAGE);
+    const from =
+      opts.from !== undefined
+        ? parseStreamToken(opts.from)
+        : opts.dir === 'b'
+          ? await currentPosition(this.db)
+          : 0;
+    const to = opts.to !== undefined ? parseStreamToken(opts.to) : undefined;
+
+    const chunk: EventRow[] = [];
+    let cursor = from;
+    let reachedEnd = false;
+    // Read in batches until `limit` visible events are found or the room's history ends.
+    while (chunk.length < limit) {
+      const batchSize = Math.max(limit * 2, 20);
+      let q = this.db.selectFrom('events').selectAll().where('room_id', '=', roomId);
+      if (opts.dir === 'b') {
+        q = q.where('stream_ordering', '<=', cursor).orderBy('stream_ordering', 'desc');
+        if (to !== undefined) q = q.where('stream_ordering', '>', to);
+      } else {
+        q = q.where('stream_ordering', '>', cursor).orderBy('stream_ordering', 'asc');
+        if (to !== undefined) q = q.where('stream_ordering', '<=', to);
+      }
+      const rows = await q.limit(batchSize).execute();
+      const visible = new Set(await this.reader.filterVisible(this.db, session.userId, rows));
+      let consumed = 0;
+      for (const row of rows) {
+        consumed++;
+        cursor = opts.dir === 'b' ? row.stream_ordering - 1 : row.stream_ordering;
+        if (visible.has(row) && (!opts.matches || opts.matches(row))) chunk.push(row);
+        if (chunk.length >= limit) break;
+      }
+      if (rows.length < batchSize && consumed === rows.length) {
+        reachedEnd = true;
+        break;
+      }
+    }
+    const events = await this.reader.toClientMany(this.db, chunk, {
+      now: this.now(),
+      viewer: { userId: session.userId, deviceId: session.deviceId },
+    });
+    return { chunk: events, start: `s${from}`, ...(reachedEnd ? {} : { end: `s${cursor}` }) };
+  }
+
+  /** GET /rooms/{roomId}/context/{eventId} */
+  async context(session: Session, roomId: string, eventId: string, limit = 10) {
+    const target = await this.rooms.visibleEvent(session.userId, roomId, eventId);
+    const half = Math.min(Math.max(limit, 0), MAX_PAGE);
+    const before = await this.messages(session, roomId, {
+      from: `s${target.stream_ordering - 1}`,
+      dir: 'b',
+      limit: Math.floor(half / 2),
+    });
+    const after = await this.messages(session, roomId, {
+      from: `s${target.stream_ordering}`,
+      dir: 'f',
+      limit: Math.ceil(half / 2),
+    });
+    const state = await this.reader.stateEventsAt(this.db, target.state_group_after);
+    const viewer = { userId: session.userId, deviceId: session.deviceId };
+    const [event] = await this.reader.toClientMany(this.db, [target], { now: this.now(), viewer });
+    if (!event) throw errors.notFound('Event not found');
+    return {
+      event,
+      events_before: before.chunk,
+      events_after: after.chunk,
+      start: before.end ?? `s${target.stream_ordering - 1}`,
+      end: after.end ?? `s${target.stream_ordering}`,
+      state: await this.reader.toClientMany(this.db, state, { now: this.now() }),
+    };
+  }
+}

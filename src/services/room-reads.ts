@@ -1,0 +1,215 @@
+import { type RoomEvent, type StateTuple, stateTuple } from '../protocol/event.ts';
+import { redactEvent } from '../protocol/redaction.ts';
+import { getRoomVersion } from '../protocol/room-versions.ts';
+import type { Executor } from '../storage/accounts.repository.ts';
+import type { EventRow } from '../storage/database.ts';
+import * as rooms from '../storage/rooms.repository.ts';
+
+/**
+ * Reading rooms: state at a point, events in the client format, and who may see which event
+ * (history visibility). State groups and events never change once written, so both are cached.
+ */
+export type ClientEvent = Record<string, unknown> & { event_id: string; type: string };
+
+const CACHE_LIMIT = 5000;
+
+class Lru<K, V> {
+  private readonly map = new Map<K, V>();
+  constructor(private readonly limit: number) {}
+  get(key: K): V | undefined {
+    const v = this.map.get(key);
+    if (v !== undefined) {
+      this.map.delete(key);
+      this.map.set(key, v);
+    }
+    return v;
+  }
+  set(key: K, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value as K);
+  }
+}
+
+export class RoomReader {
+  private readonly groups = new Lru<number, rooms.StateIds>(CACHE_LIMIT);
+  private readonly events = new Lru<string, EventRow>(CACHE_LIMIT * 4);
+
+  async stateIdsAt(db: Executor, groupId: number): Promise<rooms.StateIds> {
+    let state = this.groups.get(groupId);
+    if (!state) {
+      state = await rooms.loadStateGroup(db, groupId);
+      this.groups.set(groupId, state);
+    }
+    return state;
+  }
+
+  /**
+   * Event rows by ID. An event's only mutable part is its redaction mark, so a cached row serves
+   * when the caller reads parts redaction keeps (membership, history visibility: `stable`), or
+   * when it was already redacted; otherwise the row is read again.
+   */
+  async eventRows(db: Executor, ids: readonly string[], stable = false): Promise<Map<string, EventRow>> {
+    const out = new Map<string, EventRow>();
+    const missing: string[] = [];
+    for (const id of ids) {
+      const row = this.events.get(id);
+      if (row && (stable || row.redacted_by !== null)) out.set(id, row);
+      else missing.push(id);
+    }
+    for (const row of await rooms.getEventRows(db, missing)) {
+      this.events.set(row.event_id, row);
+      out.set(row.event_id, row);
+    }
+    return out;
+  }
+
+  /** Full state events at a state group, as rows. */
+  async stateEventsAt(
+    db: Executor,
+    groupId: number,
+    filter?: (key: StateTuple) => boolean,
+  ): Promise<EventRow[]> {
+    const ids = await this.stateIdsAt(db, groupId);
+    const wanted = [...ids].filter(([k]) => !filter || filter(k)).map(([, id]) => id);
+    const rows = await this.eventRows(db, wanted);
+    return wanted.map((id) => rows.get(id)).filter((r): r is EventRow => r !== undefined);
+  }
+
+  async stateEventAt(
+    db: Executor,
+    groupId: number,
+    type: string,
+    stateKey: string,
+  ): Promise<EventRow | undefined> {
+    const id = (await this.stateIdsAt(db, groupId)).get(stateTuple(type, stateKey));
+    if (id === undefined) return undefined;
+    return (await this.eventRows(db, [id], true)).get(id);
+  }
+
+  /**
+   * Whether `userId` may see the event (client-server API: History visibility). The rules read
+   * the state after the event, so a user sees their own join:
+   * - joined at the event: yes;
+   * - world_readable: yes;
+   * - shared: if the user joined at any point after the event (or is joined now);
+   * - invited: if invited or joined at the event;
+   * - joined: only if joined at the event.
+   */
+  async canSee(
+    db: Executor,
+    userId: string,
+    row: EventRow,
+    joinedAfter: (position: number) => Promise<boolean>,
+  ) {
+    const membershipRow = await this.stateEventAt(db, row.state_group_after, 'm.room.member', userId);
+    const membership = membershipRow?.membership ?? 'leave';
+    if (membership === 'join') return true;
+    const hvRow = await this.stateEventAt(db, row.state_group_after, 'm.room.history_visibility', '');
+    const hv =
+      typeof hvRow?.json.content === 'object'
+        ? (hvRow.json.content as Record<string, unknown>).history_visibility
+        : undefined;
+    const visibility = typeof hv === 'string' ? hv : 'shared';
+    if (visibility === 'world_readable') return true;
+    if (visibility === 'invited' && membership === 'invite') return true;
+    if (visibility === 'shared') return joinedAfter(row.stream_ordering);
+    return false;
+  }
+
+  /** Keeps the events `userId` may see, in the order given. */
+  async filterVisible(db: Executor, userId: string, rows: EventRow[]): Promise<EventRow[]> {
+    const joins = new Map<string, number[]>();
+    const joinedAfter = async (roomId: string, position: number) => {
+      let list = joins.get(roomId);
+      if (!list) {
+        const r = await db
+          .selectFrom('events')
+          .select('stream_ordering')
+          .where('room_id', '=', roomId)
+          .where('type', '=', 'm.room.member')
+          .where('state_key', '=', userId)
+          .where('membership', '=', 'join')
+          .execute();
+        list = r.map((x) => x.stream_ordering);
+        joins.set(roomId, list);
+      }
+      return list.some((p) => p >= position);
+    };
+    const out: EventRow[] = [];
+    for (const row of rows) {
+      if (await this.canSee(db, userId, row, (p) => joinedAfter(row.room_id, p))) out.push(row);
+    }
+    return out;
+  }
+
+  /** The client format of an event (client-server API: Room Event Format), redacted if it was. */
+  async toClient(
+    db: Executor,
+    row: EventRow,
+    opts: { now: number; txnIds?: Map<string, string> },
+  ): Promise<ClientEvent> {
+    let pdu = rooms.toRoomEvent(row) as RoomEvent & Record<string, unknown>;
+    const unsigned: Record<string, unknown> = { age: Math.max(0, opts.now - row.origin_server_ts) };
+    if (row.redacted_by !== null) {
+      const room = await db
+        .selectFrom('rooms')
+        .select('room_version')
+        .where('room_id', '=', row.room_id)
+        .executeTakeFirst();
+      const rv = getRoomVersion(room?.room_version ?? '12')!;
+      pdu = { ...(redactEvent(pdu, rv) as RoomEvent), event_id: row.event_id };
+      const redaction = (await this.eventRows(db, [row.redacted_by])).get(row.redacted_by);
+      if (redaction) unsigned.redacted_because = await this.toClient(db, redaction, { now: opts.now });
+    }
+    const txnId = opts.txnIds?.get(row.event_id);
+    if (txnId !== undefined) unsigned.transaction_id = txnId;
+    if (row.state_key !== null) {
+      const before = await this.stateEventAt(db, row.state_group_before, row.type, row.state_key);
+      if (before) {
+        unsigned.prev_content = before.json.content;
+        unsigned.replaces_state = before.event_id;
+        unsigned.prev_sender = before.sender;
+      }
+    }
+    const event: ClientEvent = {
+      content: pdu.content,
+      event_id: row.event_id,
+      origin_server_ts: row.origin_server_ts,
+      room_id: row.room_id,
+      sender: row.sender,
+      type: row.type,
+      unsigned,
+    };
+    if (row.state_key !== null) event.state_key = row.state_key;
+    if (pdu.redacts !== undefined) event.redacts = pdu.redacts;
+    else if (row.type === 'm.room.redaction' && typeof pdu.content.redacts === 'string')
+      event.redacts = pdu.content.redacts;
+    return event;
+  }
+
+  async toClientMany(
+    db: Executor,
+    rows: EventRow[],
+    opts: { now: number; viewer?: { userId: string; deviceId: string } },
+  ) {
+    let txnIds: Map<string, string> | undefined;
+    if (opts.viewer) {
+      const own = rows.filter((r) => r.sender === opts.viewer!.userId).map((r) => r.event_id);
+      if (own.length > 0) {
+        const txns = await db
+          .selectFrom('event_txns')
+          .select(['event_id', 'txn_id'])
+          .where('user_id', '=', opts.viewer.userId)
+          .where('device_id', '=', opts.viewer.deviceId)
+          .where('event_id', 'in', own)
+          .execute();
+        txnIds = new Map(txns.map((t) => [t.event_id, t.txn_id]));
+      }
+    }
+    const out: ClientEvent[] = [];
+    for (const row of rows)
+      out.push(await this.toClient(db, row, { now: opts.now, ...(txnIds ? { txnIds } : {}) }));
+    return out;
+  }
+}

@@ -1,0 +1,541 @@
+import type { Config } from '../config.ts';
+import { errors, MatrixError } from '../errors.ts';
+import { stateTuple } from '../protocol/event.ts';
+import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
+import type { JsonObject } from '../protocol/json.ts';
+import { namedLevel, userPowerLevel } from '../protocol/power-levels.ts';
+import { DEFAULT_ROOM_VERSION, getRoomVersion } from '../protocol/room-versions.ts';
+import type { Db } from '../storage/connect.ts';
+import type { EventRow } from '../storage/database.ts';
+import * as rooms from '../storage/rooms.repository.ts';
+import type { Session } from './accounts.service.ts';
+import type { EventsService, PersistedEvent } from './events.service.ts';
+import type { RoomReader } from './room-reads.ts';
+
+export interface CreateRoomRequest {
+  preset?: 'private_chat' | 'public_chat' | 'trusted_private_chat';
+  visibility?: 'public' | 'private';
+  name?: string;
+  topic?: string;
+  room_alias_name?: string;
+  invite?: string[];
+  is_direct?: boolean;
+  initial_state?: Array<{ type: string; state_key?: string; content: JsonObject }>;
+  power_level_content_override?: JsonObject;
+  creation_content?: JsonObject;
+  room_version?: string;
+}
+
+const PRESETS = {
+  private_chat: { join_rule: 'invite', history_visibility: 'shared', guest_access: 'can_join' },
+  trusted_private_chat: { join_rule: 'invite', history_visibility: 'shared', guest_access: 'can_join' },
+  public_chat: { join_rule: 'public', history_visibility: 'shared', guest_access: 'forbidden' },
+} as const;
+
+/**
+ * Rooms: creation, membership, state and messages. Every change is an event through the one
+ * pipeline (EventsService), so the authorization rules decide; this service adds the checks the
+ * client-server API asks for on top (aliases, redaction power, what a user may read).
+ */
+export class RoomsService {
+  constructor(
+    private readonly db: Db,
+    private readonly config: Config,
+    private readonly events: EventsService,
+    private readonly reader: RoomReader,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** POST /createRoom */
+  async createRoom(
+    session: Session,
+    req: CreateRoomRequest,
+  ): Promise<{ room_id: string; room_alias?: string }> {
+    const creator = session.userId;
+    const version = req.room_version ?? DEFAULT_ROOM_VERSION;
+    const rv = getRoomVersion(version);
+    if (!rv)
+      throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${version} is not supported`);
+    const invites = req.invite ?? [];
+    for (const u of invites) if (!isValidUserId(u)) throw errors.invalidParam(`Not a valid user ID: ${u}`);
+    let alias: string | undefined;
+    if (req.room_alias_name !== undefined) {
+      alias = `#${req.room_alias_name}:${this.config.serverName}`;
+      if (req.room_alias_name.includes(':') || !isValidRoomAlias(alias)) {
+        throw errors.invalidParam('room_alias_name is not a valid alias localpart');
+      }
+      if (
+        await this.db.selectFrom('room_aliases').select('alias').where('alias', '=', alias).executeTakeFirst()
+      ) {
+        throw new MatrixError(400, 'M_ROOM_IN_USE', 'That room alias is taken');
+      }
+    }
+    const preset = PRESETS[req.preset ?? (req.visibility === 'public' ? 'public_chat' : 'private_chat')];
+    const trusted = req.preset === 'trusted_private_chat';
+
+    const creationContent: JsonObject = { ...(req.creation_content ?? {}) };
+    delete creationContent.room_version;
+    delete creationContent.creator;
+    if (trusted && rv.creatorsHaveInfinitePower && invites.length > 0) {
+      creationContent.additional_creators = invites.filter((u) => u !== creator);
+    }
+    const created = await this.events.createRoom(creator, rv.id, creationContent);
+    const roomId = created.event.room_id ?? (await this.roomIdOfCreate(created));
+
+    const send = (type: string, content: JsonObject, stateKey?: string) =>
+      this.events.send({
+        roomId,
+        type,
+        sender: creator,
+        content,
+        ...(stateKey !== undefined ? { stateKey } : {}),
+      });
+
+    await send('m.room.member', { membership: 'join', ...(await this.profileContent(creator)) }, creator);
+
+    const users: JsonObject = {};
+    if (!rv.creatorsHaveInfinitePower) users[creator] = 100;
+    if (trusted && !rv.creatorsHaveInfinitePower) for (const u of invites) users[u] = 100;
+    const powerLevels: JsonObject = {
+      users,
+      users_default: 0,
+      events: {
+        'm.room.name': 50,
+        'm.room.power_levels': 100,
+        'm.room.history_visibility': 100,
+        'm.room.canonical_alias': 50,
+        'm.room.avatar': 50,
+        'm.room.tombstone': 100,
+        'm.room.server_acl': 100,
+        'm.room.encryption': 100,
+      },
+      events_default: 0,
+      state_default: 50,
+      ban: 50,
+      kick: 50,
+      redact: 50,
+      invite: req.preset === 'public_chat' || (!req.preset && req.visibility === 'public') ? 50 : 0,
+      notifications: { room: 50 },
+      ...(req.power_level_content_override ?? {}),
+    };
+    await send('m.room.power_levels', powerLevels, '');
+    if (alias) {
+      await this.db
+        .insertInto('room_aliases')
+        .values({ alias, room_id: roomId, creator, created_ts: this.now() })
+        .execute()
+        .catch(() => {
+          throw new MatrixError(400, 'M_ROOM_IN_USE', 'That room alias is taken');
+        });
+      await send('m.room.canonical_alias', { alias }, '');
+    }
+    await send('m.room.join_rules', { join_rule: preset.join_rule }, '');
+    await send('m.room.history_visibility', { history_visibility: preset.history_visibility }, '');
+    await send('m.room.guest_access', { guest_access: preset.guest_access }, '');
+    for (const s of req.initial_state ?? []) {
+      if (s.type === 'm.room.create' || s.type === 'm.room.member') continue;
+      await send(s.type, s.content, s.state_key ?? '');
+    }
+    if (req.name !== undefined) await send('m.room.name', { name: req.name }, '');
+    if (req.topic !== undefined) await send('m.room.topic', { topic: req.topic }, '');
+    for (const target of invites) {
+      await send(
+        'm.room.member',
+        { membership: 'invite', ...(req.is_direct ? { is_direct: true } : {}) },
+        target,
+      );
+    }
+    if (req.visibility === 'public') {
+      await this.db.updateTable('rooms').set({ published: true }).where('room_id', '=', roomId).execute();
+    }
+    return { room_id: roomId, ...(alias ? { room_alias: alias } : {}) };
+  }
+
+  private async roomIdOfCreate(created: PersistedEvent): Promise<string> {
+    const row = await rooms.getEventRow(this.db, created.event.event_id);
+    return row!.room_id;
+  }
+
+  private async profileContent(userId: string): Promise<JsonObject> {
+    const user = await this.db
+      .selectFrom('users')
+      .select(['display_name', 'avatar_url'])
+      .where('user_id', '=', userId)
+      .executeTakeFirst();
+    return {
+      ...(user?.display_name ? { displayname: user.display_name } : {}),
+      ...(user?.avatar_url ? { avatar_url: user.avatar_url } : {}),
+    };
+  }
+
+  /** Resolves a room ID or alias; 404 when there is no such room here. */
+  async resolveRoom(roomIdOrAlias: string): Promise<string> {
+    if (roomIdOrAlias.startsWith('#')) {
+      if (!isValidRoomAlias(roomIdOrAlias)) throw errors.invalidParam('Not a valid room alias');
+      const row = await this.db
+        .selectFrom('room_aliases')
+        .select('room_id')
+        .where('alias', '=', roomIdOrAlias)
+        .executeTakeFirst();
+      if (!row) throw errors.notFound('No room has that alias');
+      return row.room_id;
+    }
+    if (!isValidRoomId(roomIdOrAlias)) throw errors.invalidParam('Not a valid room ID or alias');
+    if (!(await rooms.findRoom(this.db, roomIdOrAlias))) throw errors.notFound('Unknown room');
+    return roomIdOrAlias;
+  }
+
+  async membership(roomId: string, userId: string): Promise<string | undefined> {
+    return (await rooms.membershipOf(this.db, roomId, userId))?.membership;
+  }
+
+  /** POST /join/{roomIdOrAlias} and /rooms/{roomId}/join */
+  async join(session: Session, roomIdOrAlias: string, reason?: string): Promise<{ room_id: string }> {
+    const roomId = await this.resolveRoom(roomIdOrAlias);
+    if ((await this.membership(roomId, session.userId)) === 'join') return { room_id: roomId };
+    await this.sendMembership(
+      session.userId,
+      roomId,
+      session.userId,
+      'join',
+      reason,
+      await this.profileContent(session.userId),
+    );
+    return { room_id: roomId };
+  }
+
+  /** POST /knock/{roomIdOrAlias} */
+  async knock(session: Session, roomIdOrAlias: string, reason?: string): Promise<{ room_id: string }> {
+    const roomId = await this.resolveRoom(roomIdOrAlias);
+    await this.sendMembership(
+      session.userId,
+      roomId,
+      session.userId,
+      'knock',
+      reason,
+      await this.profileContent(session.userId),
+    );
+    return { room_id: roomId };
+  }
+
+  /** POST /rooms/{roomId}/invite */
+  async invite(session: Session, roomId: string, target: string, reason?: string): Promise<void> {
+    await this.requireRoom(roomId);
+    if (!isValidUserId(target)) throw errors.invalidParam('Not a valid user ID');
+    await this.sendMembership(session.userId, roomId, target, 'invite', reason);
+  }
+
+  /** POST /rooms/{roomId}/leave (also rejects an invite or withdraws a knock) */
+  async leave(session: Session, roomId: string, reason?: string): Promise<void> {
+    await this.requireRoom(roomId);
+    const current = await this.membership(roomId, session.userId);
+    if (current === undefined || current === 'leave') {
+      throw errors.forbidden('You are not a member of this room');
+    }
+    await this.sendMembership(session.userId, roomId, session.userId, 'leave', reason);
+  }
+
+  /** POST /rooms/{roomId}/kick, /ban, /unban */
+  async moderate(
+    session: Session,
+    roomId: string,
+    action: 'kick' | 'ban' | 'unban',
+    target: string,
+    reason?: string,
+  ): Promise<void> {
+    await this.requireRoom(roomId);
+    if (!isValidUserId(target)) throw errors.invalidParam('Not a valid user ID');
+    const current = await this.membership(roomId, target);
+    if (action === 'kick' && (current === undefined || current === 'leave' || current === 'ban')) {
+      throw errors.forbidden('That user is not in the room');
+    }
+    if (action === 'unban' && current !== 'ban') throw errors.forbidden('That user is not banned');
+    await this.sendMembership(session.userId, roomId, target, action === 'ban' ? 'ban' : 'leave', reason);
+  }
+
+  /** POST /rooms/{roomId}/forget */
+  async forget(session: Session, roomId: string): Promise<void> {
+    const current = await this.membership(roomId, session.userId);
+    if (current === 'join' || current === 'invite' || current === 'knock') {
+      throw errors.badState('Leave the room before forgetting it');
+    }
+    if (current === undefined) throw errors.notFound('You were never in this room');
+    await this.db
+      .updateTable('memberships')
+      .set({ forgotten: true })
+      .where('room_id', '=', roomId)
+      .where('user_id', '=', session.userId)
+      .execute();
+  }
+
+  private async sendMembership(
+    sender: string,
+    roomId: string,
+    target: string,
+    membership: string,
+    reason?: string,
+    extra: JsonObject = {},
+  ): Promise<PersistedEvent> {
+    return this.events.send({
+      roomId,
+      type: 'm.room.member',
+      sender,
+      stateKey: target,
+      content: { membership, ...extra, ...(reason !== undefined ? { reason } : {}) },
+    });
+  }
+
+  private async requireRoom(roomId: string): Promise<void> {
+    if (!isValidRoomId(roomId)) throw errors.invalidParam('Not a valid room ID');
+    if (!(await rooms.findRoom(this.db, roomId))) throw errors.notFound('Unknown room');
+  }
+
+  /** PUT /rooms/{roomId}/send/{eventType}/{txnId} */
+  async sendMessage(session: Session, roomId: string, type: string, txnId: string, content: JsonObject) {
+    await this.requireRoom(roomId);
+    if (type === 'm.room.redaction') throw errors.badJson('Use the /redact endpoint to redact');
+    const result = await this.events.send({
+      roomId,
+      type,
+      sender: session.userId,
+      content,
+      txn: { deviceId: session.deviceId, txnId },
+    });
+    return { event_id: result.event.event_id };
+  }
+
+  /** PUT /rooms/{roomId}/state/{eventType}/{stateKey} */
+  async sendState(session: Session, roomId: string, type: string, stateKey: string, content: JsonObject) {
+    await this.requireRoom(roomId);
+    if (type === 'm.room.create') throw errors.forbidden('The create event cannot be replaced');
+    if (type === 'm.room.member') {
+      const membership = content.membership;
+      if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
+    }
+    if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
+    if (type === 'm.room.encryption') {
+      const current = await this.currentStateRow(roomId, 'm.room.encryption', '');
+      if (current && JSON.stringify(current.json.content) !== JSON.stringify(content)) {
+        // Changing the algorithm of an encrypted room would weaken it.
+        throw errors.forbidden('Encryption settings cannot be changed once enabled');
+      }
+    }
+    const result = await this.events.send({ roomId, type, sender: session.userId, content, stateKey });
+    return { event_id: result.event.event_id };
+  }
+
+  private async checkCanonicalAlias(roomId: string, content: JsonObject): Promise<void> {
+    const aliases = [
+      content.alias,
+      ...(Array.isArray(content.alt_aliases) ? content.alt_aliases : []),
+    ].filter((a) => a !== undefined && a !== null);
+    for (const alias of aliases) {
+      if (typeof alias !== 'string' || !isValidRoomAlias(alias))
+        throw errors.invalidParam('Invalid alias in canonical_alias');
+      const row = await this.db
+        .selectFrom('room_aliases')
+        .select('room_id')
+        .where('alias', '=', alias)
+        .executeTakeFirst();
+      if (alias.endsWith(`:${this.config.serverName}`) && row?.room_id !== roomId) {
+        throw new MatrixError(400, 'M_BAD_ALIAS', `${alias} does not point to this room`);
+      }
+    }
+  }
+
+  /** PUT /rooms/{roomId}/redact/{eventId}/{txnId} */
+  async redact(session: Session, roomId: string, eventId: string, txnId: string, reason?: string) {
+    await this.requireRoom(roomId);
+    const target = await rooms.getEventRow(this.db, eventId);
+    if (
+      !target ||
+      target.room_id !== roomId ||
+      !(await this.reader.canSee(this.db, session.userId, target, async () => true))
+    ) {
+      throw errors.notFound('Event not found');
+    }
+    if (target.sender !== session.userId) {
+      const [pl, create] = await Promise.all([
+        this.currentStateRow(roomId, 'm.room.power_levels', ''),
+        this.currentStateRow(roomId, 'm.room.create', ''),
+      ]);
+      const room = await rooms.findRoom(this.db, roomId);
+      const rv = getRoomVersion(room!.room_version)!;
+      const plEvent = pl ? { content: pl.json.content as JsonObject } : undefined;
+      const createEvent = create
+        ? { sender: create.sender, content: create.json.content as JsonObject }
+        : undefined;
+      if (userPowerLevel(session.userId, plEvent, createEvent, rv) < namedLevel('redact', plEvent)) {
+        throw errors.forbidden("You may not redact other users' events");
+      }
+    }
+    const result = await this.events.send({
+      roomId,
+      type: 'm.room.redaction',
+      sender: session.userId,
+      content: reason !== undefined ? { reason } : {},
+      redacts: eventId,
+      txn: { deviceId: session.deviceId, txnId },
+    });
+    return { event_id: result.event.event_id };
+  }
+
+  async currentStateRow(roomId: string, type: string, stateKey: string): Promise<EventRow | undefined> {
+    const row = await this.db
+      .selectFrom('current_state')
+      .select('event_id')
+      .where('room_id', '=', roomId)
+      .where('type', '=', type)
+      .where('state_key', '=', stateKey)
+      .executeTakeFirst();
+    return row ? rooms.getEventRow(this.db, row.event_id) : undefined;
+  }
+
+  /**
+   * The state group a user may read the room's state at: the current one while joined (or when
+   * the room is world readable), the one at their departure after they left or were banned.
+   * Anyone else gets 403, whether or not the room exists, so existence is not revealed.
+   */
+  async readableStateGroup(userId: string, roomId: string): Promise<number> {
+    if (!isValidRoomId(roomId)) throw errors.invalidParam('Not a valid room ID');
+    const m = await rooms.membershipOf(this.db, roomId, userId);
+    if (m?.membership === 'join') return this.currentGroup(roomId);
+    if (m && (m.membership === 'leave' || m.membership === 'ban')) {
+      const row = await rooms.getEventRow(this.db, m.event_id);
+      if (row && (await this.everJoined(roomId, userId))) return row.state_group_after;
+    }
+    if (await rooms.findRoom(this.db, roomId)) {
+      const group = await this.currentGroup(roomId);
+      const hv = await this.reader.stateEventAt(this.db, group, 'm.room.history_visibility', '');
+      if ((hv?.json.content as JsonObject | undefined)?.history_visibility === 'world_readable') return group;
+    }
+    throw errors.forbidden('You are not allowed to see this room');
+  }
+
+  private async everJoined(roomId: string, userId: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('events')
+      .select('event_id')
+      .where('room_id', '=', roomId)
+      .where('type', '=', 'm.room.member')
+      .where('state_key', '=', userId)
+      .where('membership', '=', 'join')
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  async currentGroup(roomId: string): Promise<number> {
+    const ext = await rooms.forwardExtremities(this.db, roomId);
+    const rows = await rooms.getEventRows(this.db, ext);
+    if (rows.length === 0) throw errors.notFound('Unknown room');
+    return rows.reduce((a, b) => (a.stream_ordering > b.stream_ordering ? a : b)).state_group_after;
+  }
+
+  /** GET /rooms/{roomId}/state */
+  async getState(session: Session, roomId: string) {
+    const group = await this.readableStateGroup(session.userId, roomId);
+    const rows = await this.reader.stateEventsAt(this.db, group);
+    return this.reader.toClientMany(this.db, rows, { now: this.now() });
+  }
+
+  /** GET /rooms/{roomId}/state/{eventType}/{stateKey} */
+  async getStateEvent(
+    session: Session,
+    roomId: string,
+    type: string,
+    stateKey: string,
+    format?: 'content' | 'event',
+  ) {
+    const group = await this.readableStateGroup(session.userId, roomId);
+    const row = await this.reader.stateEventAt(this.db, group, type, stateKey);
+    if (!row) throw errors.notFound('No such state event');
+    const fresh = (await this.reader.eventRows(this.db, [row.event_id])).get(row.event_id)!;
+    const event = await this.reader.toClient(this.db, fresh, { now: this.now() });
+    return format === 'event' ? event : event.content;
+  }
+
+  /** GET /joined_rooms */
+  async joinedRooms(session: Session): Promise<{ joined_rooms: string[] }> {
+    const rows = await this.db
+      .selectFrom('memberships')
+      .select('room_id')
+      .where('user_id', '=', session.userId)
+      .where('membership', '=', 'join')
+      .orderBy('room_id')
+      .execute();
+    return { joined_rooms: rows.map((r) => r.room_id) };
+  }
+
+  /** GET /rooms/{roomId}/members */
+  async members(
+    session: Session,
+    roomId: string,
+    opts: { at?: string; membership?: string; notMembership?: string },
+  ) {
+    let group = await this.readableStateGroup(session.userId, roomId);
+    if (opts.at !== undefined) {
+      const atPosition = parseStreamToken(opts.at);
+      const row = await this.db
+        .selectFrom('events')
+        .select('state_group_after')
+        .where('room_id', '=', roomId)
+        .where('stream_ordering', '<=', atPosition)
+        .orderBy('stream_ordering', 'desc')
+        .limit(1)
+        .executeTakeFirst();
+      // Group IDs grow with time, so the earlier of the two is the older state.
+      if (row) group = Math.min(group, row.state_group_after);
+    }
+    let rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
+    if (opts.membership) rows = rows.filter((r) => r.membership === opts.membership);
+    if (opts.notMembership) rows = rows.filter((r) => r.membership !== opts.notMembership);
+    return { chunk: await this.reader.toClientMany(this.db, rows, { now: this.now() }) };
+  }
+
+  /** GET /rooms/{roomId}/joined_members */
+  async joinedMembers(session: Session, roomId: string) {
+    const group = await this.readableStateGroup(session.userId, roomId);
+    const rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
+    const joined: Record<string, { display_name?: string; avatar_url?: string }> = {};
+    for (const r of rows) {
+      if (r.membership !== 'join' || r.state_key === null) continue;
+      const c = r.json.content as JsonObject;
+      joined[r.state_key] = {
+        ...(typeof c.displayname === 'string' ? { display_name: c.displayname } : {}),
+        ...(typeof c.avatar_url === 'string' ? { avatar_url: c.avatar_url } : {}),
+      };
+    }
+    return { joined };
+  }
+
+  /** GET /rooms/{roomId}/event/{eventId}: 404 both when absent and when not visible. */
+  async getEvent(session: Session, roomId: string, eventId: string) {
+    const row = await this.visibleEvent(session.userId, roomId, eventId);
+    return this.reader.toClient(this.db, row, { now: this.now() });
+  }
+
+  async visibleEvent(userId: string, roomId: string, eventId: string): Promise<EventRow> {
+    if (!isValidRoomId(roomId)) throw errors.invalidParam('Not a valid room ID');
+    const row = (await this.reader.eventRows(this.db, [eventId])).get(eventId);
+    if (!row || row.room_id !== roomId) throw errors.notFound('Event not found');
+    const [visible] = await this.reader.filterVisible(this.db, userId, [row]);
+    if (!visible) throw errors.notFound('Event not found');
+    return row;
+  }
+
+  /** Whether the user may write here: the pipeline's auth rules say so for each event. */
+  isLocalUser(userId: string): boolean {
+    return userId.endsWith(`:${this.config.serverName}`);
+  }
+
+  stateKeyOf(type: string, key: string) {
+    return stateTuple(type, key);
+  }
+}
+
+/** Stream tokens: `s<position>`; a bare number is accepted too. */
+export function parseStreamToken(token: string): number {
+  const m = /^s?(\d{1,15})(?:_\d+)?$/.exec(token);
+  if (!m) throw errors.invalidParam('Invalid pagination token');
+  return Number(m[1]);
+}

@@ -1,0 +1,492 @@
+import { errors } from '../errors.ts';
+import type { JsonObject } from '../protocol/json.ts';
+import type { Db } from '../storage/connect.ts';
+import type { EventRow } from '../storage/database.ts';
+import type { Notifier } from '../streams/notifier.ts';
+import { currentPosition } from '../streams/positions.ts';
+import type { Session } from './accounts.service.ts';
+import type { ClientEvent, RoomReader } from './room-reads.ts';
+import type { RoomsService } from './rooms.service.ts';
+import type { TypingService } from './typing.service.ts';
+
+/** What sync needs of a filter; the filters service parses the client's filter into this. */
+export interface SyncFilter {
+  timelineLimit: number;
+  /** Whether an event may appear in a room timeline. */
+  timelineMatches?: (event: {
+    type: string;
+    sender: string;
+    room_id: string;
+    content: JsonObject;
+  }) => boolean;
+  lazyLoadMembers?: boolean;
+  includeLeave?: boolean;
+  roomIncluded?: (roomId: string) => boolean;
+}
+
+export const DEFAULT_TIMELINE_LIMIT = 10;
+export const MAX_SYNC_TIMEOUT_MS = 60_000;
+
+/** A sync token: `s<stream position>_<typing serial>`. */
+export interface SyncToken {
+  position: number;
+  typing: number;
+}
+
+export function parseSyncToken(raw: string): SyncToken {
+  const m = /^s(\d{1,15})(?:_(\d{1,15}))?$/.exec(raw);
+  if (!m) throw errors.invalidParam('Invalid since token');
+  return { position: Number(m[1]), typing: Number(m[2] ?? 0) };
+}
+
+export function formatSyncToken(t: SyncToken): string {
+  return `s${t.position}_${t.typing}`;
+}
+
+export interface SyncResponse {
+  next_batch: string;
+  rooms: {
+    join: Record<string, JsonObject>;
+    invite: Record<string, JsonObject>;
+    leave: Record<string, JsonObject>;
+    knock: Record<string, JsonObject>;
+  };
+  account_data: { events: JsonObject[] };
+  presence: { events: JsonObject[] };
+  to_device: { events: JsonObject[] };
+  device_lists: { changed: string[]; left: string[] };
+  device_one_time_keys_count: Record<string, number>;
+}
+
+/**
+ * The sync engine. /sync (long-poll) and the WebSocket are two transports over `sync`: both get
+ * the same payload for the same token, and `next_batch` lets a client move between them.
+ */
+export class SyncService {
+  constructor(
+    private readonly db: Db,
+    private readonly rooms: RoomsService,
+    private readonly reader: RoomReader,
+    private readonly notifier: Notifier,
+    private readonly typing: TypingService,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** One sync: returns at once when something is new (or on initial sync), else waits. */
+  async sync(
+    session: Session,
+    opts: { since?: string; timeoutMs: number; fullState: boolean; filter: SyncFilter; signal?: AbortSignal },
+  ): Promise<SyncResponse> {
+    const since = opts.since !== undefined ? parseSyncToken(opts.since) : undefined;
+    const deadline = this.now() + Math.min(Math.max(opts.timeoutMs, 0), MAX_SYNC_TIMEOUT_MS);
+    for (;;) {
+      const roomIds = await this.userRoomIds(session.userId);
+      const response = await this.build(session, since, opts.fullState, opts.filter);
+      const remaining = deadline - this.now();
+      if (
+        since === undefined ||
+        opts.fullState ||
+        !isEmpty(response) ||
+        remaining <= 0 ||
+        opts.signal?.aborted
+      ) {
+        return response;
+      }
+      await this.notifier.wait(session.userId, roomIds, remaining, opts.signal);
+    }
+  }
+
+  private async userRoomIds(userId: string): Promise<Set<string>> {
+    const rows = await this.db
+      .selectFrom('memberships')
+      .select('room_id')
+      .where('user_id', '=', userId)
+      .execute();
+    return new Set(rows.map((r) => r.room_id));
+  }
+
+  /** Builds the response between `since` (exclusive) and now. */
+  async build(session: Session, since: SyncToken | undefined, fullState: boolean, filter: SyncFilter) {
+    const userId = session.userId;
+    const upTo = await currentPosition(this.db);
+    const typingSerial = this.typing.serial;
+    const from = since?.position ?? 0;
+    const response: SyncResponse = {
+      next_batch: formatSyncToken({ position: upTo, typing: typingSerial }),
+      rooms: { join: {}, invite: {}, leave: {}, knock: {} },
+      account_data: { events: [] },
+      presence: { events: [] },
+      to_device: { events: [] },
+      device_lists: { changed: [], left: [] },
+      device_one_time_keys_count: {},
+    };
+
+    const globalData = await this.db
+      .selectFrom('account_data')
+      .select(['type', 'content'])
+      .where('user_id', '=', userId)
+      .where('room_id', '=', '')
+      .where('stream_id', '>', from)
+      .where('stream_id', '<=', upTo)
+      .execute();
+    response.account_data.events = globalData.map((r) => ({ type: r.type, content: r.content }));
+
+    const memberships = await this.db
+      .selectFrom('memberships')
+      .selectAll()
+      .where('user_id', '=', userId)
+      .where('stream_ordering', '<=', upTo)
+      .execute();
+    const typingChanged = since === undefined || since.typing !== typingSerial;
+
+    for (const m of memberships) {
+      if (filter.roomIncluded && !filter.roomIncluded(m.room_id)) continue;
+      const changedSince = m.stream_ordering > from;
+      if (m.membership === 'join') {
+        const room = await this.joinedRoom(session, m.room_id, {
+          from,
+          upTo,
+          // A room joined since the token is new to the client: send it whole.
+          initial: since === undefined || fullState || changedSince,
+          filter,
+          typingChanged,
+        });
+        if (room) response.rooms.join[m.room_id] = room;
+      } else if (m.membership === 'invite' || m.membership === 'knock') {
+        if (!changedSince && since !== undefined) continue;
+        const stripped = await this.strippedState(m.room_id, m.event_id);
+        if (m.membership === 'invite')
+          response.rooms.invite[m.room_id] = { invite_state: { events: stripped } };
+        else response.rooms.knock[m.room_id] = { knock_state: { events: stripped } };
+      } else if (m.forgotten) {
+      } else if ((since !== undefined && changedSince) || (since === undefined && filter.includeLeave)) {
+        response.rooms.leave[m.room_id] = await this.leftRoom(
+          session,
+          m.room_id,
+          m.stream_ordering,
+          from,
+          filter,
+        );
+      }
+    }
+    return response;
+  }
+
+  private async joinedRoom(
+    session: Session,
+    roomId: string,
+    opts: { from: number; upTo: number; initial: boolean; filter: SyncFilter; typingChanged: boolean },
+  ): Promise<JsonObject | undefined> {
+    const limit = opts.filter.timelineLimit;
+    const lower = opts.initial ? 0 : opts.from;
+    const { events: timelineRows, limited } = await this.timeline(
+      session.userId,
+      roomId,
+      lower,
+      opts.upTo,
+      limit,
+      opts.filter,
+    );
+    const viewer = { userId: session.userId, deviceId: session.deviceId };
+    const timeline = await this.reader.toClientMany(this.db, timelineRows, { now: this.now(), viewer });
+
+    let stateRows: EventRow[] = [];
+    const first = timelineRows[0];
+    if (opts.initial) {
+      // The state at the start of the timeline (or now, when the timeline is empty).
+      const group = first ? first.state_group_before : await this.groupAt(roomId, opts.upTo);
+      stateRows = await this.reader.stateEventsAt(this.db, group);
+      if (opts.filter.lazyLoadMembers) {
+        const senders = new Set(timelineRows.map((r) => r.sender).concat(session.userId));
+        stateRows = stateRows.filter((r) => r.type !== 'm.room.member' || senders.has(r.state_key ?? ''));
+      }
+    } else if (limited && first) {
+      // State that changed in the gap the client will not see.
+      const gap = await this.db
+        .selectFrom('events')
+        .select('event_id')
+        .where('room_id', '=', roomId)
+        .where('state_key', 'is not', null)
+        .where('stream_ordering', '>', opts.from)
+        .where('stream_ordering', '<', first.stream_ordering)
+        .execute();
+      const current = await this.reader.stateIdsAt(this.db, first.state_group_before);
+      const currentIds = new Set(current.values());
+      const ids = gap.map((g) => g.event_id).filter((id) => currentIds.has(id));
+      const rows = await this.reader.eventRows(this.db, ids);
+      stateRows = ids.map((id) => rows.get(id)).filter((r): r is EventRow => r !== undefined);
+    }
+    const timelineIds = new Set(timelineRows.map((r) => r.event_id));
+    stateRows = stateRows.filter((r) => !timelineIds.has(r.event_id));
+
+    const ephemeral: JsonObject[] = [];
+    if (opts.typingChanged) {
+      ephemeral.push({ type: 'm.typing', content: { user_ids: this.typing.typingUsers(roomId) } });
+    }
+    const receipts = await this.receipts(session.userId, roomId, opts.initial ? 0 : opts.from, opts.upTo);
+    if (receipts) ephemeral.push(receipts);
+
+    const roomData = await this.db
+      .selectFrom('account_data')
+      .select(['type', 'content'])
+      .where('user_id', '=', session.userId)
+      .where('room_id', '=', roomId)
+      .where('stream_id', '>', opts.initial ? 0 : opts.from)
+      .where('stream_id', '<=', opts.upTo)
+      .execute();
+
+    if (
+      !opts.initial &&
+      timeline.length === 0 &&
+      stateRows.length === 0 &&
+      roomData.length === 0 &&
+      !receipts
+    ) {
+      const typingOnly = opts.typingChanged && ephemeral.length > 0;
+      if (!typingOnly) return undefined;
+    }
+    const result: JsonObject = {
+      timeline: {
+        events: timeline as unknown as JsonObject[],
+        limited,
+        ...(first ? { prev_batch: `s${first.stream_ordering - 1}` } : { prev_batch: `s${opts.upTo}` }),
+      },
+      state: {
+        events: (await this.reader.toClientMany(this.db, stateRows, {
+          now: this.now(),
+        })) as unknown as JsonObject[],
+      },
+      ephemeral: { events: ephemeral },
+      account_data: { events: roomData.map((r) => ({ type: r.type, content: r.content })) },
+      unread_notifications: await this.unreadCounts(session.userId, roomId, opts.upTo),
+    };
+    if (
+      opts.initial ||
+      stateRows.some((r) => r.type === 'm.room.member') ||
+      timelineRows.some((r) => r.type === 'm.room.member')
+    ) {
+      result.summary = await this.summary(session.userId, roomId, opts.upTo);
+    }
+    return result;
+  }
+
+  /** The last `limit` visible events of the room in (lower, upper]. */
+  private async timeline(
+    userId: string,
+    roomId: string,
+    lower: number,
+    upper: number,
+    limit: number,
+    filter: SyncFilter,
+  ): Promise<{ events: EventRow[]; limited: boolean }> {
+    const picked: EventRow[] = [];
+    let cursor = upper;
+    let limited = false;
+    for (;;) {
+      const batch = await this.db
+        .selectFrom('events')
+        .selectAll()
+        .where('room_id', '=', roomId)
+        .where('stream_ordering', '>', lower)
+        .where('stream_ordering', '<=', cursor)
+        .orderBy('stream_ordering', 'desc')
+        .limit(Math.max(limit * 2, 20))
+        .execute();
+      if (batch.length === 0) break;
+      const visible = new Set(await this.reader.filterVisible(this.db, userId, batch));
+      for (const row of batch) {
+        cursor = row.stream_ordering - 1;
+        if (!visible.has(row)) continue;
+        if (
+          filter.timelineMatches &&
+          !filter.timelineMatches({
+            type: row.type,
+            sender: row.sender,
+            room_id: row.room_id,
+            content: row.json.content as JsonObject,
+          })
+        )
+          continue;
+        if (picked.length >= limit) {
+          limited = true;
+          break;
+        }
+        picked.push(row);
+      }
+      if (limited || batch.length < Math.max(limit * 2, 20)) break;
+    }
+    return { events: picked.reverse(), limited };
+  }
+
+  private async groupAt(roomId: string, position: number): Promise<number> {
+    const row = await this.db
+      .selectFrom('events')
+      .select('state_group_after')
+      .where('room_id', '=', roomId)
+      .where('stream_ordering', '<=', position)
+      .orderBy('stream_ordering', 'desc')
+      .limit(1)
+      .executeTakeFirstOrThrow();
+    return row.state_group_after;
+  }
+
+  /** The room as a user who left sees it: the timeline up to their departure. */
+  private async leftRoom(session: Session, roomId: string, leftAt: number, from: number, filter: SyncFilter) {
+    const { events, limited } = await this.timeline(
+      session.userId,
+      roomId,
+      from,
+      leftAt,
+      filter.timelineLimit,
+      filter,
+    );
+    const first = events[0];
+    const stateRows =
+      first && from === 0 ? await this.reader.stateEventsAt(this.db, first.state_group_before) : [];
+    const viewer = { userId: session.userId, deviceId: session.deviceId };
+    return {
+      timeline: {
+        events: (await this.reader.toClientMany(this.db, events, {
+          now: this.now(),
+          viewer,
+        })) as unknown as JsonObject[],
+        limited,
+        prev_batch: `s${(first?.stream_ordering ?? leftAt) - 1}`,
+      },
+      state: {
+        events: (await this.reader.toClientMany(this.db, stateRows, {
+          now: this.now(),
+        })) as unknown as JsonObject[],
+      },
+      account_data: { events: [] },
+    };
+  }
+
+  /** Stripped state for invites and knocks: enough to show the room (server-server API: stripped state). */
+  private async strippedState(roomId: string, membershipEventId: string): Promise<JsonObject[]> {
+    const memberRow = (await this.reader.eventRows(this.db, [membershipEventId])).get(membershipEventId);
+    if (!memberRow) return [];
+    const keep = [
+      'm.room.create',
+      'm.room.join_rules',
+      'm.room.name',
+      'm.room.avatar',
+      'm.room.canonical_alias',
+      'm.room.encryption',
+      'm.room.topic',
+    ];
+    const rows = await this.reader.stateEventsAt(this.db, memberRow.state_group_before, (k) =>
+      keep.includes(k.split('\u0000')[0]!),
+    );
+    const all = [...rows, memberRow];
+    const inviter =
+      memberRow.sender !== memberRow.state_key
+        ? await this.reader.stateEventAt(
+            this.db,
+            memberRow.state_group_before,
+            'm.room.member',
+            memberRow.sender,
+          )
+        : undefined;
+    if (inviter) all.push(inviter);
+    return all.map((r) => ({
+      type: r.type,
+      state_key: r.state_key ?? '',
+      sender: r.sender,
+      content: r.json.content as JsonObject,
+    }));
+  }
+
+  /** m.receipt for the room: everyone's public receipts, and the user's own private ones. */
+  private async receipts(
+    userId: string,
+    roomId: string,
+    from: number,
+    upTo: number,
+  ): Promise<JsonObject | undefined> {
+    const rows = await this.db
+      .selectFrom('receipts')
+      .selectAll()
+      .where('room_id', '=', roomId)
+      .where('stream_ordering', '>', from)
+      .where('stream_ordering', '<=', upTo)
+      .execute();
+    const content: Record<string, Record<string, Record<string, JsonObject>>> = {};
+    for (const r of rows) {
+      if (r.receipt_type === 'm.read.private' && r.user_id !== userId) continue;
+      const byType = (content[r.event_id] ??= {});
+      const byUser = (byType[r.receipt_type] ??= {});
+      byUser[r.user_id] = { ts: r.ts, ...(r.thread_id !== 'main' ? { thread_id: r.thread_id } : {}) };
+    }
+    if (Object.keys(content).length === 0) return undefined;
+    return { type: 'm.receipt', content: content as unknown as JsonObject };
+  }
+
+  /** Messages from others after the user's latest read receipt; highlights are those that mention the user. */
+  private async unreadCounts(userId: string, roomId: string, upTo: number) {
+    const receipt = await this.db
+      .selectFrom('receipts')
+      .innerJoin('events', 'events.event_id', 'receipts.event_id')
+      .select((eb) => eb.fn.max('events.stream_ordering').as('pos'))
+      .where('receipts.room_id', '=', roomId)
+      .where('receipts.user_id', '=', userId)
+      .executeTakeFirst();
+    const after = Number(receipt?.pos ?? 0);
+    const rows = await this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('room_id', '=', roomId)
+      .where('stream_ordering', '>', after)
+      .where('stream_ordering', '<=', upTo)
+      .where('sender', '!=', userId)
+      .where('type', 'in', ['m.room.message', 'm.room.encrypted'])
+      .where('redacted_by', 'is', null)
+      .execute();
+    const visible = await this.reader.filterVisible(this.db, userId, rows);
+    const highlight = visible.filter((r) => {
+      const mentions = (r.json.content as JsonObject)['m.mentions'];
+      return (
+        typeof mentions === 'object' &&
+        mentions !== null &&
+        !Array.isArray(mentions) &&
+        Array.isArray(mentions.user_ids) &&
+        mentions.user_ids.includes(userId)
+      );
+    });
+    return { notification_count: visible.length, highlight_count: highlight.length };
+  }
+
+  private async summary(userId: string, roomId: string, upTo: number): Promise<JsonObject> {
+    const group = await this.groupAt(roomId, upTo);
+    const members = await this.reader.stateEventsAt(this.db, group, (k) =>
+      k.startsWith('m.room.member\u0000'),
+    );
+    const joined = members.filter((m) => m.membership === 'join');
+    const invited = members.filter((m) => m.membership === 'invite');
+    const heroes = [...joined, ...invited]
+      .map((m) => m.state_key!)
+      .filter((u) => u !== userId)
+      .sort()
+      .slice(0, 5);
+    return {
+      'm.joined_member_count': joined.length,
+      'm.invited_member_count': invited.length,
+      'm.heroes': heroes,
+    };
+  }
+}
+
+function isEmpty(r: SyncResponse): boolean {
+  return (
+    Object.keys(r.rooms.join).length === 0 &&
+    Object.keys(r.rooms.invite).length === 0 &&
+    Object.keys(r.rooms.leave).length === 0 &&
+    Object.keys(r.rooms.knock).length === 0 &&
+    r.account_data.events.length === 0 &&
+    r.to_device.events.length === 0 &&
+    r.device_lists.changed.length === 0 &&
+    r.device_lists.left.length === 0
+  );
+}
+
+export type { ClientEvent };

@@ -1,0 +1,80 @@
+import type { Bus } from '../bus/bus.ts';
+import type { Notifier } from '../streams/notifier.ts';
+
+const CHANNEL = 'conclave.typing';
+/** Longest typing notice a client may ask for. */
+export const MAX_TYPING_MS = 30_000;
+
+interface TypingMessage {
+  roomId: string;
+  userId: string;
+  /** Epoch ms until which the user is typing; 0 when they stopped. */
+  until: number;
+}
+
+/**
+ * Typing notices are ephemeral: each process keeps who is typing where, fed by the bus (so a
+ * notice sent to one process reaches syncs on every other), and wakes its own waiting syncs.
+ * `serial` rises with every change this process sees, for sync tokens.
+ */
+export class TypingService {
+  private readonly rooms = new Map<string, Map<string, { until: number; timer: NodeJS.Timeout }>>();
+  private unsubscribe: (() => Promise<void>) | undefined;
+  serial = 0;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly notifier: Notifier,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async start(): Promise<void> {
+    this.unsubscribe = await this.bus.subscribe(CHANNEL, (raw) => {
+      try {
+        const m = JSON.parse(raw) as TypingMessage;
+        if (typeof m.roomId === 'string' && typeof m.userId === 'string' && typeof m.until === 'number')
+          this.apply(m);
+      } catch {
+        // ignore malformed messages
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.unsubscribe?.();
+    for (const users of this.rooms.values()) for (const u of users.values()) clearTimeout(u.timer);
+    this.rooms.clear();
+  }
+
+  /** Records that the user started (with a timeout) or stopped typing, on every process. */
+  async setTyping(roomId: string, userId: string, typing: boolean, timeoutMs: number): Promise<void> {
+    const until = typing ? this.now() + Math.min(Math.max(timeoutMs, 0), MAX_TYPING_MS) : 0;
+    await this.bus.publish(CHANNEL, JSON.stringify({ roomId, userId, until } satisfies TypingMessage));
+  }
+
+  typingUsers(roomId: string): string[] {
+    return [...(this.rooms.get(roomId)?.keys() ?? [])].sort();
+  }
+
+  private apply(m: TypingMessage): void {
+    let users = this.rooms.get(m.roomId);
+    const existing = users?.get(m.userId);
+    if (existing) clearTimeout(existing.timer);
+    const remaining = m.until - this.now();
+    if (remaining > 0) {
+      if (!users) {
+        users = new Map();
+        this.rooms.set(m.roomId, users);
+      }
+      const timer = setTimeout(() => this.apply({ ...m, until: 0 }), remaining);
+      timer.unref();
+      users.set(m.userId, { until: m.until, timer });
+    } else {
+      if (!existing) return;
+      users?.delete(m.userId);
+      if (users?.size === 0) this.rooms.delete(m.roomId);
+    }
+    this.serial++;
+    this.notifier.notifyLocal({ roomId: m.roomId });
+  }
+}

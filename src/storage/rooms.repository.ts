@@ -1,0 +1,172 @@
+import { sql } from 'kysely';
+import type { RoomEvent, StateTuple } from '../protocol/event.ts';
+import { stateTuple } from '../protocol/event.ts';
+import type { JsonObject } from '../protocol/json.ts';
+import type { Executor } from './accounts.repository.ts';
+import type { EventRow, RoomRow } from './database.ts';
+
+/** A state group resolved to the event ID of each (type, state_key). */
+export type StateIds = Map<StateTuple, string>;
+
+/** Longest chain of delta groups before a full snapshot is written. */
+const MAX_CHAIN = 64;
+
+export function findRoom(db: Executor, roomId: string): Promise<RoomRow | undefined> {
+  return db.selectFrom('rooms').selectAll().where('room_id', '=', roomId).executeTakeFirst();
+}
+
+export async function insertRoom(
+  db: Executor,
+  row: { room_id: string; room_version: string; creator: string; created_ts: number },
+): Promise<void> {
+  await db.insertInto('rooms').values(row).execute();
+}
+
+/** Resolves a state group by walking its chain of deltas (newest entry for a key wins). */
+export async function loadStateGroup(db: Executor, groupId: number): Promise<StateIds> {
+  const rows = await sql<{ type: string; state_key: string; event_id: string; n: number }>`
+    with recursive chain(id, prev, n) as (
+      select id, prev_group, 0 from state_groups where id = ${groupId}
+      union all
+      select g.id, g.prev_group, c.n + 1 from state_groups g join chain c on g.id = c.prev
+    )
+    select e.type, e.state_key, e.event_id, c.n
+    from chain c join state_group_entries e on e.group_id = c.id
+    order by c.n desc`.execute(db);
+  const state: StateIds = new Map();
+  // Oldest first, so newer entries overwrite older ones.
+  for (const r of rows.rows) state.set(stateTuple(r.type, r.state_key), r.event_id);
+  return state;
+}
+
+/**
+ * Writes a new state group: `prev` plus `changes`. After MAX_CHAIN deltas the full state is
+ * written instead, so resolving a group never walks far.
+ */
+export async function createStateGroup(
+  db: Executor,
+  roomId: string,
+  prev: { id: number; chainLength: number; state: StateIds } | null,
+  changes: Array<{ type: string; state_key: string; event_id: string }>,
+): Promise<{ id: number; chainLength: number }> {
+  const idRow = await sql<{ id: number }>`select nextval('state_group_seq') as id`.execute(db);
+  const id = Number(idRow.rows[0]!.id);
+  const snapshot = prev === null || prev.chainLength >= MAX_CHAIN;
+  const chainLength = snapshot ? 0 : prev.chainLength + 1;
+  await db
+    .insertInto('state_groups')
+    .values({ id, room_id: roomId, prev_group: snapshot ? null : prev.id, chain_length: chainLength })
+    .execute();
+  let entries = changes;
+  if (snapshot && prev !== null) {
+    const full = new Map(prev.state);
+    for (const c of changes) full.set(stateTuple(c.type, c.state_key), c.event_id);
+    entries = [...full].map(([key, event_id]) => {
+      const [type, state_key] = key.split('\u0000') as [string, string];
+      return { type, state_key, event_id };
+    });
+  }
+  if (entries.length > 0) {
+    await db
+      .insertInto('state_group_entries')
+      .values(entries.map((e) => ({ group_id: id, ...e })))
+      .execute();
+  }
+  return { id, chainLength };
+}
+
+export async function chainLengthOf(db: Executor, groupId: number): Promise<number> {
+  const row = await db
+    .selectFrom('state_groups')
+    .select('chain_length')
+    .where('id', '=', groupId)
+    .executeTakeFirstOrThrow();
+  return row.chain_length;
+}
+
+export async function insertEvent(
+  db: Executor,
+  row: Omit<EventRow, 'json' | 'redacted_by'> & { json: JsonObject },
+) {
+  await db
+    .insertInto('events')
+    .values({ ...row, json: JSON.stringify(row.json), redacted_by: null })
+    .execute();
+}
+
+export function getEventRows(db: Executor, eventIds: readonly string[]): Promise<EventRow[]> {
+  if (eventIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('events')
+    .selectAll()
+    .where('event_id', 'in', [...eventIds])
+    .execute();
+}
+
+export function getEventRow(db: Executor, eventId: string): Promise<EventRow | undefined> {
+  return db.selectFrom('events').selectAll().where('event_id', '=', eventId).executeTakeFirst();
+}
+
+export async function forwardExtremities(db: Executor, roomId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom('room_forward_extremities')
+    .select('event_id')
+    .where('room_id', '=', roomId)
+    .execute();
+  return rows.map((r) => r.event_id);
+}
+
+export async function replaceForwardExtremities(
+  db: Executor,
+  roomId: string,
+  eventId: string,
+): Promise<void> {
+  await db.deleteFrom('room_forward_extremities').where('room_id', '=', roomId).execute();
+  await db.insertInto('room_forward_extremities').values({ room_id: roomId, event_id: eventId }).execute();
+}
+
+export async function setCurrentState(
+  db: Executor,
+  roomId: string,
+  type: string,
+  stateKey: string,
+  eventId: string,
+) {
+  await db
+    .insertInto('current_state')
+    .values({ room_id: roomId, type, state_key: stateKey, event_id: eventId })
+    .onConflict((c) => c.columns(['room_id', 'type', 'state_key']).doUpdateSet({ event_id: eventId }))
+    .execute();
+}
+
+export async function setMembership(
+  db: Executor,
+  row: { room_id: string; user_id: string; membership: string; event_id: string; stream_ordering: number },
+): Promise<void> {
+  await db
+    .insertInto('memberships')
+    .values(row)
+    .onConflict((c) =>
+      c.columns(['room_id', 'user_id']).doUpdateSet({
+        membership: row.membership,
+        event_id: row.event_id,
+        stream_ordering: row.stream_ordering,
+        forgotten: false,
+      }),
+    )
+    .execute();
+}
+
+export function membershipOf(db: Executor, roomId: string, userId: string) {
+  return db
+    .selectFrom('memberships')
+    .selectAll()
+    .where('room_id', '=', roomId)
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+}
+
+/** Parses a stored event into the PDU shape with its event ID. */
+export function toRoomEvent(row: Pick<EventRow, 'event_id' | 'json'>): RoomEvent {
+  return { ...(row.json as unknown as RoomEvent), event_id: row.event_id };
+}

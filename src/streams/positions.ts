@@ -1,0 +1,25 @@
+import { sql } from 'kysely';
+import type { Executor } from '../storage/accounts.repository.ts';
+
+/**
+ * The one stream position counter shared by events, account data and receipts. Taking a position
+ * locks the counter's row until the transaction ends, so positions commit in order: whoever reads
+ * position N (committed) may rely on every change at or below N being visible.
+ */
+export async function nextPosition(trx: Executor): Promise<number> {
+  const row = await sql<{ position: number }>`
+    update stream_positions set position = position + 1 where name = 'main' returning position`.execute(trx);
+  const position = row.rows[0]?.position;
+  if (position === undefined) throw new Error('stream_positions has no main row');
+  return Number(position);
+}
+
+/** The highest committed position. */
+export async function currentPosition(db: Executor): Promise<number> {
+  const row = await db
+    .selectFrom('stream_positions')
+    .select('position')
+    .where('name', '=', 'main')
+    .executeTakeFirstOrThrow();
+  return Number(row.position);
+}

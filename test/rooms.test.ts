@@ -1,0 +1,276 @@
+import t from 'tap';
+import { databaseBackends } from './helpers/backends.ts';
+import { SERVER_NAME, startTestServer } from './helpers/server.ts';
+
+const V3 = '/_matrix/client/v3';
+const enc = encodeURIComponent;
+
+for (const backend of databaseBackends()) {
+  t.test(`rooms on ${backend.name}`, async (t) => {
+    const s = await startTestServer(t, backend);
+    const alice = await s.register('alice');
+    const bob = await s.register('bob');
+    const mallory = await s.register('mallory');
+    const call = (method: 'GET' | 'POST' | 'PUT', url: string, token: string, body?: unknown) =>
+      s.request(method, url, { token, ...(body !== undefined ? { body } : {}) });
+
+    const created = await call('POST', `${V3}/createRoom`, alice.access_token, {
+      preset: 'private_chat',
+      name: 'Lab notes',
+      topic: 'Secret results',
+      room_alias_name: 'lab',
+    });
+    t.equal(created.statusCode, 200, created.body);
+    const roomId: string = created.json().room_id;
+    t.match(roomId, /^![A-Za-z0-9_-]{43}$/, 'a room version 12 room ID');
+    t.equal(created.json().room_alias, `#lab:${SERVER_NAME}`);
+
+    t.test('aliases are unique', async (t) => {
+      const again = await call('POST', `${V3}/createRoom`, bob.access_token, { room_alias_name: 'lab' });
+      t.equal(again.statusCode, 400);
+      t.equal(again.json().errcode, 'M_ROOM_IN_USE');
+    });
+
+    t.test('the creator reads the state', async (t) => {
+      const state = await call('GET', `${V3}/rooms/${enc(roomId)}/state`, alice.access_token);
+      t.equal(state.statusCode, 200);
+      const types = state
+        .json()
+        .map((e: { type: string }) => e.type)
+        .sort();
+      t.same(types, [
+        'm.room.canonical_alias',
+        'm.room.create',
+        'm.room.guest_access',
+        'm.room.history_visibility',
+        'm.room.join_rules',
+        'm.room.member',
+        'm.room.name',
+        'm.room.power_levels',
+        'm.room.topic',
+      ]);
+      const name = await call('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.name`, alice.access_token);
+      t.same(name.json(), { name: 'Lab notes' });
+      const nameSlash = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/state/m.room.name/`,
+        alice.access_token,
+      );
+      t.same(nameSlash.json(), { name: 'Lab notes' });
+    });
+
+    t.test('an outsider sees nothing and cannot act', async (t) => {
+      for (const path of ['state', 'state/m.room.name', 'members', 'joined_members', 'messages']) {
+        const res = await call('GET', `${V3}/rooms/${enc(roomId)}/${path}`, mallory.access_token);
+        t.equal(res.statusCode, 403, `mallory GET ${path}`);
+        t.equal(res.json().errcode, 'M_FORBIDDEN');
+        t.notOk(res.body.includes('Lab notes') || res.body.includes('Secret'), 'leaks no content');
+      }
+      const send = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/send/m.room.message/m1`,
+        mallory.access_token,
+        {
+          msgtype: 'm.text',
+          body: 'intrusion',
+        },
+      );
+      t.equal(send.statusCode, 403);
+      const join = await call('POST', `${V3}/join/${enc(`#lab:${SERVER_NAME}`)}`, mallory.access_token, {});
+      t.equal(join.statusCode, 403, 'an invite-only room refuses a join');
+      const invite = await call('POST', `${V3}/rooms/${enc(roomId)}/invite`, mallory.access_token, {
+        user_id: mallory.user_id,
+      });
+      t.equal(invite.statusCode, 403);
+    });
+
+    let firstEventId = '';
+    t.test('invite, join, messages with idempotent transaction IDs', async (t) => {
+      const invite = await call('POST', `${V3}/rooms/${enc(roomId)}/invite`, alice.access_token, {
+        user_id: bob.user_id,
+      });
+      t.equal(invite.statusCode, 200, invite.body);
+      const join = await call('POST', `${V3}/join/${enc(`#lab:${SERVER_NAME}`)}`, bob.access_token, {});
+      t.equal(join.statusCode, 200, join.body);
+      t.equal(join.json().room_id, roomId);
+      const first = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/send/m.room.message/t1`,
+        alice.access_token,
+        {
+          msgtype: 'm.text',
+          body: 'hello bob',
+        },
+      );
+      t.equal(first.statusCode, 200);
+      const retry = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/send/m.room.message/t1`,
+        alice.access_token,
+        {
+          msgtype: 'm.text',
+          body: 'hello bob',
+        },
+      );
+      t.equal(retry.json().event_id, first.json().event_id, 'a retried PUT returns the same event');
+      firstEventId = first.json().event_id;
+      const count = await s.runtime.database.db
+        .selectFrom('events')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('room_id', '=', roomId)
+        .where('type', '=', 'm.room.message')
+        .executeTakeFirstOrThrow();
+      t.equal(Number(count.n), 1, 'one event stored');
+      const ev = await call('GET', `${V3}/rooms/${enc(roomId)}/event/${enc(firstEventId)}`, bob.access_token);
+      t.equal(ev.statusCode, 200);
+      t.equal(ev.json().content.body, 'hello bob');
+      const outsider = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/event/${enc(firstEventId)}`,
+        mallory.access_token,
+      );
+      t.equal(outsider.statusCode, 404, 'an outsider is told the event does not exist');
+      const joined = await call('GET', `${V3}/joined_rooms`, bob.access_token);
+      t.same(joined.json().joined_rooms, [roomId]);
+      const members = await call('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, bob.access_token);
+      t.same(Object.keys(members.json().joined).sort(), [alice.user_id, bob.user_id]);
+    });
+
+    t.test('power: bob cannot raise himself, change join rules, or kick alice', async (t) => {
+      const pl = await call('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.power_levels`, bob.access_token);
+      const content = pl.json();
+      content.users = { ...content.users, [bob.user_id]: 100 };
+      const raise = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/state/m.room.power_levels`,
+        bob.access_token,
+        content,
+      );
+      t.equal(raise.statusCode, 403);
+      const rules = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/state/m.room.join_rules`,
+        bob.access_token,
+        {
+          join_rule: 'public',
+        },
+      );
+      t.equal(rules.statusCode, 403);
+      const kick = await call('POST', `${V3}/rooms/${enc(roomId)}/kick`, bob.access_token, {
+        user_id: alice.user_id,
+      });
+      t.equal(kick.statusCode, 403);
+    });
+
+    t.test('history with /messages, both directions', async (t) => {
+      for (let i = 0; i < 5; i++) {
+        await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/h${i}`, bob.access_token, {
+          msgtype: 'm.text',
+          body: `msg ${i}`,
+        });
+      }
+      const back = await call('GET', `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=3`, bob.access_token);
+      t.equal(back.statusCode, 200);
+      const bodies = back.json().chunk.map((e: { content: { body?: string } }) => e.content.body);
+      t.same(bodies, ['msg 4', 'msg 3', 'msg 2']);
+      const more = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=3&from=${back.json().end}`,
+        bob.access_token,
+      );
+      t.same(
+        more.json().chunk.map((e: { content: { body?: string } }) => e.content.body),
+        ['msg 1', 'msg 0', 'hello bob'],
+      );
+      const forward = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=f&limit=100`,
+        bob.access_token,
+      );
+      const all = forward.json().chunk;
+      t.equal(all[0].type, 'm.room.create', 'forward from the start begins with the create event');
+      t.notOk(forward.json().end, 'no end token when the history is exhausted');
+      const ctx = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/context/${enc(firstEventId)}?limit=4`,
+        bob.access_token,
+      );
+      t.equal(ctx.statusCode, 200);
+      t.equal(ctx.json().event.event_id, firstEventId);
+      t.equal(ctx.json().events_after[0].content.body, 'msg 0');
+    });
+
+    t.test('redaction', async (t) => {
+      const sent = await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/r1`, bob.access_token, {
+        msgtype: 'm.text',
+        body: 'oops',
+      });
+      const id = sent.json().event_id;
+      const red = await call('PUT', `${V3}/rooms/${enc(roomId)}/redact/${enc(id)}/rr1`, bob.access_token, {
+        reason: 'typo',
+      });
+      t.equal(red.statusCode, 200);
+      const ev = await call('GET', `${V3}/rooms/${enc(roomId)}/event/${enc(id)}`, alice.access_token);
+      t.same(ev.json().content, {}, 'the content is gone');
+      t.equal(ev.json().unsigned.redacted_because.event_id, red.json().event_id);
+      const aliceMsg = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/redact/${enc(firstEventId)}/rr2`,
+        bob.access_token,
+        {},
+      );
+      t.equal(aliceMsg.statusCode, 403, "bob cannot redact alice's message");
+    });
+
+    t.test('leaving stops delivery; a banned user cannot rejoin', async (t) => {
+      const kick = await call('POST', `${V3}/rooms/${enc(roomId)}/kick`, alice.access_token, {
+        user_id: bob.user_id,
+      });
+      t.equal(kick.statusCode, 200);
+      await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/after`, alice.access_token, {
+        msgtype: 'm.text',
+        body: 'after bob left',
+      });
+      const back = await call('GET', `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`, bob.access_token);
+      t.equal(back.statusCode, 200, 'a departed user may read up to their departure');
+      t.notOk(back.body.includes('after bob left'), 'but nothing after');
+      const ban = await call('POST', `${V3}/rooms/${enc(roomId)}/ban`, alice.access_token, {
+        user_id: bob.user_id,
+      });
+      t.equal(ban.statusCode, 200);
+      await call('POST', `${V3}/rooms/${enc(roomId)}/invite`, alice.access_token, { user_id: bob.user_id });
+      const rejoin = await call('POST', `${V3}/rooms/${enc(roomId)}/join`, bob.access_token, {});
+      t.equal(rejoin.statusCode, 403, 'a banned user cannot rejoin');
+    });
+
+    t.test('bad input', async (t) => {
+      const unknown = await call('POST', `${V3}/join/${enc('!nope:conclave.test')}`, bob.access_token, {});
+      t.equal(unknown.statusCode, 404);
+      const badVersion = await call('POST', `${V3}/createRoom`, alice.access_token, { room_version: '99' });
+      t.equal(badVersion.json().errcode, 'M_UNSUPPORTED_ROOM_VERSION');
+      const floats = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/send/m.room.message/f1`,
+        alice.access_token,
+        {
+          msgtype: 'm.text',
+          body: 'x',
+          n: 1.5,
+        },
+      );
+      t.equal(floats.statusCode, 400);
+      t.equal(floats.json().errcode, 'M_BAD_JSON');
+      const huge = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/send/m.room.message/big`,
+        alice.access_token,
+        {
+          msgtype: 'm.text',
+          body: 'x'.repeat(70_000),
+        },
+      );
+      t.equal(huge.statusCode, 413);
+      t.equal(huge.json().errcode, 'M_TOO_LARGE');
+    });
+  });
+}
