@@ -28,6 +28,8 @@ export interface Config {
   /** Registrations allowed per address in a window before 429. */
   registrationsPerWindow: number;
   registrationWindowMs: number;
+  /** A WebSocket sync client further behind than this many unsent bytes is disconnected (code 4008). */
+  wsMaxBufferedBytes: number;
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -165,6 +167,12 @@ const FIELDS: Field[] = [
     parse: int(1, 86_400_000),
   },
   {
+    key: 'wsMaxBufferedBytes',
+    env: 'CONCLAVE_WS_MAX_BUFFERED_BYTES',
+    yaml: 'ws_max_buffered_bytes',
+    parse: int(1024, 1024 * 1024 * 1024),
+  },
+  {
     key: 'publicBaseUrl',
     env: 'CONCLAVE_PUBLIC_BASE_URL',
     yaml: 'public_base_url',
@@ -193,6 +201,7 @@ export function defaultConfig(): Config {
     loginFailureWindowMs: 60_000,
     registrationsPerWindow: 20,
     registrationWindowMs: 60_000,
+    wsMaxBufferedBytes: 1024 * 1024,
     publicBaseUrl: '',
     logLevel: 'info',
   };

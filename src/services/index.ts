@@ -1,10 +1,21 @@
 import type { Bus } from '../bus/bus.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../storage/connect.ts';
+import { Notifier } from '../streams/notifier.ts';
 import { AccountsService } from './accounts.service.ts';
+import { DirectoryService } from './directory.service.ts';
+import { EventsService } from './events.service.ts';
+import { FiltersService } from './filters.service.ts';
+import { HistoryService } from './history.service.ts';
 import { ProfileService } from './profile.service.ts';
+import { PushRulesService } from './push-rules.service.ts';
+import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
+import { RoomReader } from './room-reads.ts';
+import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
+import { SyncService } from './sync.service.ts';
+import { TypingService } from './typing.service.ts';
 import { UiaService } from './uia.service.ts';
 
 /** Every service of one server process, built once and shared by routes, the admin command and tests. */
@@ -15,8 +26,21 @@ export interface Services {
   uia: UiaService;
   accounts: AccountsService;
   profile: ProfileService;
+  filters: FiltersService;
+  pushRules: PushRulesService;
   registrationTokens: RegistrationTokensService;
   serverKeys: ServerKeysService;
+  notifier: Notifier;
+  reader: RoomReader;
+  events: EventsService;
+  rooms: RoomsService;
+  directory: DirectoryService;
+  history: HistoryService;
+  typing: TypingService;
+  receipts: ReceiptsService;
+  sync: SyncService;
+  /** Stops background work (bus subscriptions, timers). */
+  stop(): Promise<void>;
 }
 
 export async function createServices(deps: { config: Config; db: Db; bus: Bus }): Promise<Services> {
@@ -25,6 +49,13 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   const registrationTokens = new RegistrationTokensService(db);
   const serverKeys = new ServerKeysService(db, config.serverName);
   await serverKeys.init();
+  const notifier = new Notifier(bus);
+  await notifier.start();
+  const typing = new TypingService(bus, notifier);
+  await typing.start();
+  const reader = new RoomReader();
+  const events = new EventsService(db, config, serverKeys, notifier);
+  const rooms = new RoomsService(db, config, events, reader);
   return {
     config,
     db,
@@ -34,5 +65,20 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     serverKeys,
     accounts: new AccountsService(db, config, uia, registrationTokens),
     profile: new ProfileService(db, config.serverName),
+    filters: new FiltersService(db),
+    pushRules: new PushRulesService(),
+    notifier,
+    reader,
+    events,
+    rooms,
+    directory: new DirectoryService(db, config, rooms),
+    history: new HistoryService(db, rooms, reader),
+    typing,
+    receipts: new ReceiptsService(db, rooms, notifier),
+    sync: new SyncService(db, rooms, reader, notifier, typing),
+    async stop() {
+      await typing.stop();
+      await notifier.stop();
+    },
   };
 }

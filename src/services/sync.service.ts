@@ -5,6 +5,7 @@ import type { EventRow } from '../storage/database.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
+import { defaultPushRules } from './push-rules.ts';
 import type { ClientEvent, RoomReader } from './room-reads.ts';
 import type { RoomsService } from './rooms.service.ts';
 import type { TypingService } from './typing.service.ts';
@@ -130,6 +131,13 @@ export class SyncService {
       .where('stream_id', '<=', upTo)
       .execute();
     response.account_data.events = globalData.map((r) => ({ type: r.type, content: r.content }));
+    if (since === undefined) {
+      // Push rules are not stored per user yet: an initial sync carries the server defaults.
+      response.account_data.events.push({
+        type: 'm.push_rules',
+        content: { global: defaultPushRules(userId) } as unknown as JsonObject,
+      });
+    }
 
     const memberships = await this.db
       .selectFrom('memberships')
@@ -154,7 +162,7 @@ export class SyncService {
         if (room) response.rooms.join[m.room_id] = room;
       } else if (m.membership === 'invite' || m.membership === 'knock') {
         if (!changedSince && since !== undefined) continue;
-        const stripped = await this.strippedState(m.room_id, m.event_id);
+        const stripped = await this.strippedState(m.event_id);
         if (m.membership === 'invite')
           response.rooms.invite[m.room_id] = { invite_state: { events: stripped } };
         else response.rooms.knock[m.room_id] = { knock_state: { events: stripped } };
@@ -363,7 +371,7 @@ export class SyncService {
   }
 
   /** Stripped state for invites and knocks: enough to show the room (server-server API: stripped state). */
-  private async strippedState(roomId: string, membershipEventId: string): Promise<JsonObject[]> {
+  private async strippedState(membershipEventId: string): Promise<JsonObject[]> {
     const memberRow = (await this.reader.eventRows(this.db, [membershipEventId])).get(membershipEventId);
     if (!memberRow) return [];
     const keep = [
@@ -414,9 +422,13 @@ export class SyncService {
     const content: Record<string, Record<string, Record<string, JsonObject>>> = {};
     for (const r of rows) {
       if (r.receipt_type === 'm.read.private' && r.user_id !== userId) continue;
-      const byType = (content[r.event_id] ??= {});
-      const byUser = (byType[r.receipt_type] ??= {});
-      byUser[r.user_id] = { ts: r.ts, ...(r.thread_id !== 'main' ? { thread_id: r.thread_id } : {}) };
+      content[r.event_id] ??= {};
+      const byType = content[r.event_id]!;
+      byType[r.receipt_type] ??= {};
+      byType[r.receipt_type]![r.user_id] = {
+        ts: r.ts,
+        ...(r.thread_id !== 'main' ? { thread_id: r.thread_id } : {}),
+      };
     }
     if (Object.keys(content).length === 0) return undefined;
     return { type: 'm.receipt', content: content as unknown as JsonObject };

@@ -1,8 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import { devicesRoutes } from './devices.routes.ts';
+import { directoryRoutes } from './directory.routes.ts';
+import { filtersRoutes } from './filters.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
+import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
+import { roomsRoutes } from './rooms.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
+import { syncRoutes } from './sync.routes.ts';
+import { syncWebSocketRoutes } from './sync-ws.routes.ts';
 import { versionsRoutes } from './versions.routes.ts';
 
 /** The client-server API: every route authenticates with an access token where it needs one. */
@@ -12,4 +18,10 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(sessionRoutes);
   await app.register(devicesRoutes);
   await app.register(profileRoutes);
+  await app.register(filtersRoutes);
+  await app.register(pushRulesRoutes);
+  await app.register(roomsRoutes);
+  await app.register(directoryRoutes);
+  await app.register(syncRoutes);
+  await app.register(syncWebSocketRoutes);
 }

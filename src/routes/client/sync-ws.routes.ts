@@ -1,0 +1,110 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import websocket from '@fastify/websocket';
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import type { WebSocket } from 'ws';
+import { MatrixError } from '../../errors.ts';
+import { requireAuth } from '../../http/auth.ts';
+import { parseSyncToken } from '../../services/sync.service.ts';
+
+/** Our extension: sync over a WebSocket. Documented in spec/websocket.md. */
+export const WS_SYNC_PATH = '/_conclave/client/v1/sync';
+
+/** Close codes (4000-4999 are free for applications). */
+export const WS_CLOSE = {
+  /** The client read too slowly; reconnect with `since` = the last next_batch received. */
+  SLOW_READER: 4008,
+  /** The sync failed (e.g. a bad filter); the reason says why. */
+  SYNC_ERROR: 4400,
+  /** The access token stopped being valid (logout). */
+  UNAUTHORIZED: 4401,
+} as const;
+
+/** How long each round waits for news before it checks the socket and waits again. */
+const ROUND_MS = 30_000;
+
+export async function syncWebSocketRoutes(fastify: FastifyInstance): Promise<void> {
+  await fastify.register(websocket, { options: { maxPayload: 4096 } });
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { sync, accounts, filters, config } = app.services;
+
+  // GET /_conclave/client/v1/sync (WebSocket upgrade)
+  app.get(
+    WS_SYNC_PATH,
+    {
+      websocket: true,
+      onRequest: requireAuth,
+      schema: {
+        querystring: Type.Object({
+          since: Type.Optional(Type.String({ maxLength: 64 })),
+          filter: Type.Optional(Type.String({ maxLength: 8192 })),
+          access_token: Type.Optional(Type.String({ maxLength: 512 })),
+        }),
+      },
+    },
+    (socket: WebSocket, request) => {
+      const session = request.session;
+      const abort = new AbortController();
+      socket.on('close', () => abort.abort());
+      socket.on('error', () => abort.abort());
+      // The client may send {"type":"ping"}; anything else is ignored.
+      socket.on('message', (data) => {
+        try {
+          const msg = JSON.parse(String(data)) as { type?: unknown };
+          if (msg.type === 'ping') socket.send(JSON.stringify({ type: 'pong' }));
+        } catch {
+          // not JSON: ignore
+        }
+      });
+
+      const run = async () => {
+        let since = request.query.since;
+        if (since !== undefined) parseSyncToken(since);
+        const filter = await filters.syncFilter(session.userId, request.query.filter);
+        while (!abort.signal.aborted) {
+          // A logged-out token ends the socket.
+          await accounts.authenticateToken(
+            request.query.access_token ?? bearer(request.headers.authorization),
+          );
+          const response = await sync.sync(session, {
+            ...(since !== undefined ? { since } : {}),
+            timeoutMs: ROUND_MS,
+            fullState: false,
+            filter,
+            signal: abort.signal,
+          });
+          if (abort.signal.aborted) break;
+          if (response.next_batch === since) continue;
+          const isEmpty =
+            since !== undefined &&
+            Object.values(response.rooms).every((section) => Object.keys(section).length === 0) &&
+            response.account_data.events.length === 0 &&
+            response.to_device.events.length === 0 &&
+            response.device_lists.changed.length === 0;
+          since = response.next_batch;
+          if (isEmpty) continue;
+          if (socket.bufferedAmount > config.wsMaxBufferedBytes) {
+            socket.close(WS_CLOSE.SLOW_READER, 'slow reader: resume with since=<last next_batch>');
+            return;
+          }
+          socket.send(JSON.stringify({ type: 'sync', ...response }));
+        }
+      };
+      run().catch((err: unknown) => {
+        if (socket.readyState !== socket.OPEN) return;
+        if (err instanceof MatrixError && err.status === 401)
+          socket.close(WS_CLOSE.UNAUTHORIZED, err.errcode);
+        else if (err instanceof MatrixError)
+          socket.close(WS_CLOSE.SYNC_ERROR, `${err.errcode}: ${err.message}`.slice(0, 120));
+        else {
+          request.log.error({ err }, 'websocket sync failed');
+          socket.close(1011, 'internal error');
+        }
+      });
+    },
+  );
+}
+
+function bearer(header: string | undefined): string {
+  return /^Bearer\s+(\S+)/i.exec(header ?? '')?.[1] ?? '';
+}

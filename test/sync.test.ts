@@ -1,0 +1,181 @@
+import t from 'tap';
+import { databaseBackends } from './helpers/backends.ts';
+import { type Login, startTestServer, type TestServer } from './helpers/server.ts';
+
+const V3 = '/_matrix/client/v3';
+const enc = encodeURIComponent;
+
+// biome-ignore lint/suspicious/noExplicitAny: sync bodies are read loosely in tests
+type Json = Record<string, any>;
+
+async function sync(s: TestServer, who: Login, params: Record<string, string | number> = {}): Promise<Json> {
+  const qs = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
+  const res = await s.request('GET', `${V3}/sync${qs ? `?${qs}` : ''}`, { token: who.access_token });
+  if (res.statusCode !== 200) throw new Error(`sync ${res.statusCode} ${res.body}`);
+  return res.json();
+}
+
+const bodies = (room: Json | undefined) =>
+  (room?.timeline?.events ?? [])
+    .filter((e: Json) => e.type === 'm.room.message')
+    .map((e: Json) => e.content.body);
+
+for (const backend of databaseBackends()) {
+  t.test(`sync on ${backend.name}`, async (t) => {
+    const s = await startTestServer(t, backend);
+    const alice = await s.register('alice');
+    const bob = await s.register('bob');
+    const send = (who: Login, roomId: string, body: string, txn: string) =>
+      s.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/${txn}`, {
+        token: who.access_token,
+        body: { msgtype: 'm.text', body },
+      });
+
+    const first = await sync(s, bob);
+    t.match(first.next_batch, /^s\d+_\d+$/);
+    const room = await s.request('POST', `${V3}/createRoom`, {
+      token: alice.access_token,
+      body: { preset: 'private_chat', name: 'Sync room', invite: [bob.user_id] },
+    });
+    const roomId: string = room.json().room_id;
+
+    let bobSince = first.next_batch;
+    t.test('an invite shows up with stripped state', async (t) => {
+      const r = await sync(s, bob, { since: bobSince, timeout: 1000 });
+      const invite = r.rooms.invite[roomId];
+      t.ok(invite, 'the room is in the invite section');
+      const types = invite.invite_state.events.map((e: Json) => e.type);
+      t.ok(
+        types.includes('m.room.name') && types.includes('m.room.member') && types.includes('m.room.create'),
+      );
+      t.notOk(r.rooms.join[roomId], 'not joined yet');
+      bobSince = r.next_batch;
+    });
+
+    t.test('after joining, the room arrives whole', async (t) => {
+      await s.request('POST', `${V3}/rooms/${enc(roomId)}/join`, { token: bob.access_token, body: {} });
+      const r = await sync(s, bob, { since: bobSince, timeout: 1000 });
+      const joined = r.rooms.join[roomId];
+      t.ok(joined, 'the room is in the join section');
+      const all = [...joined.state.events, ...joined.timeline.events];
+      t.ok(
+        all.some((e: Json) => e.type === 'm.room.name'),
+        'with its state',
+      );
+      t.ok(
+        all.some(
+          (e: Json) =>
+            e.type === 'm.room.member' && e.state_key === bob.user_id && e.content.membership === 'join',
+        ),
+      );
+      t.equal(joined.summary['m.joined_member_count'], 2);
+      bobSince = r.next_batch;
+    });
+
+    t.test('a long-poll wakes when a message arrives', async (t) => {
+      const started = performance.now();
+      const pending = sync(s, bob, { since: bobSince, timeout: 10_000 });
+      await new Promise((r) => setTimeout(r, 100));
+      await send(alice, roomId, 'wake up', 'w1');
+      const r = await pending;
+      const elapsed = performance.now() - started;
+      t.same(bodies(r.rooms.join[roomId]), ['wake up']);
+      t.ok(elapsed < 5000, `woke in ${Math.round(elapsed)} ms, not at the timeout`);
+      bobSince = r.next_batch;
+      const empty = await sync(s, bob, { since: bobSince, timeout: 0 });
+      t.same(empty.rooms.join, {}, 'nothing new: nothing repeated');
+    });
+
+    t.test('limited timeline and prev_batch lead to exactly the missed events', async (t) => {
+      for (let i = 0; i < 12; i++) await send(alice, roomId, `m${i}`, `l${i}`);
+      const filter = JSON.stringify({ room: { timeline: { limit: 5 } } });
+      const r = await sync(s, bob, { since: bobSince, filter });
+      const joined = r.rooms.join[roomId];
+      t.same(bodies(joined), ['m7', 'm8', 'm9', 'm10', 'm11']);
+      t.equal(joined.timeline.limited, true);
+      const back = await s.request(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=7&from=${joined.timeline.prev_batch}`,
+        { token: bob.access_token },
+      );
+      t.same(
+        back.json().chunk.map((e: Json) => e.content.body),
+        ['m6', 'm5', 'm4', 'm3', 'm2', 'm1', 'm0'],
+        'paging back continues exactly where the timeline starts',
+      );
+      bobSince = r.next_batch;
+    });
+
+    t.test('typing and receipts reach the other member', async (t) => {
+      const pending = sync(s, bob, { since: bobSince, timeout: 5000 });
+      await s.request('PUT', `${V3}/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`, {
+        token: alice.access_token,
+        body: { typing: true, timeout: 10_000 },
+      });
+      const r = await pending;
+      const typing = r.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === 'm.typing');
+      t.same(typing?.content.user_ids, [alice.user_id]);
+      bobSince = r.next_batch;
+
+      const aliceSync = await sync(s, alice);
+      const lastId = aliceSync.rooms.join[roomId].timeline.events.at(-1).event_id;
+      const receipt = await s.request('POST', `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(lastId)}`, {
+        token: bob.access_token,
+        body: {},
+      });
+      t.equal(receipt.statusCode, 200);
+      const seen = await sync(s, alice, { since: aliceSync.next_batch, timeout: 2000 });
+      const receipts = seen.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === 'm.receipt');
+      t.ok(receipts?.content[lastId]?.['m.read']?.[bob.user_id], "alice sees bob's read receipt");
+
+      await s.request('POST', `${V3}/rooms/${enc(roomId)}/receipt/m.read.private/${enc(lastId)}`, {
+        token: alice.access_token,
+        body: {},
+      });
+      const bobView = await sync(s, bob, { since: bobSince, timeout: 500 });
+      t.notOk(JSON.stringify(bobView).includes('m.read.private'), "alice's private receipt stays hers");
+      bobSince = bobView.next_batch;
+    });
+
+    t.test('unread counts count messages after the read receipt', async (t) => {
+      await send(alice, roomId, 'unread 1', 'u1');
+      await send(alice, roomId, 'unread 2', 'u2');
+      const r = await sync(s, bob, { since: bobSince });
+      t.equal(r.rooms.join[roomId].unread_notifications.notification_count, 2);
+      bobSince = r.next_batch;
+    });
+
+    t.test('account data comes through sync', async (t) => {
+      await s.request('PUT', `${V3}/user/${enc(bob.user_id)}/account_data/org.example.pref`, {
+        token: bob.access_token,
+        body: { v: 1 },
+      });
+      const r = await sync(s, bob, { since: bobSince, timeout: 1000 });
+      t.same(r.account_data.events, [{ type: 'org.example.pref', content: { v: 1 } }]);
+      bobSince = r.next_batch;
+    });
+
+    t.test('a kicked user gets the leave once and nothing after', async (t) => {
+      await s.request('POST', `${V3}/rooms/${enc(roomId)}/kick`, {
+        token: alice.access_token,
+        body: { user_id: bob.user_id },
+      });
+      await send(alice, roomId, 'secret after kick', 'k1');
+      const r = await sync(s, bob, { since: bobSince, timeout: 1000 });
+      t.ok(r.rooms.leave[roomId], 'the room is in the leave section');
+      t.notOk(JSON.stringify(r).includes('secret after kick'), 'no event after the kick');
+      t.notOk(r.rooms.join[roomId]);
+      const later = await sync(s, bob, { since: r.next_batch, timeout: 300 });
+      t.same(later.rooms, { join: {}, invite: {}, leave: {}, knock: {} });
+    });
+
+    t.test('bad tokens and parameters', async (t) => {
+      const bad = await s.request('GET', `${V3}/sync?since=garbage`, { token: bob.access_token });
+      t.equal(bad.statusCode, 400);
+      const badTimeout = await s.request('GET', `${V3}/sync?timeout=soon`, { token: bob.access_token });
+      t.equal(badTimeout.statusCode, 400);
+      const anon = await s.request('GET', `${V3}/sync`);
+      t.equal(anon.statusCode, 401);
+    });
+  });
+}
