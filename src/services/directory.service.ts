@@ -255,13 +255,15 @@ export class DirectoryService {
     if (query.include_all_networks && query.third_party_instance_id !== undefined) {
       throw errors.invalidParam('third_party_instance_id cannot be combined with include_all_networks');
     }
-    const position = query.since !== undefined ? decodeToken(query.since) : undefined;
+    // An empty token is taken as none, as some clients send one for the first page.
+    const position = query.since ? decodeToken(query.since) : undefined;
     const limit = Math.min(query.limit ?? MAX_PUBLIC_ROOMS_LIMIT, MAX_PUBLIC_ROOMS_LIMIT);
 
     // No application service bridges a third-party network here, so no room is on one.
     const rooms = query.third_party_instance_id !== undefined ? [] : await this.listedRooms();
     const term = query.filter?.generic_search_term?.trim().toLowerCase();
-    const types = query.filter?.room_types;
+    // An empty list of room types filters nothing, like an absent one.
+    const types = query.filter?.room_types?.length ? query.filter.room_types : undefined;
     const matching = rooms.filter(
       (r) =>
         (!term || r.searchText.includes(term)) &&

@@ -14,6 +14,7 @@ import type { Db } from '../storage/connect.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
+import type { RoomReader } from './room-reads.ts';
 import type { ServerKeysService } from './server-keys.service.ts';
 
 /** Largest event, as the spec limits PDUs: 65,536 bytes of canonical JSON. */
@@ -52,6 +53,7 @@ export class EventsService {
     private readonly config: Config,
     private readonly serverKeys: ServerKeysService,
     private readonly notifier: Notifier,
+    private readonly reader: RoomReader,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -151,7 +153,7 @@ export class EventsService {
       const prevRows = await rooms.getEventRows(trx, extremities);
       if (prevRows.length === 0) throw errors.notFound('Unknown room');
       const latest = prevRows.reduce((a, b) => (a.stream_ordering > b.stream_ordering ? a : b));
-      const stateIds = await rooms.loadStateGroup(trx, latest.state_group_after);
+      const stateIds = await this.reader.stateIdsAt(trx, latest.state_group_after);
 
       const partial = {
         type: input.type,
@@ -166,7 +168,8 @@ export class EventsService {
       const wantedIds = [...wanted]
         .map((k) => stateIds.get(k))
         .filter((id): id is string => id !== undefined);
-      for (const row of await rooms.getEventRows(trx, wantedIds)) {
+      // Auth-relevant content survives redaction, so cached rows serve.
+      for (const row of (await this.reader.eventRows(trx, wantedIds, true)).values()) {
         const ev = rooms.toRoomEvent(row);
         authState.set(stateTuple(ev.type, ev.state_key ?? ''), ev);
       }

@@ -54,7 +54,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   const typing = new TypingService(bus, notifier);
   await typing.start();
   const reader = new RoomReader();
-  const events = new EventsService(db, config, serverKeys, notifier);
+  const events = new EventsService(db, config, serverKeys, notifier, reader);
   const rooms = new RoomsService(db, config, events, reader);
   return {
     config,

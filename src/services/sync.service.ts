@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { errors } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import type { Db } from '../storage/connect.ts';
@@ -81,8 +82,7 @@ export class SyncService {
     const since = opts.since !== undefined ? parseSyncToken(opts.since) : undefined;
     const deadline = this.now() + Math.min(Math.max(opts.timeoutMs, 0), MAX_SYNC_TIMEOUT_MS);
     for (;;) {
-      const roomIds = await this.userRoomIds(session.userId);
-      const response = await this.build(session, since, opts.fullState, opts.filter);
+      const { response, roomIds } = await this.buildWithRooms(session, since, opts.fullState, opts.filter);
       const remaining = deadline - this.now();
       if (
         since === undefined ||
@@ -108,6 +108,16 @@ export class SyncService {
 
   /** Builds the response between `since` (exclusive) and now. */
   async build(session: Session, since: SyncToken | undefined, fullState: boolean, filter: SyncFilter) {
+    return (await this.buildWithRooms(session, since, fullState, filter)).response;
+  }
+
+  /** The response, and the rooms the user has a membership in (what a waiting sync listens to). */
+  private async buildWithRooms(
+    session: Session,
+    since: SyncToken | undefined,
+    fullState: boolean,
+    filter: SyncFilter,
+  ) {
     const userId = session.userId;
     const upTo = await currentPosition(this.db);
     const typingSerial = this.typing.serial;
@@ -146,18 +156,44 @@ export class SyncService {
       .where('stream_ordering', '<=', upTo)
       .execute();
     const typingChanged = since === undefined || since.typing !== typingSerial;
+    // On an incremental sync, find the joined rooms with anything new in one query, and build
+    // only those (plus rooms whose typing changed): most rooms are quiet most of the time.
+    const incremental = since !== undefined && !fullState;
+    const changed = incremental
+      ? await this.changedRooms(
+          userId,
+          memberships.filter((m) => m.membership === 'join').map((m) => m.room_id),
+          from,
+          upTo,
+        )
+      : undefined;
 
     for (const m of memberships) {
       if (filter.roomIncluded && !filter.roomIncluded(m.room_id)) continue;
       const changedSince = m.stream_ordering > from;
       if (m.membership === 'join') {
+        const typingHere =
+          typingChanged && (since === undefined || this.typing.roomSerial(m.room_id) > since.typing);
+        if (changed && !changedSince && !changed.has(m.room_id)) {
+          if (typingHere) {
+            response.rooms.join[m.room_id] = {
+              timeline: { events: [], limited: false, prev_batch: `s${upTo}` },
+              state: { events: [] },
+              ephemeral: {
+                events: [{ type: 'm.typing', content: { user_ids: this.typing.typingUsers(m.room_id) } }],
+              },
+              account_data: { events: [] },
+            };
+          }
+          continue;
+        }
         const room = await this.joinedRoom(session, m.room_id, {
           from,
           upTo,
           // A room joined since the token is new to the client: send it whole.
           initial: since === undefined || fullState || changedSince,
           filter,
-          typingChanged,
+          typingChanged: typingHere,
         });
         if (room) response.rooms.join[m.room_id] = room;
       } else if (m.membership === 'invite' || m.membership === 'knock') {
@@ -177,7 +213,7 @@ export class SyncService {
         );
       }
     }
-    return response;
+    return { response, roomIds: new Set(memberships.map((m) => m.room_id)) };
   }
 
   private async joinedRoom(
@@ -278,6 +314,40 @@ export class SyncService {
     return result;
   }
 
+  /**
+   * Many syncs woken by the same event ask for the same rows at the same moment. What lies in a
+   * range of committed positions never changes (but for redaction marks, re-read within a
+   * second), so concurrent and recent identical reads share one query.
+   */
+  private readonly shared = new Map<string, { at: number; value: Promise<unknown> }>();
+
+  private sharedRead<T>(key: string, read: () => Promise<T>): Promise<T> {
+    const now = Date.now();
+    const hit = this.shared.get(key);
+    if (hit && now - hit.at < 1000) return hit.value as Promise<T>;
+    const value = read();
+    this.shared.set(key, { at: now, value });
+    value.catch(() => this.shared.delete(key));
+    if (this.shared.size > 10_000) {
+      for (const [k, v] of this.shared) if (now - v.at >= 1000) this.shared.delete(k);
+    }
+    return value;
+  }
+
+  private eventsBetween(roomId: string, lower: number, upper: number, limit: number): Promise<EventRow[]> {
+    return this.sharedRead(`ev|${roomId}|${lower}|${upper}|${limit}`, () =>
+      this.db
+        .selectFrom('events')
+        .selectAll()
+        .where('room_id', '=', roomId)
+        .where('stream_ordering', '>', lower)
+        .where('stream_ordering', '<=', upper)
+        .orderBy('stream_ordering', 'desc')
+        .limit(limit)
+        .execute(),
+    );
+  }
+
   /** The last `limit` visible events of the room in (lower, upper]. */
   private async timeline(
     userId: string,
@@ -291,15 +361,7 @@ export class SyncService {
     let cursor = upper;
     let limited = false;
     for (;;) {
-      const batch = await this.db
-        .selectFrom('events')
-        .selectAll()
-        .where('room_id', '=', roomId)
-        .where('stream_ordering', '>', lower)
-        .where('stream_ordering', '<=', cursor)
-        .orderBy('stream_ordering', 'desc')
-        .limit(Math.max(limit * 2, 20))
-        .execute();
+      const batch = await this.eventsBetween(roomId, lower, cursor, Math.max(limit * 2, 20));
       if (batch.length === 0) break;
       const visible = new Set(await this.reader.filterVisible(this.db, userId, batch));
       for (const row of batch) {
@@ -434,38 +496,47 @@ export class SyncService {
     return { type: 'm.receipt', content: content as unknown as JsonObject };
   }
 
+  /** Joined rooms with events, receipts or room account data in (from, upTo]. */
+  private async changedRooms(
+    userId: string,
+    roomIds: string[],
+    from: number,
+    upTo: number,
+  ): Promise<Set<string>> {
+    if (roomIds.length === 0) return new Set();
+    const rows = await sql<{ room_id: string }>`
+      select distinct room_id from events
+        where room_id in (${sql.join(roomIds)}) and stream_ordering > ${from} and stream_ordering <= ${upTo}
+      union
+      select distinct room_id from receipts
+        where room_id in (${sql.join(roomIds)}) and stream_ordering > ${from} and stream_ordering <= ${upTo}
+      union
+      select distinct room_id from account_data
+        where user_id = ${userId} and room_id in (${sql.join(roomIds)}) and stream_id > ${from} and stream_id <= ${upTo}
+    `.execute(this.db);
+    return new Set(rows.rows.map((r) => r.room_id));
+  }
+
   /** Messages from others after the user's latest read receipt; highlights are those that mention the user. */
   private async unreadCounts(userId: string, roomId: string, upTo: number) {
-    const receipt = await this.db
-      .selectFrom('receipts')
-      .innerJoin('events', 'events.event_id', 'receipts.event_id')
-      .select((eb) => eb.fn.max('events.stream_ordering').as('pos'))
-      .where('receipts.room_id', '=', roomId)
-      .where('receipts.user_id', '=', userId)
-      .executeTakeFirst();
-    const after = Number(receipt?.pos ?? 0);
-    const rows = await this.db
-      .selectFrom('events')
-      .selectAll()
-      .where('room_id', '=', roomId)
-      .where('stream_ordering', '>', after)
-      .where('stream_ordering', '<=', upTo)
-      .where('sender', '!=', userId)
-      .where('type', 'in', ['m.room.message', 'm.room.encrypted'])
-      .where('redacted_by', 'is', null)
-      .execute();
-    const visible = await this.reader.filterVisible(this.db, userId, rows);
-    const highlight = visible.filter((r) => {
-      const mentions = (r.json.content as JsonObject)['m.mentions'];
-      return (
-        typeof mentions === 'object' &&
-        mentions !== null &&
-        !Array.isArray(mentions) &&
-        Array.isArray(mentions.user_ids) &&
-        mentions.user_ids.includes(userId)
-      );
-    });
-    return { notification_count: visible.length, highlight_count: highlight.length };
+    // Counted in SQL from the later of the user's read receipt and their latest join: everything
+    // after their join is visible to them while they stay joined.
+    const row = await sql<{ notifications: number; highlights: number }>`
+      with mark as (
+        select greatest(
+          coalesce((select max(e.stream_ordering) from receipts r join events e on e.event_id = r.event_id
+                    where r.room_id = ${roomId} and r.user_id = ${userId}), 0),
+          coalesce((select stream_ordering from memberships where room_id = ${roomId} and user_id = ${userId}), 0)
+        ) as pos
+      )
+      select count(*) as notifications,
+             count(*) filter (where (json->'content'->'m.mentions'->'user_ids') ? ${userId}) as highlights
+      from events, mark
+      where room_id = ${roomId} and stream_ordering > mark.pos and stream_ordering <= ${upTo}
+        and sender <> ${userId} and type in ('m.room.message', 'm.room.encrypted') and redacted_by is null
+    `.execute(this.db);
+    const r = row.rows[0];
+    return { notification_count: Number(r?.notifications ?? 0), highlight_count: Number(r?.highlights ?? 0) };
   }
 
   private async summary(userId: string, roomId: string, upTo: number): Promise<JsonObject> {

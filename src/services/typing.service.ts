@@ -52,6 +52,13 @@ export class TypingService {
     await this.bus.publish(CHANNEL, JSON.stringify({ roomId, userId, until } satisfies TypingMessage));
   }
 
+  /** The serial at this room's latest typing change (0 when none seen). */
+  roomSerial(roomId: string): number {
+    return this.roomSerials.get(roomId) ?? 0;
+  }
+
+  private readonly roomSerials = new Map<string, number>();
+
   typingUsers(roomId: string): string[] {
     return [...(this.rooms.get(roomId)?.keys() ?? [])].sort();
   }
@@ -75,6 +82,7 @@ export class TypingService {
       if (users?.size === 0) this.rooms.delete(m.roomId);
     }
     this.serial++;
+    this.roomSerials.set(m.roomId, this.serial);
     this.notifier.notifyLocal({ roomId: m.roomId });
   }
 }

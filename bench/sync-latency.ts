@@ -1,0 +1,226 @@
+/**
+ * Send-to-delivery latency and throughput of /sync for N users in one room.
+ *
+ *   npm run bench -- [--users 50] [--rate 50] [--seconds 20] [--mode embedded|postgres|both]
+ *
+ * Starts real server processes (the embedded default: one process on PGlite; postgres: two
+ * processes on PostgreSQL + Redis from BENCH_DATABASE_URL / BENCH_REDIS_URL, defaulting to the
+ * TEST_ ones), registers N users who all join one room and long-poll /sync, then one sender
+ * posts messages at the given rate. Every recipient records when each message arrived; the
+ * table gives p50/p99 over every (message, recipient) pair and the delivered events per second.
+ * Loopback only.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { type RunningProcess, runScript } from '../test/helpers/process.ts';
+
+const { values } = parseArgs({
+  options: {
+    users: { type: 'string', default: '50' },
+    rate: { type: 'string', default: '50' },
+    seconds: { type: 'string', default: '20' },
+    mode: { type: 'string', default: 'both' },
+  },
+});
+const USERS = Number(values.users);
+const RATE = Number(values.rate);
+const SECONDS = Number(values.seconds);
+const V3 = '/_matrix/client/v3';
+const now = () => performance.timeOrigin + performance.now();
+
+interface Result {
+  mode: string;
+  samples: number;
+  expected: number;
+  p50: number;
+  p99: number;
+  max: number;
+  sentPerSecond: number;
+  deliveredPerSecond: number;
+}
+
+async function api(base: string, method: string, url: string, token?: string, body?: unknown) {
+  const res = await fetch(`${base}${url}`, {
+    method,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: a loose client for the benchmark
+  const json = (await res.json()) as Record<string, any>;
+  if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function startServers(
+  mode: 'embedded' | 'postgres',
+): Promise<{ bases: string[]; stop(): Promise<void> }> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conclave-bench-'));
+  const env: Record<string, string> = {
+    CONCLAVE_BIND_ADDRESS: '127.0.0.1',
+    CONCLAVE_PORT: '0',
+    CONCLAVE_SERVER_NAME: 'bench.test',
+    CONCLAVE_REGISTRATION: 'open',
+    CONCLAVE_REGISTRATIONS_PER_WINDOW: '100000',
+    CONCLAVE_PASSWORD_HASH_COST: '10',
+    CONCLAVE_DATA_DIR: dataDir,
+    CONCLAVE_LOG_LEVEL: 'info',
+  };
+  let dropDb = async () => {};
+  let count = 1;
+  if (mode === 'postgres') {
+    const adminUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
+    const redisUrl = process.env.BENCH_REDIS_URL ?? process.env.TEST_REDIS_URL;
+    if (!adminUrl || !redisUrl)
+      throw new Error('postgres mode needs BENCH_/TEST_DATABASE_URL and BENCH_/TEST_REDIS_URL');
+    const name = `conclave_bench_${randomBytes(4).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: adminUrl });
+    await admin.connect();
+    await admin.query(`create database ${name}`);
+    await admin.end();
+    const url = new URL(adminUrl);
+    url.pathname = `/${name}`;
+    env.CONCLAVE_DATABASE_URL = url.toString();
+    env.CONCLAVE_REDIS_URL = redisUrl;
+    count = 2;
+    dropDb = async () => {
+      const c = new pg.Client({ connectionString: adminUrl });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    };
+  }
+  const procs: RunningProcess[] = [];
+  const bases: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const proc = runScript('src/server.ts', [], env);
+    procs.push(proc);
+    const line = await proc.waitForLine(/listening on http:\/\/127\.0\.0\.1:(\d+)/, 120_000);
+    bases.push(`http://127.0.0.1:${/:(\d+) \|/.exec(line)![1]}`);
+  }
+  return {
+    bases,
+    async stop() {
+      for (const p of procs) await p.stop();
+      await dropDb();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
+  const servers = await startServers(mode);
+  try {
+    const users: Array<{ base: string; token: string; userId: string }> = [];
+    for (let i = 0; i < USERS; i++) {
+      const base = servers.bases[i % servers.bases.length]!;
+      const r = await api(base, 'POST', `${V3}/register`, undefined, {
+        username: `user${i}`,
+        password: 'bench password 123',
+        auth: { type: 'm.login.dummy' },
+      });
+      users.push({ base, token: r.access_token, userId: r.user_id });
+    }
+    const sender = users[0]!;
+    const room = await api(sender.base, 'POST', `${V3}/createRoom`, sender.token, { preset: 'public_chat' });
+    const roomId: string = room.room_id;
+    for (const u of users.slice(1))
+      await api(u.base, 'POST', `${V3}/join/${encodeURIComponent(roomId)}`, u.token, {});
+
+    const latencies: number[] = [];
+    let delivered = 0;
+    let stopping = false;
+    const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1000 } } }));
+    const recipients = users.slice(1);
+    const loops = recipients.map(async (u) => {
+      let since: string = (await api(u.base, 'GET', `${V3}/sync?filter=${filter}`, u.token)).next_batch;
+      while (!stopping) {
+        const r = await api(
+          u.base,
+          'GET',
+          `${V3}/sync?since=${since}&timeout=5000&filter=${filter}`,
+          u.token,
+        );
+        const arrived = now();
+        for (const e of r.rooms?.join?.[roomId]?.timeline?.events ?? []) {
+          if (e.type === 'm.room.message' && typeof e.content.sent_at_us === 'number') {
+            latencies.push(arrived - e.content.sent_at_us / 1000);
+            delivered++;
+          }
+        }
+        since = r.next_batch;
+      }
+    });
+    await new Promise((r) => setTimeout(r, 500));
+
+    const total = RATE * SECONDS;
+    const startedAt = now();
+    let sent = 0;
+    const sends: Promise<unknown>[] = [];
+    for (let i = 0; i < total; i++) {
+      const due = startedAt + (i * 1000) / RATE;
+      const wait = due - now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      sends.push(
+        api(
+          sender.base,
+          'PUT',
+          `${V3}/rooms/${encodeURIComponent(roomId)}/send/m.room.message/b${i}`,
+          sender.token,
+          {
+            msgtype: 'm.text',
+            body: `bench ${i}`,
+            // Event content must be integers (canonical JSON): microseconds since the epoch.
+            sent_at_us: Math.round(now() * 1000),
+          },
+        ).then(() => {
+          sent++;
+        }),
+      );
+    }
+    await Promise.all(sends);
+    const sendSeconds = (now() - startedAt) / 1000;
+    const expected = total * recipients.length;
+    const deadline = now() + 15_000;
+    while (delivered < expected && now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const deliverSeconds = (now() - startedAt) / 1000;
+    stopping = true;
+    await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, 6000))]);
+    latencies.sort((a, b) => a - b);
+    return {
+      mode: mode === 'embedded' ? 'embedded (PGlite, 1 process)' : 'PostgreSQL + Redis, 2 processes',
+      samples: latencies.length,
+      expected,
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      max: latencies.at(-1) ?? Number.NaN,
+      sentPerSecond: sent / sendSeconds,
+      deliveredPerSecond: delivered / deliverSeconds,
+    };
+  } finally {
+    await servers.stop();
+  }
+}
+
+const modes: Array<'embedded' | 'postgres'> =
+  values.mode === 'both' ? ['embedded', 'postgres'] : [values.mode as 'embedded' | 'postgres'];
+const results: Result[] = [];
+for (const mode of modes) results.push(await run(mode));
+console.log(
+  `\n${USERS} users in one room, ${RATE} messages/s for ${SECONDS} s, on ${os.cpus().length} cores\n`,
+);
+console.log('| set-up | deliveries | p50 ms | p99 ms | max ms | sent/s | delivered events/s |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
+for (const r of results) {
+  console.log(
+    `| ${r.mode} | ${r.samples}/${r.expected} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${r.sentPerSecond.toFixed(1)} | ${r.deliveredPerSecond.toFixed(0)} |`,
+  );
+}
