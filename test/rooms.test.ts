@@ -190,6 +190,18 @@ for (const backend of databaseBackends()) {
       const all = forward.json().chunk;
       t.equal(all[0].type, 'm.room.create', 'forward from the start begins with the create event');
       t.notOk(forward.json().end, 'no end token when the history is exhausted');
+      const onlyMembers = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=100&filter=${enc(JSON.stringify({ types: ['m.room.member'] }))}`,
+        bob.access_token,
+      );
+      t.ok(onlyMembers.json().chunk.length >= 2);
+      t.ok(
+        onlyMembers.json().chunk.every((e: { type: string }) => e.type === 'm.room.member'),
+        'the filter keeps only the types asked for',
+      );
+      const badFilter = await call('GET', `${V3}/rooms/${enc(roomId)}/messages?filter=zzz`, bob.access_token);
+      t.equal(badFilter.statusCode, 400);
       const ctx = await call(
         'GET',
         `${V3}/rooms/${enc(roomId)}/context/${enc(firstEventId)}?limit=4`,
@@ -198,6 +210,16 @@ for (const backend of databaseBackends()) {
       t.equal(ctx.statusCode, 200);
       t.equal(ctx.json().event.event_id, firstEventId);
       t.equal(ctx.json().events_after[0].content.body, 'msg 0');
+      const beforeCtx = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=100&from=${ctx.json().start}`,
+        bob.access_token,
+      );
+      const seen = new Set(ctx.json().events_before.map((e: { event_id: string }) => e.event_id));
+      t.notOk(
+        beforeCtx.json().chunk.some((e: { event_id: string }) => seen.has(e.event_id)),
+        'paging back from the context start repeats nothing',
+      );
     });
 
     t.test('redaction', async (t) => {
@@ -213,6 +235,14 @@ for (const backend of databaseBackends()) {
       const ev = await call('GET', `${V3}/rooms/${enc(roomId)}/event/${enc(id)}`, alice.access_token);
       t.same(ev.json().content, {}, 'the content is gone');
       t.equal(ev.json().unsigned.redacted_because.event_id, red.json().event_id);
+      const sameTxn = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/redact/${enc(id)}/r1`,
+        bob.access_token,
+        {},
+      );
+      t.equal(sameTxn.statusCode, 200);
+      t.not(sameTxn.json().event_id, id, 'a txnId used for /send does not name a redaction');
       const aliceMsg = await call(
         'PUT',
         `${V3}/rooms/${enc(roomId)}/redact/${enc(firstEventId)}/rr2`,

@@ -145,13 +145,33 @@ for (const backend of databaseBackends()) {
       bobSince = r.next_batch;
     });
 
-    t.test('account data comes through sync', async (t) => {
+    t.test('account data comes through sync and wakes a long-poll', async (t) => {
+      const started = performance.now();
+      const pending = sync(s, bob, { since: bobSince, timeout: 10_000 });
+      await new Promise((r) => setTimeout(r, 100));
       await s.request('PUT', `${V3}/user/${enc(bob.user_id)}/account_data/org.example.pref`, {
         token: bob.access_token,
         body: { v: 1 },
       });
-      const r = await sync(s, bob, { since: bobSince, timeout: 1000 });
+      const r = await pending;
+      t.ok(performance.now() - started < 5000, 'woken by the change, not the timeout');
       t.same(r.account_data.events, [{ type: 'org.example.pref', content: { v: 1 } }]);
+      bobSince = r.next_batch;
+    });
+
+    t.test('a profile change in the room is a timeline event, not a rejoin', async (t) => {
+      await s.request('PUT', `${V3}/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.user_id)}`, {
+        token: bob.access_token,
+        body: { membership: 'join', displayname: 'Bobby' },
+      });
+      const r = await sync(s, bob, { since: bobSince, timeout: 1000 });
+      const joined = r.rooms.join[roomId];
+      t.equal(joined.timeline.limited, false, 'not re-sent as a new room');
+      t.same(
+        joined.timeline.events.map((e: Json) => e.type),
+        ['m.room.member'],
+        'only the member event',
+      );
       bobSince = r.next_batch;
     });
 

@@ -7,7 +7,7 @@ import type { JsonObject } from '../protocol/json.ts';
 import type { Db } from '../storage/connect.ts';
 import * as repo from '../storage/filters.repository.ts';
 import type { Session } from './accounts.service.ts';
-import { type Filter, type SyncFilterView, syncFilterView } from './filter-matching.ts';
+import { type Filter, type RoomEventFilter, type SyncFilterView, syncFilterView } from './filter-matching.ts';
 
 /**
  * The schema of a filter (client-server API, Filtering), used for uploaded filters and for filters
@@ -67,6 +67,29 @@ export function checkFilter(value: unknown): { ok: true; filter: Filter } | { ok
   const e = validator.errors?.[0];
   const where = e?.instancePath ? `${e.instancePath} ` : '';
   return { ok: false, message: `Invalid filter: ${where}${e?.message ?? 'does not match the schema'}` };
+}
+
+const roomEventValidator = new Ajv({ allErrors: false, coerceTypes: false, strict: false }).compile(
+  RoomEventFilterSchema,
+);
+
+/**
+ * The `filter` query parameter of /messages and /context: an inline RoomEventFilter (JSON).
+ * Returns undefined when absent; 400 M_INVALID_PARAM when it is not a valid filter.
+ */
+export function parseRoomEventFilter(raw: string | undefined): RoomEventFilter | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw errors.invalidParam('filter must be a JSON RoomEventFilter');
+  }
+  if (!roomEventValidator(value)) {
+    const e = roomEventValidator.errors?.[0];
+    throw errors.invalidParam(`Invalid filter: ${e?.instancePath ?? ''} ${e?.message ?? ''}`.trim());
+  }
+  return value as RoomEventFilter;
 }
 
 /** Filter IDs: short, opaque, never starting with `{` (which marks an inline filter). */

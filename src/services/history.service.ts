@@ -74,6 +74,11 @@ export class HistoryService {
     return { chunk: events, start: `s${from}`, ...(reachedEnd ? {} : { end: `s${cursor}` }) };
   }
 
+  private async positionsOf(eventIds: string[]): Promise<number[]> {
+    const rows = await this.reader.eventRows(this.db, eventIds, true);
+    return [...rows.values()].map((r) => r.stream_ordering);
+  }
+
   /** GET /rooms/{roomId}/context/{eventId} */
   async context(session: Session, roomId: string, eventId: string, limit = 10) {
     const target = await this.rooms.visibleEvent(session.userId, roomId, eventId);
@@ -88,6 +93,7 @@ export class HistoryService {
       dir: 'f',
       limit: Math.ceil(half / 2),
     });
+    const afterPositions = await this.positionsOf(after.chunk.map((e) => e.event_id));
     const state = await this.reader.stateEventsAt(this.db, target.state_group_after);
     const viewer = { userId: session.userId, deviceId: session.deviceId };
     const [event] = await this.reader.toClientMany(this.db, [target], { now: this.now(), viewer });
@@ -96,8 +102,10 @@ export class HistoryService {
       event,
       events_before: before.chunk,
       events_after: after.chunk,
-      start: before.end ?? `s${target.stream_ordering - 1}`,
-      end: after.end ?? `s${target.stream_ordering}`,
+      // When history runs out in a direction, the token there points past its last event, so
+      // paginating from it returns nothing again rather than repeating events.
+      start: before.end ?? 's0',
+      end: after.end ?? `s${Math.max(target.stream_ordering, ...afterPositions)}`,
       state: await this.reader.toClientMany(this.db, state, { now: this.now() }),
     };
   }

@@ -64,7 +64,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     registrationTokens,
     serverKeys,
     accounts: new AccountsService(db, config, uia, registrationTokens),
-    profile: new ProfileService(db, config.serverName),
+    profile: new ProfileService(db, config.serverName, notifier),
     filters: new FiltersService(db),
     pushRules: new PushRulesService(),
     notifier,

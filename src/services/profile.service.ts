@@ -2,6 +2,7 @@ import { errors, MatrixError } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
+import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
 
@@ -10,6 +11,7 @@ export class ProfileService {
   constructor(
     private readonly db: Db,
     private readonly serverName: string,
+    private readonly notifier: Notifier,
   ) {}
 
   /** GET /profile/{userId}: 404 for users this server does not have. */
@@ -48,9 +50,13 @@ export class ProfileService {
       // The spec answers 405 with M_BAD_JSON: these types are set by their own endpoints.
       throw new MatrixError(405, 'M_BAD_JSON', `Cannot set ${type} through this API`);
     }
-    await this.db.transaction().execute(async (trx) => {
-      await repo.putAccountData(trx, userId, roomId, type, content, await nextPosition(trx));
+    const position = await this.db.transaction().execute(async (trx) => {
+      const p = await nextPosition(trx);
+      await repo.putAccountData(trx, userId, roomId, type, content, p);
+      return p;
     });
+    // Wake the user's waiting syncs on every process.
+    await this.notifier.notify({ position, userIds: [userId] });
   }
 
   async getAccountData(session: Session, userId: string, roomId: string, type: string): Promise<JsonObject> {

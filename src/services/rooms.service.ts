@@ -375,7 +375,8 @@ export class RoomsService {
       sender: session.userId,
       content: reason !== undefined ? { reason } : {},
       redacts: eventId,
-      txn: { deviceId: session.deviceId, txnId },
+      // Transaction IDs are scoped per endpoint: a /send txnId never names a redaction.
+      txn: { deviceId: session.deviceId, txnId: `redact:${txnId}` },
     });
     return { event_id: result.event.event_id };
   }

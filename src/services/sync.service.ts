@@ -97,15 +97,6 @@ export class SyncService {
     }
   }
 
-  private async userRoomIds(userId: string): Promise<Set<string>> {
-    const rows = await this.db
-      .selectFrom('memberships')
-      .select('room_id')
-      .where('user_id', '=', userId)
-      .execute();
-    return new Set(rows.map((r) => r.room_id));
-  }
-
   /** Builds the response between `since` (exclusive) and now. */
   async build(session: Session, since: SyncToken | undefined, fullState: boolean, filter: SyncFilter) {
     return (await this.buildWithRooms(session, since, fullState, filter)).response;
@@ -190,8 +181,12 @@ export class SyncService {
         const room = await this.joinedRoom(session, m.room_id, {
           from,
           upTo,
-          // A room joined since the token is new to the client: send it whole.
-          initial: since === undefined || fullState || changedSince,
+          // A room joined since the token is new to the client: send it whole. A member event
+          // that only changed a profile (join to join) is an ordinary timeline event.
+          initial:
+            since === undefined ||
+            fullState ||
+            (changedSince && !(await this.joinedThroughout(m.room_id, userId, from, upTo))),
           filter,
           typingChanged: typingHere,
         });
@@ -494,6 +489,29 @@ export class SyncService {
     }
     if (Object.keys(content).length === 0) return undefined;
     return { type: 'm.receipt', content: content as unknown as JsonObject };
+  }
+
+  /** Whether the user was joined at `from` and every membership change since kept them joined. */
+  private async joinedThroughout(
+    roomId: string,
+    userId: string,
+    from: number,
+    upTo: number,
+  ): Promise<boolean> {
+    const changes = await this.db
+      .selectFrom('events')
+      .select(['membership', 'state_group_before'])
+      .where('room_id', '=', roomId)
+      .where('type', '=', 'm.room.member')
+      .where('state_key', '=', userId)
+      .where('stream_ordering', '>', from)
+      .where('stream_ordering', '<=', upTo)
+      .orderBy('stream_ordering')
+      .execute();
+    const first = changes[0];
+    if (!first || changes.some((c) => c.membership !== 'join')) return false;
+    const before = await this.reader.stateEventAt(this.db, first.state_group_before, 'm.room.member', userId);
+    return before?.membership === 'join';
   }
 
   /** Joined rooms with events, receipts or room account data in (from, upTo]. */

@@ -3,6 +3,9 @@ import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import { requireAuth } from '../../http/auth.ts';
 import type { JsonObject } from '../../protocol/json.ts';
+import { eventMatchesFilter } from '../../services/filter-matching.ts';
+import { parseRoomEventFilter } from '../../services/filters.service.ts';
+import type { EventRow } from '../../storage/database.ts';
 import { AnyObject, V3 } from './schemas.ts';
 
 const RoomId = Type.String({ minLength: 1, maxLength: 255 });
@@ -343,7 +346,18 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
     },
     async (request) => {
       const q = request.query;
+      const filter = parseRoomEventFilter(q.filter);
+      const matches = filter
+        ? (row: EventRow) =>
+            eventMatchesFilter(filter, {
+              type: row.type,
+              sender: row.sender,
+              room_id: row.room_id,
+              content: row.json.content,
+            })
+        : undefined;
       return history.messages(request.session, request.params.roomId, {
+        ...(matches ? { matches } : {}),
         dir: q.dir ?? 'b',
         ...(q.from !== undefined ? { from: q.from } : {}),
         ...(q.to !== undefined ? { to: q.to } : {}),

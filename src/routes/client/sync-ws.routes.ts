@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import type { WebSocket } from 'ws';
 import { MatrixError } from '../../errors.ts';
-import { requireAuth } from '../../http/auth.ts';
+import { accessTokenOf, requireAuth } from '../../http/auth.ts';
 import { parseSyncToken } from '../../services/sync.service.ts';
 
 /** Our extension: sync over a WebSocket. Documented in spec/websocket.md. */
@@ -44,6 +44,8 @@ export async function syncWebSocketRoutes(fastify: FastifyInstance): Promise<voi
     },
     (socket: WebSocket, request) => {
       const session = request.session;
+      // The token the upgrade was authenticated with, checked again each round.
+      const token = accessTokenOf(request) ?? '';
       const abort = new AbortController();
       socket.on('close', () => abort.abort());
       socket.on('error', () => abort.abort());
@@ -63,9 +65,7 @@ export async function syncWebSocketRoutes(fastify: FastifyInstance): Promise<voi
         const filter = await filters.syncFilter(session.userId, request.query.filter);
         while (!abort.signal.aborted) {
           // A logged-out token ends the socket.
-          await accounts.authenticateToken(
-            request.query.access_token ?? bearer(request.headers.authorization),
-          );
+          await accounts.authenticateToken(token);
           const response = await sync.sync(session, {
             ...(since !== undefined ? { since } : {}),
             timeoutMs: ROUND_MS,
@@ -103,8 +103,4 @@ export async function syncWebSocketRoutes(fastify: FastifyInstance): Promise<voi
       });
     },
   );
-}
-
-function bearer(header: string | undefined): string {
-  return /^Bearer\s+(\S+)/i.exec(header ?? '')?.[1] ?? '';
 }
