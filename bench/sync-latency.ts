@@ -96,7 +96,9 @@ async function startServers(
   const procs: RunningProcess[] = [];
   const bases: string[] = [];
   for (let i = 0; i < count; i++) {
-    const proc = runScript('src/server.ts', [], env);
+    // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the servers.
+    const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const proc = runScript('src/server.ts', [], env, nodeArgs);
     procs.push(proc);
     const line = await proc.waitForLine(/listening on http:\/\/127\.0\.0\.1:(\d+)/, 120_000);
     bases.push(`http://127.0.0.1:${/:(\d+) \|/.exec(line)![1]}`);
