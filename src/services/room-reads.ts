@@ -105,6 +105,12 @@ export class RoomReader {
     const membershipRow = await this.stateEventAt(db, row.state_group_after, 'm.room.member', userId);
     const membership = membershipRow?.membership ?? 'leave';
     if (membership === 'join') return true;
+    // A user sees their own membership events (their leave, kick or ban) when their membership
+    // before the event let them see the room.
+    if (row.type === 'm.room.member' && row.state_key === userId) {
+      const before = await this.stateEventAt(db, row.state_group_before, 'm.room.member', userId);
+      if (before?.membership === 'join') return true;
+    }
     const hvRow = await this.stateEventAt(db, row.state_group_after, 'm.room.history_visibility', '');
     const hv =
       typeof hvRow?.json.content === 'object'

@@ -82,6 +82,7 @@ export class SyncService {
     const since = opts.since !== undefined ? parseSyncToken(opts.since) : undefined;
     const deadline = this.now() + Math.min(Math.max(opts.timeoutMs, 0), MAX_SYNC_TIMEOUT_MS);
     for (;;) {
+      const mark = this.notifier.mark;
       const { response, roomIds } = await this.buildWithRooms(session, since, opts.fullState, opts.filter);
       const remaining = deadline - this.now();
       if (
@@ -93,7 +94,7 @@ export class SyncService {
       ) {
         return response;
       }
-      await this.notifier.wait(session.userId, roomIds, remaining, opts.signal);
+      await this.notifier.wait(session.userId, roomIds, remaining, opts.signal, mark);
     }
   }
 

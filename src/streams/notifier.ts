@@ -22,9 +22,23 @@ interface Waiter {
 
 const CHANNEL = 'conclave.stream';
 
+const RECENT = 1024;
+
 export class Notifier {
   private readonly waiters = new Set<Waiter>();
   private unsubscribe: (() => Promise<void>) | undefined;
+  /** Sequence number of the latest change this process heard of, and the latest changes. */
+  private seq = 0;
+  private readonly recent: Array<{ seq: number; change: StreamChange }> = [];
+
+  /**
+   * A mark to take before reading what a sync will answer: `wait` with that mark returns at once
+   * if a relevant change arrived after it, so nothing committed between the read and the wait is
+   * slept through.
+   */
+  get mark(): number {
+    return this.seq;
+  }
 
   constructor(private readonly bus: Bus) {}
 
@@ -58,7 +72,14 @@ export class Notifier {
    * Resolves when a change concerning the user or one of the rooms arrives, when the timeout
    * passes, or when the signal aborts; whichever comes first.
    */
-  wait(userId: string, roomIds: ReadonlySet<string>, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  wait(
+    userId: string,
+    roomIds: ReadonlySet<string>,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    mark?: number,
+  ): Promise<void> {
+    if (mark !== undefined && this.changedSince(mark, userId, roomIds)) return Promise.resolve();
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
@@ -77,14 +98,25 @@ export class Notifier {
     });
   }
 
+  private changedSince(mark: number, userId: string, roomIds: ReadonlySet<string>): boolean {
+    if (mark >= this.seq) return false;
+    // Older than what is remembered: assume something relevant happened.
+    if ((this.recent[0]?.seq ?? Number.POSITIVE_INFINITY) > mark + 1) return true;
+    return this.recent.some((r) => r.seq > mark && concerns(r.change, userId, roomIds));
+  }
+
   private deliver(change: StreamChange): void {
+    this.seq++;
+    this.recent.push({ seq: this.seq, change });
+    if (this.recent.length > RECENT) this.recent.shift();
     for (const w of [...this.waiters]) {
-      if (
-        (change.roomId !== undefined && w.roomIds.has(change.roomId)) ||
-        (change.userIds?.includes(w.userId) ?? false)
-      ) {
-        w.wake();
-      }
+      if (concerns(change, w.userId, w.roomIds)) w.wake();
     }
   }
+}
+
+function concerns(change: StreamChange, userId: string, roomIds: ReadonlySet<string>): boolean {
+  return (
+    (change.roomId !== undefined && roomIds.has(change.roomId)) || (change.userIds?.includes(userId) ?? false)
+  );
 }
