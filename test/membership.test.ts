@@ -1,0 +1,204 @@
+import t from 'tap';
+import { databaseBackends } from './helpers/backends.ts';
+import { SERVER_NAME, startTestServer } from './helpers/server.ts';
+
+const V3 = '/_matrix/client/v3';
+const enc = encodeURIComponent;
+
+for (const backend of databaseBackends()) {
+  t.test(`membership and room versions on ${backend.name}`, async (t) => {
+    const s = await startTestServer(t, backend);
+    const alice = await s.register('alice');
+    const bob = await s.register('bob');
+    const carol = await s.register('carol');
+    const call = (method: 'GET' | 'POST' | 'PUT', url: string, token: string, body?: unknown) =>
+      s.request(method, url, { token, ...(body !== undefined ? { body } : {}) });
+
+    t.test('room versions 10, 11 and 12', async (t) => {
+      for (const version of ['10', '11', '12']) {
+        const r = await call('POST', `${V3}/createRoom`, alice.access_token, {
+          room_version: version,
+          preset: 'public_chat',
+        });
+        t.equal(r.statusCode, 200, `v${version} room created`);
+        const roomId: string = r.json().room_id;
+        if (version === '12')
+          t.match(roomId, /^![A-Za-z0-9_-]{43}$/, 'v12: the room ID is the create event hash');
+        else
+          t.match(
+            roomId,
+            new RegExp(`^![^:]+:${SERVER_NAME.replace('.', '\\.')}$`),
+            `v${version}: !opaque:server`,
+          );
+        const create = await call(
+          'GET',
+          `${V3}/rooms/${enc(roomId)}/state/m.room.create`,
+          alice.access_token,
+        );
+        t.equal(create.json().room_version, version);
+        const join = await call('POST', `${V3}/join/${enc(roomId)}`, bob.access_token, {});
+        t.equal(join.statusCode, 200, `bob joins the v${version} room`);
+        const sent = await call(
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/send/m.room.message/v${version}`,
+          bob.access_token,
+          {
+            msgtype: 'm.text',
+            body: `hello v${version}`,
+          },
+        );
+        t.equal(sent.statusCode, 200);
+      }
+    });
+
+    t.test('knock: accepted by a member with invite power, refused by a kick', async (t) => {
+      const r = await call('POST', `${V3}/createRoom`, alice.access_token, {
+        preset: 'private_chat',
+        initial_state: [{ type: 'm.room.join_rules', content: { join_rule: 'knock' } }],
+      });
+      const roomId: string = r.json().room_id;
+      const direct = await call('POST', `${V3}/join/${enc(roomId)}`, bob.access_token, {});
+      t.equal(direct.statusCode, 403, 'a knock room cannot be joined without an invite');
+      const knock = await call('POST', `${V3}/knock/${enc(roomId)}`, bob.access_token, {
+        reason: 'let me in',
+      });
+      t.equal(knock.statusCode, 200);
+      const members = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/members?membership=knock`,
+        alice.access_token,
+      );
+      t.same(
+        members.json().chunk.map((e: { state_key: string }) => e.state_key),
+        [bob.user_id],
+        'alice sees the knock',
+      );
+      const accept = await call('POST', `${V3}/rooms/${enc(roomId)}/invite`, alice.access_token, {
+        user_id: bob.user_id,
+      });
+      t.equal(accept.statusCode, 200, 'accepting is an invite');
+      t.equal((await call('POST', `${V3}/join/${enc(roomId)}`, bob.access_token, {})).statusCode, 200);
+
+      const knock2 = await call('POST', `${V3}/knock/${enc(roomId)}`, carol.access_token, {});
+      t.equal(knock2.statusCode, 200);
+      const refuseByBob = await call('POST', `${V3}/rooms/${enc(roomId)}/kick`, bob.access_token, {
+        user_id: carol.user_id,
+      });
+      t.equal(refuseByBob.statusCode, 403, 'bob lacks the kick level');
+      const refuse = await call('POST', `${V3}/rooms/${enc(roomId)}/kick`, alice.access_token, {
+        user_id: carol.user_id,
+      });
+      t.equal(refuse.statusCode, 200, 'refusing is a kick of the knock');
+      const after = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/members?not_membership=leave`,
+        alice.access_token,
+      );
+      t.notOk(after.body.includes(carol.user_id), 'carol is no longer knocking');
+      const publicKnock = await call('POST', `${V3}/createRoom`, alice.access_token, {
+        preset: 'public_chat',
+      });
+      const refused = await call(
+        'POST',
+        `${V3}/knock/${enc(publicKnock.json().room_id)}`,
+        carol.access_token,
+        {},
+      );
+      t.equal(refused.statusCode, 403, 'a public room does not take knocks');
+    });
+
+    t.test('ban, unban, leave and forget', async (t) => {
+      const r = await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' });
+      const roomId: string = r.json().room_id;
+      await call('POST', `${V3}/join/${enc(roomId)}`, carol.access_token, {});
+      t.equal(
+        (await call('POST', `${V3}/rooms/${enc(roomId)}/ban`, alice.access_token, { user_id: carol.user_id }))
+          .statusCode,
+        200,
+      );
+      t.equal(
+        (await call('POST', `${V3}/join/${enc(roomId)}`, carol.access_token, {})).statusCode,
+        403,
+        'banned',
+      );
+      const unbanByCarol = await call('POST', `${V3}/rooms/${enc(roomId)}/unban`, carol.access_token, {
+        user_id: carol.user_id,
+      });
+      t.equal(unbanByCarol.statusCode, 403);
+      t.equal(
+        (
+          await call('POST', `${V3}/rooms/${enc(roomId)}/unban`, alice.access_token, {
+            user_id: carol.user_id,
+          })
+        ).statusCode,
+        200,
+      );
+      t.equal(
+        (await call('POST', `${V3}/join/${enc(roomId)}`, carol.access_token, {})).statusCode,
+        200,
+        'unbanned, carol rejoins',
+      );
+      const forgetJoined = await call('POST', `${V3}/rooms/${enc(roomId)}/forget`, carol.access_token, {});
+      t.equal(forgetJoined.statusCode, 400, 'a joined room cannot be forgotten');
+      t.equal(
+        (await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {})).statusCode,
+        200,
+      );
+      t.equal(
+        (await call('POST', `${V3}/rooms/${enc(roomId)}/forget`, carol.access_token, {})).statusCode,
+        200,
+      );
+      const sync = await call(
+        'GET',
+        `${V3}/sync?filter=${enc(JSON.stringify({ room: { include_leave: true } }))}`,
+        carol.access_token,
+      );
+      t.notOk(sync.json().rooms.leave[roomId], 'a forgotten room is not in the leave section');
+      const leaveAgain = await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {});
+      t.equal(leaveAgain.statusCode, 403);
+    });
+
+    t.test('history visibility: joined and world_readable', async (t) => {
+      const r = await call('POST', `${V3}/createRoom`, alice.access_token, {
+        preset: 'public_chat',
+        initial_state: [{ type: 'm.room.history_visibility', content: { history_visibility: 'joined' } }],
+      });
+      const roomId: string = r.json().room_id;
+      await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/before`, alice.access_token, {
+        msgtype: 'm.text',
+        body: 'before bob joined',
+      });
+      await call('POST', `${V3}/join/${enc(roomId)}`, bob.access_token, {});
+      const history = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`,
+        bob.access_token,
+      );
+      t.notOk(history.body.includes('before bob joined'), '`joined`: nothing from before the join');
+
+      const wr = await call('POST', `${V3}/createRoom`, alice.access_token, {
+        preset: 'private_chat',
+        initial_state: [
+          { type: 'm.room.history_visibility', content: { history_visibility: 'world_readable' } },
+        ],
+      });
+      const wrId: string = wr.json().room_id;
+      await call('PUT', `${V3}/rooms/${enc(wrId)}/send/m.room.message/open`, alice.access_token, {
+        msgtype: 'm.text',
+        body: 'readable by all',
+      });
+      const outsider = await call(
+        'GET',
+        `${V3}/rooms/${enc(wrId)}/messages?dir=b&limit=50`,
+        carol.access_token,
+      );
+      t.equal(outsider.statusCode, 200, '`world_readable`: an outsider may read');
+      t.ok(outsider.body.includes('readable by all'));
+      const send = await call('PUT', `${V3}/rooms/${enc(wrId)}/send/m.room.message/no`, carol.access_token, {
+        msgtype: 'm.text',
+        body: 'x',
+      });
+      t.equal(send.statusCode, 403, 'but not write');
+    });
+  });
+}
