@@ -142,6 +142,7 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
     let stopping = false;
     const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1000 } } }));
     const recipients = users.slice(1);
+    const failures: string[] = [];
     const loops = recipients.map(async (u) => {
       let since: string = (await api(u.base, 'GET', `${V3}/sync?filter=${filter}`, u.token)).next_batch;
       while (!stopping) {
@@ -197,6 +198,7 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
     stopping = true;
     await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, 6000))]);
     latencies.sort((a, b) => a - b);
+    if (failures.length > 0) console.error(`${failures.length} failed syncs, e.g. ${failures[0]}`);
     return {
       mode: mode === 'embedded' ? 'embedded (PGlite, 1 process)' : 'PostgreSQL + Redis, 2 processes',
       samples: latencies.length,
