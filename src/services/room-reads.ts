@@ -129,15 +129,7 @@ export class RoomReader {
     const joinedAfter = async (roomId: string, position: number) => {
       let list = joins.get(roomId);
       if (!list) {
-        const r = await db
-          .selectFrom('events')
-          .select('stream_ordering')
-          .where('room_id', '=', roomId)
-          .where('type', '=', 'm.room.member')
-          .where('state_key', '=', userId)
-          .where('membership', '=', 'join')
-          .execute();
-        list = r.map((x) => x.stream_ordering);
+        list = await rooms.joinPositions(db, roomId, userId);
         joins.set(roomId, list);
       }
       return list.some((p) => p >= position);

@@ -414,15 +414,7 @@ export class RoomsService {
   }
 
   private async everJoined(roomId: string, userId: string): Promise<boolean> {
-    const row = await this.db
-      .selectFrom('events')
-      .select('event_id')
-      .where('room_id', '=', roomId)
-      .where('type', '=', 'm.room.member')
-      .where('state_key', '=', userId)
-      .where('membership', '=', 'join')
-      .executeTakeFirst();
-    return row !== undefined;
+    return (await rooms.joinPositions(this.db, roomId, userId)).length > 0;
   }
 
   async currentGroup(roomId: string): Promise<number> {
@@ -476,16 +468,9 @@ export class RoomsService {
     let group = await this.readableStateGroup(session.userId, roomId);
     if (opts.at !== undefined) {
       const atPosition = parseStreamToken(opts.at);
-      const row = await this.db
-        .selectFrom('events')
-        .select('state_group_after')
-        .where('room_id', '=', roomId)
-        .where('stream_ordering', '<=', atPosition)
-        .orderBy('stream_ordering', 'desc')
-        .limit(1)
-        .executeTakeFirst();
+      const atGroup = await rooms.stateGroupAtPosition(this.db, roomId, atPosition);
       // Group IDs grow with time, so the earlier of the two is the older state.
-      if (row) group = Math.min(group, row.state_group_after);
+      if (atGroup !== undefined) group = Math.min(group, atGroup);
     }
     let rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
     if (opts.membership) rows = rows.filter((r) => r.membership === opts.membership);

@@ -3,6 +3,7 @@ import { errors } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
+import * as roomStore from '../storage/rooms.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
@@ -385,15 +386,9 @@ export class SyncService {
   }
 
   private async groupAt(roomId: string, position: number): Promise<number> {
-    const row = await this.db
-      .selectFrom('events')
-      .select('state_group_after')
-      .where('room_id', '=', roomId)
-      .where('stream_ordering', '<=', position)
-      .orderBy('stream_ordering', 'desc')
-      .limit(1)
-      .executeTakeFirstOrThrow();
-    return row.state_group_after;
+    const group = await roomStore.stateGroupAtPosition(this.db, roomId, position);
+    if (group === undefined) throw new Error(`room ${roomId} has no event at or before ${position}`);
+    return group;
   }
 
   /** The room as a user who left sees it: the timeline up to their departure. */

@@ -170,3 +170,33 @@ export function membershipOf(db: Executor, roomId: string, userId: string) {
 export function toRoomEvent(row: Pick<EventRow, 'event_id' | 'json'>): RoomEvent {
   return { ...(row.json as unknown as RoomEvent), event_id: row.event_id };
 }
+
+/** The state group after the room's last event at or before `position`, if there is one. */
+export async function stateGroupAtPosition(
+  db: Executor,
+  roomId: string,
+  position: number,
+): Promise<number | undefined> {
+  const row = await db
+    .selectFrom('events')
+    .select('state_group_after')
+    .where('room_id', '=', roomId)
+    .where('stream_ordering', '<=', position)
+    .orderBy('stream_ordering', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row?.state_group_after;
+}
+
+/** Stream positions of every join of `userId` to the room. */
+export async function joinPositions(db: Executor, roomId: string, userId: string): Promise<number[]> {
+  const rows = await db
+    .selectFrom('events')
+    .select('stream_ordering')
+    .where('room_id', '=', roomId)
+    .where('type', '=', 'm.room.member')
+    .where('state_key', '=', userId)
+    .where('membership', '=', 'join')
+    .execute();
+  return rows.map((r) => r.stream_ordering);
+}
