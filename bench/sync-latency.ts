@@ -143,8 +143,12 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
     const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1000 } } }));
     const recipients = users.slice(1);
     const failures: string[] = [];
+    // Every recipient finishes its initial sync before the first message is sent, so each
+    // message reaches every recipient through an incremental sync and is counted.
+    let ready = 0;
     const loops = recipients.map(async (u) => {
       let since: string = (await api(u.base, 'GET', `${V3}/sync?filter=${filter}`, u.token)).next_batch;
+      ready++;
       while (!stopping) {
         const r = await api(
           u.base,
@@ -162,7 +166,12 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
         since = r.next_batch;
       }
     });
-    await new Promise((r) => setTimeout(r, 500));
+    void Promise.allSettled(loops).then((results) => {
+      for (const r of results)
+        if (r.status === 'rejected') failures.push(`loop: ${String(r.reason).slice(0, 200)}`);
+    });
+    while (ready < recipients.length) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 200));
 
     const total = RATE * SECONDS;
     const startedAt = now();
