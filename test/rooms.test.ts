@@ -210,6 +210,17 @@ for (const backend of databaseBackends()) {
       t.equal(ctx.statusCode, 200);
       t.equal(ctx.json().event.event_id, firstEventId);
       t.equal(ctx.json().events_after[0].content.body, 'msg 0');
+      const ctxFiltered = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/context/${enc(firstEventId)}?limit=20&filter=${enc(JSON.stringify({ types: ['m.room.member'] }))}`,
+        bob.access_token,
+      );
+      t.ok(
+        [...ctxFiltered.json().events_before, ...ctxFiltered.json().events_after].every(
+          (e: { type: string }) => e.type === 'm.room.member',
+        ),
+        '/context applies its filter',
+      );
       const beforeCtx = await call(
         'GET',
         `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=100&from=${ctx.json().start}`,

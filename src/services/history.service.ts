@@ -80,18 +80,20 @@ export class HistoryService {
   }
 
   /** GET /rooms/{roomId}/context/{eventId} */
-  async context(session: Session, roomId: string, eventId: string, limit = 10) {
+  async context(session: Session, roomId: string, eventId: string, limit = 10, matches?: EventMatcher) {
     const target = await this.rooms.visibleEvent(session.userId, roomId, eventId);
     const half = Math.min(Math.max(limit, 0), MAX_PAGE);
     const before = await this.messages(session, roomId, {
       from: `s${target.stream_ordering - 1}`,
       dir: 'b',
       limit: Math.floor(half / 2),
+      ...(matches ? { matches } : {}),
     });
     const after = await this.messages(session, roomId, {
       from: `s${target.stream_ordering}`,
       dir: 'f',
       limit: Math.ceil(half / 2),
+      ...(matches ? { matches } : {}),
     });
     const afterPositions = await this.positionsOf(after.chunk.map((e) => e.event_id));
     const state = await this.reader.stateEventsAt(this.db, target.state_group_after);

@@ -325,6 +325,7 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
         request.params.roomId,
         request.params.eventId,
         request.query.limit ?? 10,
+        eventMatcher(request.query.filter),
       ),
   );
 
@@ -346,16 +347,7 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
     },
     async (request) => {
       const q = request.query;
-      const filter = parseRoomEventFilter(q.filter);
-      const matches = filter
-        ? (row: EventRow) =>
-            eventMatchesFilter(filter, {
-              type: row.type,
-              sender: row.sender,
-              room_id: row.room_id,
-              content: row.json.content,
-            })
-        : undefined;
+      const matches = eventMatcher(q.filter);
       return history.messages(request.session, request.params.roomId, {
         ...(matches ? { matches } : {}),
         dir: q.dir ?? 'b',
@@ -365,6 +357,19 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
       });
     },
   );
+}
+
+/** A matcher for the `filter` parameter (a RoomEventFilter) of /messages and /context. */
+function eventMatcher(raw: string | undefined): ((row: EventRow) => boolean) | undefined {
+  const filter = parseRoomEventFilter(raw);
+  if (!filter) return undefined;
+  return (row) =>
+    eventMatchesFilter(filter, {
+      type: row.type,
+      sender: row.sender,
+      room_id: row.room_id,
+      content: row.json.content,
+    });
 }
 
 /** The optional `reason` of a membership request body, whose body may be absent. */
