@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { errors } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
+import { accountDataBetween } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
 import * as roomStore from '../storage/rooms.repository.ts';
@@ -89,7 +90,7 @@ export class SyncService {
       if (
         since === undefined ||
         opts.fullState ||
-        !isEmpty(response) ||
+        !isEmptySync(response) ||
         remaining <= 0 ||
         opts.signal?.aborted
       ) {
@@ -125,14 +126,7 @@ export class SyncService {
       device_one_time_keys_count: {},
     };
 
-    const globalData = await this.db
-      .selectFrom('account_data')
-      .select(['type', 'content'])
-      .where('user_id', '=', userId)
-      .where('room_id', '=', '')
-      .where('stream_id', '>', from)
-      .where('stream_id', '<=', upTo)
-      .execute();
+    const globalData = await accountDataBetween(this.db, userId, '', from, upTo);
     response.account_data.events = globalData.map((r) => ({ type: r.type, content: r.content }));
     if (since === undefined) {
       // Push rules are not stored per user yet: an initial sync carries the server defaults.
@@ -267,14 +261,13 @@ export class SyncService {
     const receipts = await this.receipts(session.userId, roomId, opts.initial ? 0 : opts.from, opts.upTo);
     if (receipts) ephemeral.push(receipts);
 
-    const roomData = await this.db
-      .selectFrom('account_data')
-      .select(['type', 'content'])
-      .where('user_id', '=', session.userId)
-      .where('room_id', '=', roomId)
-      .where('stream_id', '>', opts.initial ? 0 : opts.from)
-      .where('stream_id', '<=', opts.upTo)
-      .execute();
+    const roomData = await accountDataBetween(
+      this.db,
+      session.userId,
+      roomId,
+      opts.initial ? 0 : opts.from,
+      opts.upTo,
+    );
 
     if (
       !opts.initial &&
@@ -573,7 +566,8 @@ export class SyncService {
   }
 }
 
-function isEmpty(r: SyncResponse): boolean {
+/** True when a sync response carries nothing new (what makes /sync keep waiting). */
+export function isEmptySync(r: SyncResponse): boolean {
   return (
     Object.keys(r.rooms.join).length === 0 &&
     Object.keys(r.rooms.invite).length === 0 &&

@@ -153,3 +153,21 @@ export async function getAccountData(
     .executeTakeFirst();
   return row?.content;
 }
+
+/** Account data of a user (global when roomId is '') written in (from, upTo]. */
+export async function accountDataBetween(
+  db: Executor,
+  userId: string,
+  roomId: string,
+  from: number,
+  upTo: number,
+): Promise<Array<{ type: string; content: JsonObject }>> {
+  return db
+    .selectFrom('account_data')
+    .select(['type', 'content'])
+    .where('user_id', '=', userId)
+    .where('room_id', '=', roomId)
+    .where('stream_id', '>', from)
+    .where('stream_id', '<=', upTo)
+    .execute();
+}

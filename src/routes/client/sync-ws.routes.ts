@@ -5,7 +5,7 @@ import { Type } from 'typebox';
 import type { WebSocket } from 'ws';
 import { MatrixError } from '../../errors.ts';
 import { accessTokenOf, requireAuth } from '../../http/auth.ts';
-import { parseSyncToken } from '../../services/sync.service.ts';
+import { isEmptySync, parseSyncToken } from '../../services/sync.service.ts';
 
 /** Our extension: sync over a WebSocket. Documented in spec/websocket.md. */
 export const WS_SYNC_PATH = '/_conclave/client/v1/sync';
@@ -75,12 +75,7 @@ export async function syncWebSocketRoutes(fastify: FastifyInstance): Promise<voi
           });
           if (abort.signal.aborted) break;
           if (response.next_batch === since) continue;
-          const isEmpty =
-            since !== undefined &&
-            Object.values(response.rooms).every((section) => Object.keys(section).length === 0) &&
-            response.account_data.events.length === 0 &&
-            response.to_device.events.length === 0 &&
-            response.device_lists.changed.length === 0;
+          const isEmpty = since !== undefined && isEmptySync(response);
           since = response.next_batch;
           if (isEmpty) continue;
           if (socket.bufferedAmount > config.wsMaxBufferedBytes) {
