@@ -55,7 +55,7 @@ export class ReceiptsService {
         .execute();
       return p;
     });
-    await this.notifier.notify({ position, roomId, userIds: [session.userId] });
+    await this.notifier.notify({ kind: 'receipt', position, roomId, userIds: [session.userId] });
   }
 
   /** POST /rooms/{roomId}/read_markers */
@@ -84,7 +84,7 @@ export class ReceiptsService {
         );
         return p;
       });
-      await this.notifier.notify({ position, userIds: [session.userId] });
+      await this.notifier.notify({ kind: 'account_data', position, roomId, userIds: [session.userId] });
     }
   }
 

@@ -83,6 +83,6 @@ export class TypingService {
     }
     this.serial++;
     this.roomSerials.set(m.roomId, this.serial);
-    this.notifier.notifyLocal({ roomId: m.roomId });
+    this.notifier.notifyLocal({ kind: 'typing', roomId: m.roomId });
   }
 }

@@ -6,6 +6,8 @@ import type { Bus } from '../bus/bus.ts';
  * change; a woken sync reads what changed from the database.
  */
 export interface StreamChange {
+  /** What changed: sync uses it to skip the streams that cannot have anything new. */
+  kind: StreamChangeKind;
   /** Stream position of a persistent change, if it has one (typing has none). */
   position?: number;
   /** Room the change happened in. */
@@ -13,6 +15,15 @@ export interface StreamChange {
   /** Users the change concerns directly (a membership target, an account data owner, ...). */
   userIds?: string[];
 }
+
+export type StreamChangeKind =
+  | 'event'
+  | 'receipt'
+  | 'account_data'
+  | 'typing'
+  | 'to_device'
+  | 'device_list'
+  | 'keys';
 
 interface Waiter {
   userId: string;
