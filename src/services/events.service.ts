@@ -119,7 +119,12 @@ export class EventsService {
       await rooms.insertRoom(trx, { room_id: roomId, room_version: rv.id, creator, created_ts: this.now() });
       return this.persist(trx, rv, roomId, event, { stateBefore: null });
     }).then(async (persisted) => {
-      await this.notifier.notify({ kind: 'event', position: persisted.streamOrdering, roomId, userIds: [creator] });
+      await this.notifier.notify({
+        kind: 'event',
+        position: persisted.streamOrdering,
+        roomId,
+        userIds: [creator],
+      });
       return persisted;
     });
   }
@@ -224,7 +229,12 @@ export class EventsService {
     });
     if (!result.deduplicated) {
       const target = input.type === 'm.room.member' && input.stateKey ? [input.stateKey] : [];
-      await this.notifier.notify({ kind: 'event', position: result.streamOrdering, roomId: input.roomId, userIds: target });
+      await this.notifier.notify({
+        kind: 'event',
+        position: result.streamOrdering,
+        roomId: input.roomId,
+        userIds: target,
+      });
     }
     return result;
   }

@@ -56,7 +56,12 @@ export class ProfileService {
       return p;
     });
     // Wake the user's waiting syncs on every process.
-    await this.notifier.notify({ kind: 'account_data', position, userIds: [userId], ...(roomId ? { roomId } : {}) });
+    await this.notifier.notify({
+      kind: 'account_data',
+      position,
+      userIds: [userId],
+      ...(roomId ? { roomId } : {}),
+    });
   }
 
   async getAccountData(session: Session, userId: string, roomId: string, type: string): Promise<JsonObject> {
