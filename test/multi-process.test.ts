@@ -201,5 +201,28 @@ t.test(
         );
       }
     });
+
+    t.test('a logout on one process ends the token on the other at once', async (t) => {
+      const login = await api(p1.base, 'POST', `${V3}/login`, undefined, {
+        type: 'm.login.password',
+        identifier: { type: 'm.id.user', user: 'carol' },
+        password: 'a long enough password',
+      });
+      // Used on p2 first, so p2 has the session cached.
+      await api(p2.base, 'GET', `${V3}/account/whoami`, login.access_token);
+      await api(p1.base, 'POST', `${V3}/logout`, login.access_token, {});
+      const started = performance.now();
+      let status = 200;
+      while (status === 200 && performance.now() - started < 2000) {
+        const res = await fetch(`${p2.base}${V3}/account/whoami`, {
+          headers: { authorization: `Bearer ${login.access_token}` },
+        });
+        status = res.status;
+        await res.body?.cancel();
+      }
+      const ms = performance.now() - started;
+      t.equal(status, 401, 'refused by the other process');
+      t.ok(ms < 1000, `refused ${Math.round(ms)} ms after the logout answered`);
+    });
   },
 );

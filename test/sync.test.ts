@@ -145,6 +145,53 @@ for (const backend of databaseBackends()) {
       bobSince = r.next_batch;
     });
 
+    t.test('unread counts kept up across incremental syncs agree with a fresh count', async (t) => {
+      // An initial sync counts in SQL; incremental syncs add new events to the counts they last
+      // returned. After each change both must agree.
+      const counts = async () => {
+        const inc = await sync(s, bob, { since: bobSince, timeout: 1000 });
+        bobSince = inc.next_batch;
+        const fresh = await sync(s, bob);
+        return {
+          incremental: inc.rooms.join[roomId]?.unread_notifications,
+          fresh: fresh.rooms.join[roomId].unread_notifications,
+        };
+      };
+      await send(alice, roomId, 'unread 3', 'u3');
+      let c = await counts();
+      t.same(c.incremental, { notification_count: 3, highlight_count: 0 }, 'a new message adds one');
+      t.same(c.incremental, c.fresh);
+      const mention = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/u4`, {
+        token: alice.access_token,
+        body: { msgtype: 'm.text', body: 'bob!', 'm.mentions': { user_ids: [bob.user_id] } },
+      });
+      c = await counts();
+      t.same(c.incremental, { notification_count: 4, highlight_count: 1 }, 'a mention highlights');
+      t.same(c.incremental, c.fresh);
+      await send(bob, roomId, 'my own message', 'u5');
+      c = await counts();
+      t.same(c.incremental, { notification_count: 4, highlight_count: 1 }, 'own messages do not count');
+      await s.request('PUT', `${V3}/rooms/${enc(roomId)}/redact/${enc(mention.json().event_id)}/r1`, {
+        token: alice.access_token,
+        body: {},
+      });
+      c = await counts();
+      t.same(
+        c.incremental,
+        { notification_count: 3, highlight_count: 0 },
+        'a redacted message no longer counts',
+      );
+      t.same(c.incremental, c.fresh);
+      const last = await send(alice, roomId, 'unread 5', 'u6');
+      await s.request('POST', `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(last.json().event_id)}`, {
+        token: bob.access_token,
+        body: {},
+      });
+      c = await counts();
+      t.same(c.incremental, { notification_count: 0, highlight_count: 0 }, 'a read receipt clears them');
+      t.same(c.incremental, c.fresh);
+    });
+
     t.test('account data comes through sync and wakes a long-poll', async (t) => {
       const started = performance.now();
       const pending = sync(s, bob, { since: bobSince, timeout: 10_000 });

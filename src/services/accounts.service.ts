@@ -7,6 +7,7 @@ import type { UserRow } from '../storage/database.ts';
 import { RateLimiter } from './rate-limiter.ts';
 import type { RegistrationTokensService } from './registration-tokens.service.ts';
 import { hashPassword, hashToken, randomDeviceId, randomToken, verifyPassword } from './secrets.ts';
+import type { SessionCache } from './session-cache.ts';
 import type { StageChecker, UiaFlow, UiaKind, UiaService } from './uia.service.ts';
 
 export interface Session {
@@ -42,6 +43,7 @@ export class AccountsService {
     private readonly config: Config,
     private readonly uia: UiaService,
     private readonly registrationTokens: RegistrationTokensService,
+    private readonly sessions?: SessionCache,
     private readonly now: () => number = Date.now,
   ) {
     this.failedLogins = new RateLimiter(config.loginFailuresPerWindow, config.loginFailureWindowMs, now);
@@ -274,27 +276,36 @@ export class AccountsService {
   }): Promise<LoginResult> {
     const userId = this.resolveUserIdentifier(req.identifier);
     const user = await this.checkPassword(userId, req.password, req.address);
-    return this.db
+    const login = await this.db
       .transaction()
       .execute((trx) => this.startSession(trx, user.user_id, req.deviceId, req.initialDeviceDisplayName));
+    // Logging in as an existing device ended that device's earlier tokens.
+    if (req.deviceId !== undefined) await this.sessions?.revokeUser(user.user_id);
+    return login;
   }
 
   /** Finds the session of an access token; throws M_UNKNOWN_TOKEN when there is none. */
   async authenticateToken(accessToken: string): Promise<Session> {
     const tokenHash = hashToken(accessToken);
+    const cached = this.sessions?.get(tokenHash);
+    if (cached) return cached;
     const row = await repo.findAccessToken(this.db, tokenHash);
     if (!row || row.deactivated) throw errors.unknownToken();
-    return { userId: row.user_id, deviceId: row.device_id, tokenHash, isAdmin: row.is_admin };
+    const session = { userId: row.user_id, deviceId: row.device_id, tokenHash, isAdmin: row.is_admin };
+    this.sessions?.set(session);
+    return session;
   }
 
   /** POST /logout: ends this session and removes its device. */
   async logout(session: Session): Promise<void> {
     await repo.deleteDevices(this.db, session.userId, [session.deviceId]);
+    await this.sessions?.revokeUser(session.userId);
   }
 
   /** POST /logout/all: ends every session of the user and removes all their devices. */
   async logoutAll(session: Session): Promise<void> {
     await this.db.deleteFrom('devices').where('user_id', '=', session.userId).execute();
+    await this.sessions?.revokeUser(session.userId);
   }
 
   /** Runs a sensitive action behind UIA with the user's password (m.login.password). */
@@ -347,6 +358,7 @@ export class AccountsService {
         }
       });
     });
+    if (req.logoutDevices) await this.sessions?.revokeUser(session.userId);
   }
 
   async listDevices(session: Session) {
@@ -370,6 +382,7 @@ export class AccountsService {
     await this.withPassword(session, 'delete_devices', auth, address, () =>
       repo.deleteDevices(this.db, session.userId, deviceIds),
     );
+    await this.sessions?.revokeUser(session.userId);
   }
 
   /** Records when and from where a device was last seen, at most once a minute per device. */

@@ -12,7 +12,7 @@ import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import * as rooms from '../storage/rooms.repository.ts';
-import type { Notifier } from '../streams/notifier.ts';
+import type { Notifier, StreamChange } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { RoomReader } from './room-reads.ts';
 import type { ServerKeysService } from './server-keys.service.ts';
@@ -56,6 +56,11 @@ export class EventsService {
     private readonly reader: RoomReader,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Announces a room change that did not go through the pipeline (e.g. forgetting a room). */
+  announce(change: StreamChange): Promise<void> {
+    return this.notifier.notify(change);
+  }
 
   /** Runs `fn` holding the room's lock: one writer per room in this process and across processes. */
   async withRoomLock<T>(roomId: string, fn: (trx: Executor) => Promise<T>): Promise<T> {

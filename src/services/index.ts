@@ -1,7 +1,10 @@
+import { createHash } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
+import { NamespacedBus } from '../bus/namespaced-bus.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
+import { currentPosition } from '../streams/positions.ts';
 import { AccountsService } from './accounts.service.ts';
 import { DirectoryService } from './directory.service.ts';
 import { EventsService } from './events.service.ts';
@@ -14,6 +17,7 @@ import { RegistrationTokensService } from './registration-tokens.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
+import { SessionCache } from './session-cache.ts';
 import { SyncService } from './sync.service.ts';
 import { TypingService } from './typing.service.ts';
 import { UiaService } from './uia.service.ts';
@@ -44,13 +48,21 @@ export interface Services {
 }
 
 export async function createServices(deps: { config: Config; db: Db; bus: Bus }): Promise<Services> {
-  const { config, db, bus } = deps;
+  const { config, db } = deps;
   const uia = new UiaService(db);
   const registrationTokens = new RegistrationTokensService(db);
   const serverKeys = new ServerKeysService(db, config.serverName);
   await serverKeys.init();
+  // Every process of this homeserver shares the signing key (it lives in the database), and no
+  // other homeserver has it: its fingerprint keeps our bus channels apart from theirs.
+  const bus = new NamespacedBus(
+    deps.bus,
+    `conclave.${createHash('sha256').update(serverKeys.key.publicKey).digest('hex').slice(0, 16)}`,
+  );
+  const sessions = new SessionCache(bus);
+  await sessions.start();
   const notifier = new Notifier(bus);
-  await notifier.start();
+  await notifier.start(() => currentPosition(db));
   const typing = new TypingService(bus, notifier);
   await typing.start();
   const reader = new RoomReader();
@@ -63,7 +75,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     uia,
     registrationTokens,
     serverKeys,
-    accounts: new AccountsService(db, config, uia, registrationTokens),
+    accounts: new AccountsService(db, config, uia, registrationTokens, sessions),
     profile: new ProfileService(db, config.serverName, notifier),
     filters: new FiltersService(db),
     pushRules: new PushRulesService(),
@@ -78,6 +90,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     sync: new SyncService(db, rooms, reader, notifier, typing),
     async stop() {
       await typing.stop();
+      await sessions.stop();
       await notifier.stop();
     },
   };

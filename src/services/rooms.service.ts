@@ -266,6 +266,8 @@ export class RoomsService {
       .where('room_id', '=', roomId)
       .where('user_id', '=', session.userId)
       .execute();
+    // No stream position (nothing new to deliver), but caches of the user's memberships must drop.
+    await this.events.announce({ kind: 'event', userIds: [session.userId] });
   }
 
   private async sendMembership(

@@ -3,8 +3,9 @@ import { errors } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import { accountDataBetween } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
-import type { EventRow } from '../storage/database.ts';
+import type { EventRow, MembershipRow } from '../storage/database.ts';
 import * as roomStore from '../storage/rooms.repository.ts';
+import type { ChangeWindow } from '../streams/change-cache.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
@@ -29,6 +30,8 @@ export interface SyncFilter {
 }
 
 export const DEFAULT_TIMELINE_LIMIT = 10;
+/** Events read per query when building a timeline (at least; twice the limit when that is more). */
+const TIMELINE_BATCH = 20;
 export const MAX_SYNC_TIMEOUT_MS = 60_000;
 
 /** A sync token: `s<stream position>_<typing serial>`. */
@@ -74,7 +77,20 @@ export class SyncService {
     private readonly notifier: Notifier,
     private readonly typing: TypingService,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    notifier.onChange((change) => {
+      if (change.kind !== 'event') return;
+      for (const userId of change.userIds ?? []) this.membershipCache.delete(userId);
+    });
+  }
+
+  /** Each user's memberships as last read, and the position they were read at. */
+  private readonly membershipCache = new Map<string, { at: number; rows: MembershipRow[] }>();
+  /** Each (user, room)'s unread counts as last computed, and the position they hold at. */
+  private readonly unreadCache = new Map<
+    string,
+    { at: number; counts: { notification_count: number; highlight_count: number } }
+  >();
 
   /** One sync: returns at once when something is new (or on initial sync), else waits. */
   async sync(
@@ -113,9 +129,16 @@ export class SyncService {
     filter: SyncFilter,
   ) {
     const userId = session.userId;
-    const upTo = await currentPosition(this.db);
-    const typingSerial = this.typing.serial;
     const from = since?.position ?? 0;
+    // The change cache knows the newest position this process has heard of without a gap, and
+    // what changed below it; else (a gap, or a token from a process that heard more) ask the
+    // database.
+    const cache = this.notifier.changes;
+    const upTo =
+      cache && !cache.hasGap && cache.position >= from ? cache.position : await currentPosition(this.db);
+    const incremental = since !== undefined && !fullState;
+    const window = incremental ? cache?.window(from, upTo) : undefined;
+    const typingSerial = this.typing.serial;
     const response: SyncResponse = {
       next_batch: formatSyncToken({ position: upTo, typing: typingSerial }),
       rooms: { join: {}, invite: {}, leave: {}, knock: {} },
@@ -126,8 +149,10 @@ export class SyncService {
       device_one_time_keys_count: {},
     };
 
-    const globalData = await accountDataBetween(this.db, userId, '', from, upTo);
-    response.account_data.events = globalData.map((r) => ({ type: r.type, content: r.content }));
+    if (!window || window.concernsUser(userId, 'account_data', null)) {
+      const globalData = await accountDataBetween(this.db, userId, '', from, upTo);
+      response.account_data.events = globalData.map((r) => ({ type: r.type, content: r.content }));
+    }
     if (since === undefined) {
       // Push rules are not stored per user yet: an initial sync carries the server defaults.
       response.account_data.events.push({
@@ -136,24 +161,17 @@ export class SyncService {
       });
     }
 
-    const memberships = await this.db
-      .selectFrom('memberships')
-      .selectAll()
-      .where('user_id', '=', userId)
-      .where('stream_ordering', '<=', upTo)
-      .execute();
+    const memberships = await this.memberships(userId, upTo, incremental);
     const typingChanged = since === undefined || since.typing !== typingSerial;
-    // On an incremental sync, find the joined rooms with anything new in one query, and build
-    // only those (plus rooms whose typing changed): most rooms are quiet most of the time.
-    const incremental = since !== undefined && !fullState;
-    const changed = incremental
-      ? await this.changedRooms(
-          userId,
-          memberships.filter((m) => m.membership === 'join').map((m) => m.room_id),
-          from,
-          upTo,
-        )
-      : undefined;
+    // On an incremental sync, find the joined rooms with anything new (from the change cache, or
+    // in one query), and build only those (plus rooms whose typing changed): most rooms are quiet
+    // most of the time.
+    const joinedIds = memberships.filter((m) => m.membership === 'join').map((m) => m.room_id);
+    const changed = !incremental
+      ? undefined
+      : window
+        ? this.changedRoomsIn(window, userId, joinedIds)
+        : await this.changedRooms(userId, joinedIds, from, upTo);
 
     for (const m of memberships) {
       if (filter.roomIncluded && !filter.roomIncluded(m.room_id)) continue;
@@ -185,6 +203,7 @@ export class SyncService {
             (changedSince && !(await this.joinedThroughout(m.room_id, userId, from, upTo))),
           filter,
           typingChanged: typingHere,
+          window,
         });
         if (room) response.rooms.join[m.room_id] = room;
       } else if (m.membership === 'invite' || m.membership === 'knock') {
@@ -210,7 +229,15 @@ export class SyncService {
   private async joinedRoom(
     session: Session,
     roomId: string,
-    opts: { from: number; upTo: number; initial: boolean; filter: SyncFilter; typingChanged: boolean },
+    opts: {
+      from: number;
+      upTo: number;
+      initial: boolean;
+      filter: SyncFilter;
+      typingChanged: boolean;
+      /** What changed in (from, upTo], when the change cache knows. */
+      window: ChangeWindow | undefined;
+    },
   ): Promise<JsonObject | undefined> {
     const limit = opts.filter.timelineLimit;
     const lower = opts.initial ? 0 : opts.from;
@@ -258,16 +285,17 @@ export class SyncService {
     if (opts.typingChanged) {
       ephemeral.push({ type: 'm.typing', content: { user_ids: this.typing.typingUsers(roomId) } });
     }
-    const receipts = await this.receipts(session.userId, roomId, opts.initial ? 0 : opts.from, opts.upTo);
+    const quiet = opts.initial ? undefined : opts.window;
+    const receipts =
+      quiet && !quiet.roomHas(roomId, 'receipt')
+        ? undefined
+        : await this.receipts(session.userId, roomId, opts.initial ? 0 : opts.from, opts.upTo);
     if (receipts) ephemeral.push(receipts);
 
-    const roomData = await accountDataBetween(
-      this.db,
-      session.userId,
-      roomId,
-      opts.initial ? 0 : opts.from,
-      opts.upTo,
-    );
+    const roomData =
+      quiet && !quiet.concernsUser(session.userId, 'account_data', roomId)
+        ? []
+        : await accountDataBetween(this.db, session.userId, roomId, opts.initial ? 0 : opts.from, opts.upTo);
 
     if (
       !opts.initial &&
@@ -292,7 +320,7 @@ export class SyncService {
       },
       ephemeral: { events: ephemeral },
       account_data: { events: roomData.map((r) => ({ type: r.type, content: r.content })) },
-      unread_notifications: await this.unreadCounts(session.userId, roomId, opts.upTo),
+      unread_notifications: await this.unreadCounts(session.userId, roomId, opts),
     };
     if (
       opts.initial ||
@@ -351,7 +379,7 @@ export class SyncService {
     let cursor = upper;
     let limited = false;
     for (;;) {
-      const batch = await this.eventsBetween(roomId, lower, cursor, Math.max(limit * 2, 20));
+      const batch = await this.eventsBetween(roomId, lower, cursor, Math.max(limit * 2, TIMELINE_BATCH));
       if (batch.length === 0) break;
       const visible = new Set(await this.reader.filterVisible(this.db, userId, batch));
       for (const row of batch) {
@@ -373,7 +401,7 @@ export class SyncService {
         }
         picked.push(row);
       }
-      if (limited || batch.length < Math.max(limit * 2, 20)) break;
+      if (limited || batch.length < Math.max(limit * 2, TIMELINE_BATCH)) break;
     }
     return { events: picked.reverse(), limited };
   }
@@ -503,6 +531,40 @@ export class SyncService {
     return before?.membership === 'join';
   }
 
+  /** changedRooms from the change cache, without a query. */
+  private changedRoomsIn(window: ChangeWindow, userId: string, roomIds: string[]): Set<string> {
+    const joined = new Set(roomIds);
+    const out = new Set<string>();
+    for (const c of window.changes()) {
+      if (c.roomId === undefined || !joined.has(c.roomId)) continue;
+      if (c.kind === 'event' || c.kind === 'receipt') out.add(c.roomId);
+      else if (c.kind === 'account_data' && c.userIds?.includes(userId)) out.add(c.roomId);
+    }
+    return out;
+  }
+
+  /**
+   * The user's memberships as of `upTo`. An incremental sync reuses the last read when the change
+   * cache shows no membership change of the user since (every membership change announces its
+   * target user), so a woken sync does not read them again.
+   */
+  private async memberships(userId: string, upTo: number, mayReuse: boolean): Promise<MembershipRow[]> {
+    const known = this.membershipCache.get(userId);
+    if (mayReuse && known && known.at <= upTo) {
+      const window = this.notifier.changes?.window(known.at, upTo);
+      if (window && !window.concernsUser(userId, 'event')) return known.rows;
+    }
+    const rows = await this.db
+      .selectFrom('memberships')
+      .selectAll()
+      .where('user_id', '=', userId)
+      .where('stream_ordering', '<=', upTo)
+      .execute();
+    if (this.membershipCache.size >= 100_000) this.membershipCache.clear();
+    this.membershipCache.set(userId, { at: upTo, rows });
+    return rows;
+  }
+
   /** Joined rooms with events, receipts or room account data in (from, upTo]. */
   private async changedRooms(
     userId: string,
@@ -524,8 +586,67 @@ export class SyncService {
     return new Set(rows.rows.map((r) => r.room_id));
   }
 
-  /** Messages from others after the user's latest read receipt; highlights are those that mention the user. */
-  private async unreadCounts(userId: string, roomId: string, upTo: number) {
+  /**
+   * Messages from others after the user's latest read receipt; highlights are those that mention
+   * the user. When the counts at `from` are known and (from, upTo] holds only new events (no
+   * receipt of the user, no redaction, no change of the user's membership), the new events are
+   * added to them; else they are counted in SQL.
+   */
+  private async unreadCounts(
+    userId: string,
+    roomId: string,
+    opts: { from: number; upTo: number; initial: boolean; window: ChangeWindow | undefined },
+  ) {
+    const key = `${userId}\u0000${roomId}`;
+    const known = this.unreadCache.get(key);
+    const window =
+      known === undefined || opts.initial || known.at > opts.upTo
+        ? undefined
+        : known.at === opts.from
+          ? opts.window
+          : this.notifier.changes?.window(known.at, opts.upTo);
+    if (
+      known &&
+      window &&
+      !window.concernsUser(userId, 'receipt', roomId) &&
+      !window.concernsUser(userId, 'event')
+    ) {
+      const added = await this.completeRange(roomId, known.at, opts.upTo);
+      if (added && !added.some((r) => r.type === 'm.room.redaction')) {
+        const counts = { ...known.counts };
+        for (const r of added) {
+          if (!countsAsUnread(r, userId)) continue;
+          counts.notification_count++;
+          if (mentions(r, userId)) counts.highlight_count++;
+        }
+        this.rememberUnread(key, opts.upTo, counts);
+        return counts;
+      }
+    }
+    const counts = await this.unreadCountsFromDb(userId, roomId, opts.upTo);
+    this.rememberUnread(key, opts.upTo, counts);
+    return counts;
+  }
+
+  private rememberUnread(
+    key: string,
+    at: number,
+    counts: { notification_count: number; highlight_count: number },
+  ) {
+    if (this.unreadCache.size >= 100_000) this.unreadCache.clear();
+    this.unreadCache.set(key, { at, counts });
+  }
+
+  /**
+   * All events of the room in (from, upTo] when there are few (the same shared read the timeline
+   * starts with), else undefined.
+   */
+  private async completeRange(roomId: string, from: number, upTo: number): Promise<EventRow[] | undefined> {
+    const rows = await this.eventsBetween(roomId, from, upTo, TIMELINE_BATCH);
+    return rows.length < TIMELINE_BATCH ? rows : undefined;
+  }
+
+  private async unreadCountsFromDb(userId: string, roomId: string, upTo: number) {
     // Counted in SQL from the later of the user's read receipt and their latest join: everything
     // after their join is visible to them while they stay joined.
     const row = await sql<{ notifications: number; highlights: number }>`
@@ -564,6 +685,18 @@ export class SyncService {
       'm.heroes': heroes,
     };
   }
+}
+
+const UNREAD_TYPES = new Set(['m.room.message', 'm.room.encrypted']);
+
+function countsAsUnread(row: EventRow, userId: string): boolean {
+  return row.sender !== userId && UNREAD_TYPES.has(row.type) && row.redacted_by === null;
+}
+
+function mentions(row: EventRow, userId: string): boolean {
+  const m = (row.json.content as Record<string, unknown>)['m.mentions'];
+  const ids = typeof m === 'object' && m !== null ? (m as Record<string, unknown>).user_ids : undefined;
+  return Array.isArray(ids) && ids.includes(userId);
 }
 
 /** True when a sync response carries nothing new (what makes /sync keep waiting). */

@@ -191,4 +191,5 @@ export type RegistrationTokenRow = Selectable<RegistrationTokensTable>;
 export type UiaSessionRow = Selectable<UiaSessionsTable>;
 export type ServerSigningKeyRow = Selectable<ServerSigningKeysTable>;
 export type EventRow = Selectable<EventsTable>;
+export type MembershipRow = Selectable<MembershipsTable>;
 export type RoomRow = Selectable<RoomsTable>;

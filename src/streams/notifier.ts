@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
+import { ChangeCache } from './change-cache.ts';
 
 /**
  * Wakes waiting syncs when something they may care about changed. Changes travel over the bus as
- * positions and names only (never data), so every process, this one included, hears every
- * change; a woken sync reads what changed from the database.
+ * positions and names only (never data), so every process hears every change (this one at once,
+ * the others through the bus); a woken sync reads what changed from the database, and the
+ * change cache (`changes`) tells it where to look.
  */
 export interface StreamChange {
   /** What changed: sync uses it to skip the streams that cannot have anything new. */
@@ -51,16 +54,34 @@ export class Notifier {
     return this.seq;
   }
 
+  /** Recent changes by position; undefined until `start` was given the current position. */
+  changes: ChangeCache | undefined;
+  private readonly listeners = new Set<(change: StreamChange) => void>();
+  /** Tells this process's own announcements apart when the bus echoes them back. */
+  private readonly origin = randomUUID();
+
   constructor(private readonly bus: Bus) {}
 
-  async start(): Promise<void> {
+  /**
+   * Subscribes to the bus. With `currentPosition` (read after subscribing, so no change falls
+   * between the two), also keeps the change cache from that position on.
+   */
+  async start(currentPosition?: () => Promise<number>): Promise<void> {
     this.unsubscribe = await this.bus.subscribe(CHANNEL, (message) => {
       try {
-        this.deliver(JSON.parse(message) as StreamChange);
+        const { origin, ...change } = JSON.parse(message) as StreamChange & { origin?: string };
+        if (origin === this.origin) return;
+        this.deliver(change);
       } catch {
         // A malformed message wakes nobody.
       }
     });
+    if (currentPosition) {
+      const cache = new ChangeCache(await currentPosition());
+      // Changes heard while the position was being read are in `recent`.
+      for (const r of this.recent) cache.record(r.change);
+      this.changes = cache;
+    }
   }
 
   async stop(): Promise<void> {
@@ -69,9 +90,15 @@ export class Notifier {
     this.waiters.clear();
   }
 
-  /** Announces a change to every process. */
+  /** Calls `listener` with every change this process hears (for caches that must drop entries). */
+  onChange(listener: (change: StreamChange) => void): void {
+    this.listeners.add(listener);
+  }
+
+  /** Announces a change to this process at once and to every other process over the bus. */
   async notify(change: StreamChange): Promise<void> {
-    await this.bus.publish(CHANNEL, JSON.stringify(change));
+    this.deliver(change);
+    await this.bus.publish(CHANNEL, JSON.stringify({ ...change, origin: this.origin }));
   }
 
   /** Announces a change to this process only (ephemeral state already shared another way). */
@@ -118,6 +145,8 @@ export class Notifier {
 
   private deliver(change: StreamChange): void {
     this.seq++;
+    this.changes?.record(change);
+    for (const listener of this.listeners) listener(change);
     this.recent.push({ seq: this.seq, change });
     if (this.recent.length > RECENT) this.recent.shift();
     for (const w of [...this.waiters]) {
