@@ -14,6 +14,7 @@ import type { Db } from '../storage/connect.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
+import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
 import type { ServerKeysService } from './server-keys.service.ts';
 
@@ -159,6 +160,22 @@ export class EventsService {
       if (prevRows.length === 0) throw errors.notFound('Unknown room');
       const latest = prevRows.reduce((a, b) => (a.stream_ordering > b.stream_ordering ? a : b));
       const stateIds = await this.reader.stateIdsAt(trx, latest.state_group_after);
+
+      if (input.type === 'm.room.encryption' && input.stateKey === '') {
+        // Checked here, under the room's lock, so two concurrent changes cannot both pass.
+        const currentId = stateIds.get(stateTuple('m.room.encryption', ''));
+        // The stored JSON is the original content even after a redaction: the room stays
+        // encrypted with the algorithm it had.
+        const current =
+          currentId === undefined
+            ? undefined
+            : (await this.reader.eventRows(trx, [currentId], true)).get(currentId);
+        const refusal = encryptionChangeRefusal(
+          current?.json.content as JsonObject | undefined,
+          input.content,
+        );
+        if (refusal !== undefined) throw errors.forbidden(refusal);
+      }
 
       const partial = {
         type: input.type,
