@@ -198,6 +198,7 @@ for (const backend of databaseBackends()) {
       t.equal(byBob.json().errcode, 'M_FORBIDDEN');
       const byMallory = await call('PUT', stateUrl(roomId), mallory.access_token, {});
       t.equal(byMallory.statusCode, 403, 'an outsider cannot send it');
+      t.notMatch(byMallory.json().error, /encrypt/i, 'and is not told whether the room is encrypted');
     });
 
     t.test('two concurrent changes: exactly one wins', async (t) => {
