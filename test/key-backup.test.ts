@@ -392,6 +392,28 @@ for (const backend of databaseBackends()) {
       t.same((await call('GET', `${V3}/room_keys/version`, alice.access_token)).json(), aliceInfo);
     });
 
+    t.test('concurrent new versions get distinct numbers; a large upload is stored whole', async (t) => {
+      const carol = await s.register('carol');
+      const created = await Promise.all(
+        Array.from({ length: 5 }, () =>
+          call('POST', `${V3}/room_keys/version`, carol.access_token, {
+            algorithm: ALGORITHM,
+            auth_data: {},
+          }),
+        ),
+      );
+      t.same(created.map((r) => r.json().version).sort(), ['1', '2', '3', '4', '5']);
+      const sessions: Record<string, ReturnType<typeof keyData>> = {};
+      for (let i = 0; i < 1500; i++) sessions[`bulk${i}`] = keyData(i % 7, i % 3, i % 2 === 0, String(i));
+      const bulk = await call('PUT', keysUrl('5', ROOM_A), carol.access_token, { sessions });
+      t.equal(bulk.statusCode, 200, bulk.body);
+      t.equal(bulk.json().count, 1500);
+      const back = await call('GET', keysUrl('5', ROOM_A), carol.access_token);
+      t.same(back.json().sessions, sessions, 'every key comes back as stored');
+      const again = await call('PUT', keysUrl('5', ROOM_A), carol.access_token, { sessions });
+      t.equal(again.json().etag, bulk.json().etag, 'uploading the same keys again changes nothing');
+    });
+
     t.test('malformed requests', async (t) => {
       const expect = async (
         what: string,
