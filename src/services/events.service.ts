@@ -14,6 +14,7 @@ import type { Db } from '../storage/connect.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Notifier, StreamChange } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
+import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
 import type { ServerKeysService } from './server-keys.service.ts';
 
@@ -212,6 +213,22 @@ export class EventsService {
         verifyEventSignature: (ev, serverName) => this.verifyOwnSignature(ev, rv, serverName),
       });
       if (!verdict.allowed) throw errors.forbidden(`${verdict.reason} (rule ${verdict.rule})`);
+      if (input.type === 'm.room.encryption' && input.stateKey === '') {
+        // Checked under the room's lock, so two concurrent changes cannot both pass, and after
+        // the auth rules, so a sender who may not send it at all learns nothing about the room.
+        const currentId = stateIds.get(stateTuple('m.room.encryption', ''));
+        // The stored JSON is the original content even after a redaction: the room stays
+        // encrypted with the algorithm it had.
+        const current =
+          currentId === undefined
+            ? undefined
+            : (await this.reader.eventRows(trx, [currentId], true)).get(currentId);
+        const refusal = encryptionChangeRefusal(
+          current?.json.content as JsonObject | undefined,
+          input.content,
+        );
+        if (refusal !== undefined) throw errors.forbidden(refusal);
+      }
 
       const chainLength = await rooms.chainLengthOf(trx, latest.state_group_after);
       const persisted = await this.persist(trx, rv, input.roomId, event, {

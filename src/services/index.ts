@@ -10,6 +10,7 @@ import { DirectoryService } from './directory.service.ts';
 import { EventsService } from './events.service.ts';
 import { FiltersService } from './filters.service.ts';
 import { HistoryService } from './history.service.ts';
+import { KeyBackupService } from './key-backup.service.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { ReceiptsService } from './receipts.service.ts';
@@ -43,6 +44,7 @@ export interface Services {
   typing: TypingService;
   receipts: ReceiptsService;
   sync: SyncService;
+  keyBackup: KeyBackupService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -88,6 +90,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
     sync: new SyncService(db, rooms, reader, notifier, typing),
+    keyBackup: new KeyBackupService(db),
     async stop() {
       await typing.stop();
       await sessions.stop();

@@ -10,6 +10,7 @@ import type { EventRow } from '../storage/database.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
 import type { EventsService, PersistedEvent } from './events.service.ts';
+import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
 
 export interface CreateRoomRequest {
@@ -69,6 +70,15 @@ export class RoomsService {
       ) {
         throw new MatrixError(400, 'M_ROOM_IN_USE', 'That room alias is taken');
       }
+    }
+    // The initial state goes through the same rule as later events; checked up front so that a
+    // request refused for it creates no room.
+    let encryption: JsonObject | undefined;
+    for (const s of req.initial_state ?? []) {
+      if (s.type !== 'm.room.encryption' || (s.state_key ?? '') !== '') continue;
+      const refusal = encryptionChangeRefusal(encryption, s.content);
+      if (refusal !== undefined) throw errors.forbidden(`initial_state: ${refusal}`);
+      encryption = s.content;
     }
     const preset = PRESETS[req.preset ?? (req.visibility === 'public' ? 'public_chat' : 'private_chat')];
     const trusted = req.preset === 'trusted_private_chat';
@@ -315,13 +325,7 @@ export class RoomsService {
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
     }
     if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
-    if (type === 'm.room.encryption') {
-      const current = await this.currentStateRow(roomId, 'm.room.encryption', '');
-      if (current && JSON.stringify(current.json.content) !== JSON.stringify(content)) {
-        // Changing the algorithm of an encrypted room would weaken it.
-        throw errors.forbidden('Encryption settings cannot be changed once enabled');
-      }
-    }
+    // m.room.encryption: EventsService.send keeps an encrypted room encrypted (room-encryption.ts).
     const result = await this.events.send({ roomId, type, sender: session.userId, content, stateKey });
     return { event_id: result.event.event_id };
   }
@@ -355,6 +359,10 @@ export class RoomsService {
       !(await this.reader.canSee(this.db, session.userId, target, async () => true))
     ) {
       throw errors.notFound('Event not found');
+    }
+    if (target.type === 'm.room.encryption' && target.state_key === '') {
+      // Redaction strips all of its content, which clients would read as encryption turned off.
+      throw errors.forbidden('The encryption settings of a room cannot be redacted');
     }
     if (target.sender !== session.userId) {
       const [pl, create] = await Promise.all([

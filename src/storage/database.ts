@@ -161,6 +161,27 @@ export interface FiltersTable {
   created_ts: number;
 }
 
+export interface RoomKeyBackupVersionsTable {
+  user_id: string;
+  version: number;
+  algorithm: string;
+  auth_data: ColumnType<JsonObject, string, string>;
+  etag: Generated<number>;
+  deleted: Generated<boolean>;
+  created_ts: number;
+}
+
+export interface RoomKeyBackupKeysTable {
+  user_id: string;
+  version: number;
+  room_id: string;
+  session_id: string;
+  first_message_index: number;
+  forwarded_count: number;
+  is_verified: boolean;
+  session_data: ColumnType<JsonObject, string, string>;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -181,6 +202,8 @@ export interface Database {
   event_txns: EventTxnsTable;
   receipts: ReceiptsTable;
   filters: FiltersTable;
+  room_key_backup_versions: RoomKeyBackupVersionsTable;
+  room_key_backup_keys: RoomKeyBackupKeysTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -193,3 +216,6 @@ export type ServerSigningKeyRow = Selectable<ServerSigningKeysTable>;
 export type EventRow = Selectable<EventsTable>;
 export type MembershipRow = Selectable<MembershipsTable>;
 export type RoomRow = Selectable<RoomsTable>;
+export type RoomKeyBackupVersionRow = Selectable<RoomKeyBackupVersionsTable>;
+export type RoomKeyBackupKeyRow = Selectable<RoomKeyBackupKeysTable>;
+export type NewRoomKeyBackupKeyRow = Insertable<RoomKeyBackupKeysTable>;

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { devicesRoutes } from './devices.routes.ts';
 import { directoryRoutes } from './directory.routes.ts';
 import { filtersRoutes } from './filters.routes.ts';
+import { keyBackupRoutes } from './key-backup.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
@@ -23,5 +24,6 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(roomsRoutes);
   await app.register(directoryRoutes);
   await app.register(syncRoutes);
+  await app.register(keyBackupRoutes);
   await app.register(syncWebSocketRoutes);
 }
