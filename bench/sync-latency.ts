@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { type RunningProcess, runScript } from '../test/helpers/process.ts';
+import { type RunningProcess, startServerProcess } from '../test/helpers/process.ts';
 
 const { values } = parseArgs({
   options: {
@@ -98,10 +98,9 @@ async function startServers(
   for (let i = 0; i < count; i++) {
     // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the servers.
     const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-    const proc = runScript('src/server.ts', [], env, nodeArgs);
+    const { proc, base } = await startServerProcess(env, nodeArgs);
     procs.push(proc);
-    const line = await proc.waitForLine(/listening on http:\/\/127\.0\.0\.1:(\d+)/, 120_000);
-    bases.push(`http://127.0.0.1:${/:(\d+) \|/.exec(line)![1]}`);
+    bases.push(base);
   }
   return {
     bases,

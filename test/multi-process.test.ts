@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { databaseBackends, testRedisUrl } from './helpers/backends.ts';
-import { type RunningProcess, runScript } from './helpers/process.ts';
+import { type RunningProcess, startServerProcess } from './helpers/process.ts';
 
 /**
  * Two real server processes of one homeserver, sharing one PostgreSQL and one Redis: what is
@@ -36,10 +36,9 @@ t.test(
       CONCLAVE_LOG_LEVEL: 'warn',
     };
     const start = async (): Promise<{ proc: RunningProcess; base: string }> => {
-      const proc = runScript('src/server.ts', [], { ...env, CONCLAVE_LOG_LEVEL: 'info' });
-      t.teardown(() => proc.stop());
-      const line = await proc.waitForLine(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      return { proc, base: `http://127.0.0.1:${/:(\d+) \|/.exec(line)![1]}` };
+      const started = await startServerProcess({ ...env, CONCLAVE_LOG_LEVEL: 'info' });
+      t.teardown(() => started.proc.stop());
+      return started;
     };
     // Start one first so the migrations run once, then the second.
     const p1 = await start();

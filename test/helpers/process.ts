@@ -71,3 +71,19 @@ export function runScript(
     },
   };
 }
+
+/** Starts a server process (src/server.ts) and resolves once it listens, with its base URL. */
+export async function startServerProcess(
+  env: Record<string, string>,
+  nodeArgs: string[] = [],
+  timeoutMs = 120_000,
+): Promise<{ proc: RunningProcess; base: string }> {
+  const proc = runScript('src/server.ts', [], { CONCLAVE_LOG_LEVEL: 'info', ...env }, nodeArgs);
+  try {
+    const line = await proc.waitForLine(/listening on http:\/\/127\.0\.0\.1:(\d+)/, timeoutMs);
+    return { proc, base: `http://127.0.0.1:${/:(\d+) \|/.exec(line)![1]}` };
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+}
