@@ -41,7 +41,7 @@ export interface SyncToken {
 }
 
 export function parseSyncToken(raw: string): SyncToken {
-  const m = /^s(\d{1,15})(?:_(\d{1,15}))?$/.exec(raw);
+  const m = /^s(\d{1,15})(?:_(\d{1,16}))?$/.exec(raw);
   if (!m) throw errors.invalidParam('Invalid since token');
   return { position: Number(m[1]), typing: Number(m[2] ?? 0) };
 }

@@ -15,7 +15,8 @@ interface TypingMessage {
 /**
  * Typing notices are ephemeral: each process keeps who is typing where, fed by the bus (so a
  * notice sent to one process reaches syncs on every other), and wakes its own waiting syncs.
- * `serial` rises with every change this process sees, for sync tokens.
+ * `serial` rises with every change this process sees, for sync tokens; it follows the clock, so
+ * tokens taken on one process compare right on another.
  */
 export class TypingService {
   private readonly rooms = new Map<string, Map<string, { until: number; timer: NodeJS.Timeout }>>();
@@ -81,7 +82,10 @@ export class TypingService {
       users?.delete(m.userId);
       if (users?.size === 0) this.rooms.delete(m.roomId);
     }
-    this.serial++;
+    // Serials follow the clock (and rise by at least one), so a sync token from one process
+    // compares right on another, even one started later that has seen fewer changes.
+    // Microseconds: bursts of changes within one millisecond stay below the next millisecond.
+    this.serial = Math.max(this.serial + 1, this.now() * 1000);
     this.roomSerials.set(m.roomId, this.serial);
     this.notifier.notifyLocal({ kind: 'typing', roomId: m.roomId });
   }
