@@ -31,6 +31,44 @@ for (const backend of databaseBackends()) {
       t.equal(again.json().errcode, 'M_ROOM_IN_USE');
     });
 
+    t.test('a createRoom refused part-way leaves no room and no alias behind', async (t) => {
+      const countRooms = async () =>
+        Number(
+          (
+            await s.runtime.database.db
+              .selectFrom('rooms')
+              .select((eb) => eb.fn.countAll().as('n'))
+              .executeTakeFirstOrThrow()
+          ).n,
+        );
+      const before = await countRooms();
+      const joinedBefore = (await call('GET', `${V3}/joined_rooms`, alice.access_token)).json().joined_rooms;
+      // In room version 12 the creator may not be listed in the power levels' users: the
+      // m.room.power_levels event is refused after the create and join events were built.
+      const refused = await call('POST', `${V3}/createRoom`, alice.access_token, {
+        room_alias_name: 'half-made',
+        power_level_content_override: { users: { [alice.user_id]: 100 } },
+      });
+      t.equal(refused.statusCode, 403, refused.body);
+      t.equal(refused.json().errcode, 'M_FORBIDDEN');
+      t.equal(await countRooms(), before, 'no room row');
+      t.same(
+        (await call('GET', `${V3}/joined_rooms`, alice.access_token)).json().joined_rooms,
+        joinedBefore,
+        'alice is in no new room',
+      );
+      const alias = await call(
+        'GET',
+        `${V3}/directory/room/${enc(`#half-made:${SERVER_NAME}`)}`,
+        alice.access_token,
+      );
+      t.equal(alias.statusCode, 404, 'the alias is still free');
+      const retry = await call('POST', `${V3}/createRoom`, alice.access_token, {
+        room_alias_name: 'half-made',
+      });
+      t.equal(retry.statusCode, 200, 'and can be taken by the corrected request');
+    });
+
     t.test('the creator reads the state', async (t) => {
       const state = await call('GET', `${V3}/rooms/${enc(roomId)}/state`, alice.access_token);
       t.equal(state.statusCode, 200);

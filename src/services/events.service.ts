@@ -82,11 +82,19 @@ export class EventsService {
     }
   }
 
-  /** Creates a room: its m.room.create event, from which (in v12) the room ID derives. */
+  /**
+   * Creates a room: its m.room.create event, from which (in v12) the room ID derives, then what
+   * `initial` sends, all in one transaction: if any of it is refused, no room is left behind.
+   */
   async createRoom(
     creator: string,
     roomVersionId: string,
     extraContent: JsonObject,
+    initial?: (ctx: {
+      roomId: string;
+      trx: Executor;
+      send: (input: Omit<NewEvent, 'roomId'>) => Promise<PersistedEvent>;
+    }) => Promise<void>,
   ): Promise<PersistedEvent> {
     const rv = getRoomVersion(roomVersionId);
     if (!rv)
@@ -121,144 +129,141 @@ export class EventsService {
     const event: RoomEvent = { ...pdu, event_id: eventId };
     const verdict = checkAuth(event, new Map(), rv);
     if (!verdict.allowed) throw errors.forbidden(`${verdict.reason} (rule ${verdict.rule})`);
-    return this.withRoomLock(roomId, async (trx) => {
+    const changes: StreamChange[] = [];
+    const created = await this.withRoomLock(roomId, async (trx) => {
       await rooms.insertRoom(trx, { room_id: roomId, room_version: rv.id, creator, created_ts: this.now() });
-      return this.persist(trx, rv, roomId, event, { stateBefore: null });
-    }).then(async (persisted) => {
-      await this.notifier.notify({
-        kind: 'event',
-        position: persisted.streamOrdering,
-        roomId,
-        userIds: [creator],
-      });
+      const persisted = await this.persist(trx, rv, roomId, event, { stateBefore: null });
+      changes.push({ kind: 'event', position: persisted.streamOrdering, roomId, userIds: [creator] });
+      if (initial) {
+        await initial({
+          roomId,
+          trx,
+          send: async (input) => {
+            const sent = await this.sendIn(trx, { ...input, roomId });
+            if (!sent.deduplicated) changes.push(eventChange({ ...input, roomId }, sent));
+            return sent;
+          },
+        });
+      }
       return persisted;
     });
+    // Announced after the commit, every position in order (the change caches need each one).
+    for (const change of changes) await this.notifier.notify(change);
+    return created;
   }
 
   /** Builds, authorises against the current state, signs and persists one event. */
   async send(input: NewEvent): Promise<PersistedEvent> {
-    assertCanonical(input.content);
-    const result = await this.withRoomLock(input.roomId, async (trx) => {
-      if (input.txn) {
-        const earlier = await trx
-          .selectFrom('event_txns')
-          .innerJoin('events', 'events.event_id', 'event_txns.event_id')
-          .select(['events.event_id', 'events.json', 'events.stream_ordering'])
-          .where('event_txns.user_id', '=', input.sender)
-          .where('event_txns.device_id', '=', input.txn.deviceId)
-          .where('event_txns.room_id', '=', input.roomId)
-          .where('event_txns.txn_id', '=', input.txn.txnId)
-          .executeTakeFirst();
-        if (earlier) {
-          return {
-            event: rooms.toRoomEvent(earlier),
-            streamOrdering: earlier.stream_ordering,
-            deduplicated: true,
-          };
-        }
-      }
-      const room = await rooms.findRoom(trx, input.roomId);
-      if (!room) throw errors.notFound('Unknown room');
-      const rv = getRoomVersion(room.room_version)!;
-      const extremities = await rooms.forwardExtremities(trx, input.roomId);
-      const prevRows = await rooms.getEventRows(trx, extremities);
-      if (prevRows.length === 0) throw errors.notFound('Unknown room');
-      const latest = prevRows.reduce((a, b) => (a.stream_ordering > b.stream_ordering ? a : b));
-      const stateIds = await this.reader.stateIdsAt(trx, latest.state_group_after);
-
-      const partial = {
-        type: input.type,
-        sender: input.sender,
-        content: input.content,
-        ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
-      };
-      const authKeys = selectAuthEvents(partial, rv).map((k) => stateTuple(k.type, k.state_key));
-      // The state the rules read: the selected auth events, plus the create event in every version.
-      const wanted = new Set([...authKeys, stateTuple('m.room.create', '')]);
-      const authState: StateMap = new Map();
-      const wantedIds = [...wanted]
-        .map((k) => stateIds.get(k))
-        .filter((id): id is string => id !== undefined);
-      // Auth-relevant content survives redaction, so cached rows serve.
-      for (const row of (await this.reader.eventRows(trx, wantedIds, true)).values()) {
-        const ev = rooms.toRoomEvent(row);
-        authState.set(stateTuple(ev.type, ev.state_key ?? ''), ev);
-      }
-      const authEventIds = authKeys
-        .map((k) => stateIds.get(k))
-        .filter((id): id is string => id !== undefined);
-
-      const content = { ...input.content };
-      const unsignedPdu: Omit<Pdu, 'hashes' | 'signatures'> = {
-        type: input.type,
-        room_id: input.roomId,
-        sender: input.sender,
-        content,
-        origin_server_ts: this.now(),
-        depth: Math.max(...prevRows.map((r) => r.depth)) + 1,
-        prev_events: prevRows.map((r) => r.event_id),
-        auth_events: authEventIds,
-        ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
-      };
-      if (input.redacts !== undefined) {
-        if (rv.redactsInContent) content.redacts = input.redacts;
-        else unsignedPdu.redacts = input.redacts;
-      }
-      const pdu = this.sign(unsignedPdu, rv);
-      if (canonicalJsonBytes(pdu).length > MAX_EVENT_BYTES) {
-        throw errors.tooLarge(`Events may not exceed ${MAX_EVENT_BYTES} bytes`);
-      }
-      const event: RoomEvent = { ...pdu, event_id: computeEventId(pdu, rv) };
-      const verdict = checkAuth(event, authState, rv, {
-        verifyEventSignature: (ev, serverName) => this.verifyOwnSignature(ev, rv, serverName),
-      });
-      if (!verdict.allowed) throw errors.forbidden(`${verdict.reason} (rule ${verdict.rule})`);
-      if (input.type === 'm.room.encryption' && input.stateKey === '') {
-        // Checked under the room's lock, so two concurrent changes cannot both pass, and after
-        // the auth rules, so a sender who may not send it at all learns nothing about the room.
-        const currentId = stateIds.get(stateTuple('m.room.encryption', ''));
-        // The stored JSON is the original content even after a redaction: the room stays
-        // encrypted with the algorithm it had.
-        const current =
-          currentId === undefined
-            ? undefined
-            : (await this.reader.eventRows(trx, [currentId], true)).get(currentId);
-        const refusal = encryptionChangeRefusal(
-          current?.json.content as JsonObject | undefined,
-          input.content,
-        );
-        if (refusal !== undefined) throw errors.forbidden(refusal);
-      }
-
-      const chainLength = await rooms.chainLengthOf(trx, latest.state_group_after);
-      const persisted = await this.persist(trx, rv, input.roomId, event, {
-        stateBefore: { id: latest.state_group_after, chainLength, state: stateIds },
-      });
-      if (input.txn) {
-        await trx
-          .insertInto('event_txns')
-          .values({
-            user_id: input.sender,
-            device_id: input.txn.deviceId,
-            room_id: input.roomId,
-            txn_id: input.txn.txnId,
-            event_id: event.event_id,
-            created_ts: this.now(),
-          })
-          .execute();
-      }
-      return persisted;
-    });
-    if (!result.deduplicated) {
-      const target = input.type === 'm.room.member' && input.stateKey ? [input.stateKey] : [];
-      await this.notifier.notify({
-        kind: 'event',
-        position: result.streamOrdering,
-        roomId: input.roomId,
-        userIds: target,
-      });
-    }
+    const result = await this.withRoomLock(input.roomId, (trx) => this.sendIn(trx, input));
+    if (!result.deduplicated) await this.notifier.notify(eventChange(input, result));
     return result;
+  }
+
+  /** `send` within a transaction that holds the room's lock; the caller announces the change. */
+  private async sendIn(trx: Executor, input: NewEvent): Promise<PersistedEvent> {
+    assertCanonical(input.content);
+    if (input.txn) {
+      const earlier = await trx
+        .selectFrom('event_txns')
+        .innerJoin('events', 'events.event_id', 'event_txns.event_id')
+        .select(['events.event_id', 'events.json', 'events.stream_ordering'])
+        .where('event_txns.user_id', '=', input.sender)
+        .where('event_txns.device_id', '=', input.txn.deviceId)
+        .where('event_txns.room_id', '=', input.roomId)
+        .where('event_txns.txn_id', '=', input.txn.txnId)
+        .executeTakeFirst();
+      if (earlier) {
+        return {
+          event: rooms.toRoomEvent(earlier),
+          streamOrdering: earlier.stream_ordering,
+          deduplicated: true,
+        };
+      }
+    }
+    const room = await rooms.findRoom(trx, input.roomId);
+    if (!room) throw errors.notFound('Unknown room');
+    const rv = getRoomVersion(room.room_version)!;
+    const extremities = await rooms.forwardExtremities(trx, input.roomId);
+    const prevRows = await rooms.getEventRows(trx, extremities);
+    if (prevRows.length === 0) throw errors.notFound('Unknown room');
+    const latest = prevRows.reduce((a, b) => (a.stream_ordering > b.stream_ordering ? a : b));
+    const stateIds = await this.reader.stateIdsAt(trx, latest.state_group_after);
+
+    const partial = {
+      type: input.type,
+      sender: input.sender,
+      content: input.content,
+      ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
+    };
+    const authKeys = selectAuthEvents(partial, rv).map((k) => stateTuple(k.type, k.state_key));
+    // The state the rules read: the selected auth events, plus the create event in every version.
+    const wanted = new Set([...authKeys, stateTuple('m.room.create', '')]);
+    const authState: StateMap = new Map();
+    const wantedIds = [...wanted].map((k) => stateIds.get(k)).filter((id): id is string => id !== undefined);
+    // Auth-relevant content survives redaction, so cached rows serve.
+    for (const row of (await this.reader.eventRows(trx, wantedIds, true)).values()) {
+      const ev = rooms.toRoomEvent(row);
+      authState.set(stateTuple(ev.type, ev.state_key ?? ''), ev);
+    }
+    const authEventIds = authKeys.map((k) => stateIds.get(k)).filter((id): id is string => id !== undefined);
+
+    const content = { ...input.content };
+    const unsignedPdu: Omit<Pdu, 'hashes' | 'signatures'> = {
+      type: input.type,
+      room_id: input.roomId,
+      sender: input.sender,
+      content,
+      origin_server_ts: this.now(),
+      depth: Math.max(...prevRows.map((r) => r.depth)) + 1,
+      prev_events: prevRows.map((r) => r.event_id),
+      auth_events: authEventIds,
+      ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
+    };
+    if (input.redacts !== undefined) {
+      if (rv.redactsInContent) content.redacts = input.redacts;
+      else unsignedPdu.redacts = input.redacts;
+    }
+    const pdu = this.sign(unsignedPdu, rv);
+    if (canonicalJsonBytes(pdu).length > MAX_EVENT_BYTES) {
+      throw errors.tooLarge(`Events may not exceed ${MAX_EVENT_BYTES} bytes`);
+    }
+    const event: RoomEvent = { ...pdu, event_id: computeEventId(pdu, rv) };
+    const verdict = checkAuth(event, authState, rv, {
+      verifyEventSignature: (ev, serverName) => this.verifyOwnSignature(ev, rv, serverName),
+    });
+    if (!verdict.allowed) throw errors.forbidden(`${verdict.reason} (rule ${verdict.rule})`);
+    if (input.type === 'm.room.encryption' && input.stateKey === '') {
+      // Checked under the room's lock, so two concurrent changes cannot both pass, and after
+      // the auth rules, so a sender who may not send it at all learns nothing about the room.
+      const currentId = stateIds.get(stateTuple('m.room.encryption', ''));
+      // The stored JSON is the original content even after a redaction: the room stays
+      // encrypted with the algorithm it had.
+      const current =
+        currentId === undefined
+          ? undefined
+          : (await this.reader.eventRows(trx, [currentId], true)).get(currentId);
+      const refusal = encryptionChangeRefusal(current?.json.content as JsonObject | undefined, input.content);
+      if (refusal !== undefined) throw errors.forbidden(refusal);
+    }
+
+    const chainLength = await rooms.chainLengthOf(trx, latest.state_group_after);
+    const persisted = await this.persist(trx, rv, input.roomId, event, {
+      stateBefore: { id: latest.state_group_after, chainLength, state: stateIds },
+    });
+    if (input.txn) {
+      await trx
+        .insertInto('event_txns')
+        .values({
+          user_id: input.sender,
+          device_id: input.txn.deviceId,
+          room_id: input.roomId,
+          txn_id: input.txn.txnId,
+          event_id: event.event_id,
+          created_ts: this.now(),
+        })
+        .execute();
+    }
+    return persisted;
   }
 
   /**
@@ -360,6 +365,12 @@ export class EventsService {
     const key = this.serverKeys.key;
     return verifyEventSignature(event, rv, serverName, key.keyId, key.publicKey);
   }
+}
+
+/** The announcement of a persisted event: its room, and the member it concerns, if any. */
+function eventChange(input: NewEvent, persisted: PersistedEvent): StreamChange {
+  const target = input.type === 'm.room.member' && input.stateKey ? [input.stateKey] : [];
+  return { kind: 'event', position: persisted.streamOrdering, roomId: input.roomId, userIds: target };
 }
 
 /** Event content must be canonical JSON (no floats, integers within ±(2^53-1)): else M_BAD_JSON. */

@@ -89,75 +89,78 @@ export class RoomsService {
     if (trusted && rv.creatorsHaveInfinitePower && invites.length > 0) {
       creationContent.additional_creators = invites.filter((u) => u !== creator);
     }
-    const created = await this.events.createRoom(creator, rv.id, creationContent);
-    const roomId = created.event.room_id ?? (await this.roomIdOfCreate(created));
+    const profile = await this.profileContent(creator);
+    // The whole room is made in one transaction: a refused event (say, a power level override
+    // the rules do not allow, or an alias taken meanwhile) leaves no half-made room behind.
+    const created = await this.events.createRoom(
+      creator,
+      rv.id,
+      creationContent,
+      async ({ roomId, trx, send: sendEvent }) => {
+        const send = (type: string, content: JsonObject, stateKey?: string) =>
+          sendEvent({ type, sender: creator, content, ...(stateKey !== undefined ? { stateKey } : {}) });
 
-    const send = (type: string, content: JsonObject, stateKey?: string) =>
-      this.events.send({
-        roomId,
-        type,
-        sender: creator,
-        content,
-        ...(stateKey !== undefined ? { stateKey } : {}),
-      });
-
-    await send('m.room.member', { membership: 'join', ...(await this.profileContent(creator)) }, creator);
-
-    const users: JsonObject = {};
-    if (!rv.creatorsHaveInfinitePower) users[creator] = 100;
-    if (trusted && !rv.creatorsHaveInfinitePower) for (const u of invites) users[u] = 100;
-    const powerLevels: JsonObject = {
-      users,
-      users_default: 0,
-      events: {
-        'm.room.name': 50,
-        'm.room.power_levels': 100,
-        'm.room.history_visibility': 100,
-        'm.room.canonical_alias': 50,
-        'm.room.avatar': 50,
-        'm.room.tombstone': 100,
-        'm.room.server_acl': 100,
-        'm.room.encryption': 100,
+        await send('m.room.member', { membership: 'join', ...profile }, creator);
+        const users: JsonObject = {};
+        if (!rv.creatorsHaveInfinitePower) users[creator] = 100;
+        if (trusted && !rv.creatorsHaveInfinitePower) for (const u of invites) users[u] = 100;
+        const powerLevels: JsonObject = {
+          users,
+          users_default: 0,
+          events: {
+            'm.room.name': 50,
+            'm.room.power_levels': 100,
+            'm.room.history_visibility': 100,
+            'm.room.canonical_alias': 50,
+            'm.room.avatar': 50,
+            'm.room.tombstone': 100,
+            'm.room.server_acl': 100,
+            'm.room.encryption': 100,
+          },
+          events_default: 0,
+          state_default: 50,
+          ban: 50,
+          kick: 50,
+          redact: 50,
+          invite: req.preset === 'public_chat' || (!req.preset && req.visibility === 'public') ? 50 : 0,
+          notifications: { room: 50 },
+          ...(req.power_level_content_override ?? {}),
+        };
+        await send('m.room.power_levels', powerLevels, '');
+        if (alias) {
+          await trx
+            .insertInto('room_aliases')
+            .values({ alias, room_id: roomId, creator, created_ts: this.now() })
+            .onConflict((c) => c.column('alias').doNothing())
+            .returning('alias')
+            .executeTakeFirst()
+            .then((inserted) => {
+              if (!inserted) throw new MatrixError(400, 'M_ROOM_IN_USE', 'That room alias is taken');
+            });
+          await send('m.room.canonical_alias', { alias }, '');
+        }
+        await send('m.room.join_rules', { join_rule: preset.join_rule }, '');
+        await send('m.room.history_visibility', { history_visibility: preset.history_visibility }, '');
+        await send('m.room.guest_access', { guest_access: preset.guest_access }, '');
+        for (const s of req.initial_state ?? []) {
+          if (s.type === 'm.room.create' || s.type === 'm.room.member') continue;
+          await send(s.type, s.content, s.state_key ?? '');
+        }
+        if (req.name !== undefined) await send('m.room.name', { name: req.name }, '');
+        if (req.topic !== undefined) await send('m.room.topic', { topic: req.topic }, '');
+        for (const target of invites) {
+          await send(
+            'm.room.member',
+            { membership: 'invite', ...(req.is_direct ? { is_direct: true } : {}) },
+            target,
+          );
+        }
+        if (req.visibility === 'public') {
+          await trx.updateTable('rooms').set({ published: true }).where('room_id', '=', roomId).execute();
+        }
       },
-      events_default: 0,
-      state_default: 50,
-      ban: 50,
-      kick: 50,
-      redact: 50,
-      invite: req.preset === 'public_chat' || (!req.preset && req.visibility === 'public') ? 50 : 0,
-      notifications: { room: 50 },
-      ...(req.power_level_content_override ?? {}),
-    };
-    await send('m.room.power_levels', powerLevels, '');
-    if (alias) {
-      await this.db
-        .insertInto('room_aliases')
-        .values({ alias, room_id: roomId, creator, created_ts: this.now() })
-        .execute()
-        .catch(() => {
-          throw new MatrixError(400, 'M_ROOM_IN_USE', 'That room alias is taken');
-        });
-      await send('m.room.canonical_alias', { alias }, '');
-    }
-    await send('m.room.join_rules', { join_rule: preset.join_rule }, '');
-    await send('m.room.history_visibility', { history_visibility: preset.history_visibility }, '');
-    await send('m.room.guest_access', { guest_access: preset.guest_access }, '');
-    for (const s of req.initial_state ?? []) {
-      if (s.type === 'm.room.create' || s.type === 'm.room.member') continue;
-      await send(s.type, s.content, s.state_key ?? '');
-    }
-    if (req.name !== undefined) await send('m.room.name', { name: req.name }, '');
-    if (req.topic !== undefined) await send('m.room.topic', { topic: req.topic }, '');
-    for (const target of invites) {
-      await send(
-        'm.room.member',
-        { membership: 'invite', ...(req.is_direct ? { is_direct: true } : {}) },
-        target,
-      );
-    }
-    if (req.visibility === 'public') {
-      await this.db.updateTable('rooms').set({ published: true }).where('room_id', '=', roomId).execute();
-    }
+    );
+    const roomId = created.event.room_id ?? (await this.roomIdOfCreate(created));
     return { room_id: roomId, ...(alias ? { room_alias: alias } : {}) };
   }
 
