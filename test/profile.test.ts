@@ -72,6 +72,57 @@ for (const backend of databaseBackends()) {
       t.equal(anonymous.json().errcode, 'M_MISSING_TOKEN');
     });
 
+    t.test('a profile change reaches the rooms the user is joined to', async (t) => {
+      const enc = encodeURIComponent;
+      const room = (
+        await s.request('POST', `${V3}/createRoom`, {
+          token: alice.access_token,
+          body: { preset: 'public_chat' },
+        })
+      ).json().room_id;
+      const left = (
+        await s.request('POST', `${V3}/createRoom`, {
+          token: alice.access_token,
+          body: { preset: 'public_chat' },
+        })
+      ).json().room_id;
+      await s.request('POST', `${V3}/join/${enc(room)}`, { token: mallory.access_token, body: {} });
+      await s.request('POST', `${V3}/rooms/${enc(left)}/leave`, { token: alice.access_token, body: {} });
+      const memberOf = async (roomId: string) =>
+        s.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.member/${aliceId}`, {
+          token: mallory.access_token,
+        });
+
+      const set = await s.request('PUT', `${V3}/profile/${aliceId}/displayname`, {
+        token: alice.access_token,
+        body: { displayname: 'Dr Alice' },
+      });
+      t.equal(set.statusCode, 200);
+      const member = await memberOf(room);
+      t.same(member.json(), { membership: 'join', displayname: 'Dr Alice' }, 'the room has the new name');
+      const avatar = await s.request('PUT', `${V3}/profile/${aliceId}/avatar_url`, {
+        token: alice.access_token,
+        body: { avatar_url: 'mxc://conclave.test/face' },
+      });
+      t.equal(avatar.statusCode, 200);
+      t.same(
+        (await memberOf(room)).json(),
+        { membership: 'join', displayname: 'Dr Alice', avatar_url: 'mxc://conclave.test/face' },
+        'and the avatar, keeping the name',
+      );
+      const leftState = await s.request('GET', `${V3}/rooms/${enc(left)}/state`, {
+        token: alice.access_token,
+      });
+      const leftMember = leftState
+        .json()
+        .find(
+          (e: { type: string; state_key: string }) =>
+            e.type === 'm.room.member' && e.state_key === alice.user_id,
+        );
+      t.equal(leftMember?.content.membership, 'leave', 'a room alice left gets no new member event');
+      t.notOk(leftMember?.content.displayname === 'Dr Alice');
+    });
+
     t.test('global and per-room account data', async (t) => {
       const url = `${V3}/user/${aliceId}/account_data/org.example.settings`;
       const put = await s.request('PUT', url, {

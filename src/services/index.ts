@@ -78,7 +78,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     registrationTokens,
     serverKeys,
     accounts: new AccountsService(db, config, uia, registrationTokens, sessions),
-    profile: new ProfileService(db, config.serverName, notifier),
+    profile: new ProfileService(db, config.serverName, notifier, events),
     filters: new FiltersService(db),
     pushRules: new PushRulesService(),
     notifier,

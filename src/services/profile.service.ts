@@ -2,9 +2,11 @@ import { errors, MatrixError } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
+import * as rooms from '../storage/rooms.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
+import type { EventsService } from './events.service.ts';
 
 /** Profiles (display name, avatar URL) and account data, global and per room. */
 export class ProfileService {
@@ -12,6 +14,7 @@ export class ProfileService {
     private readonly db: Db,
     private readonly serverName: string,
     private readonly notifier: Notifier,
+    private readonly events?: EventsService,
   ) {}
 
   /** GET /profile/{userId}: 404 for users this server does not have. */
@@ -41,6 +44,45 @@ export class ProfileService {
       userId,
       field === 'displayname' ? { display_name: stored } : { avatar_url: stored },
     );
+    await this.updateMemberEvents(userId, field, stored);
+  }
+
+  /**
+   * Carries a profile change into every room the user is joined to, as a new m.room.member
+   * event (join to join) with the changed field, so the other members see the new name. A room
+   * that refuses the event (the rules changed meanwhile) keeps the old one; the others still get it.
+   */
+  private async updateMemberEvents(
+    userId: string,
+    field: 'displayname' | 'avatar_url',
+    value: string | null,
+  ) {
+    if (!this.events) return;
+    const joined = await this.db
+      .selectFrom('memberships')
+      .select(['room_id', 'event_id'])
+      .where('user_id', '=', userId)
+      .where('membership', '=', 'join')
+      .execute();
+    for (const m of joined) {
+      const current = await rooms.getEventRow(this.db, m.event_id);
+      const content: JsonObject = { ...((current?.json.content as JsonObject | undefined) ?? {}) };
+      if (content[field] === (value ?? undefined)) continue;
+      if (value === null) delete content[field];
+      else content[field] = value;
+      content.membership = 'join';
+      try {
+        await this.events.send({
+          roomId: m.room_id,
+          type: 'm.room.member',
+          sender: userId,
+          stateKey: userId,
+          content,
+        });
+      } catch (err) {
+        if (!(err instanceof MatrixError)) throw err;
+      }
+    }
   }
 
   /** PUT account data (global when roomId is ''). Server-managed types cannot be set here. */
