@@ -79,6 +79,15 @@ for (const backend of databaseBackends()) {
       await t.rejects(bad.opened, /HTTP 401/);
     });
 
+    t.test('a plain GET (no upgrade) gets a Matrix error', async (t) => {
+      const res = await s.request('GET', '/_conclave/client/v1/sync', { token: alice.access_token });
+      t.equal(res.statusCode, 426);
+      t.equal(res.headers.upgrade, 'websocket');
+      t.equal(res.json().errcode, 'M_UNRECOGNIZED');
+      const anonymous = await s.request('GET', '/_conclave/client/v1/sync');
+      t.equal(anonymous.statusCode, 401, 'the token is checked first');
+    });
+
     t.test('pushes the same payloads as /sync, and a client can switch transports', async (t) => {
       const c = connect(base, '', bob.access_token);
       await c.opened;
