@@ -3,10 +3,12 @@ import type { Config } from '../config.ts';
 import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { AccountsService } from './accounts.service.ts';
+import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { EventsService } from './events.service.ts';
 import { FiltersService } from './filters.service.ts';
 import { HistoryService } from './history.service.ts';
+import { KeysService } from './keys.service.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { ReceiptsService } from './receipts.service.ts';
@@ -15,6 +17,7 @@ import { RoomReader } from './room-reads.ts';
 import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
 import { SyncService } from './sync.service.ts';
+import { ToDeviceService } from './to-device.service.ts';
 import { TypingService } from './typing.service.ts';
 import { UiaService } from './uia.service.ts';
 
@@ -39,6 +42,8 @@ export interface Services {
   typing: TypingService;
   receipts: ReceiptsService;
   sync: SyncService;
+  keys: KeysService;
+  toDevice: ToDeviceService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -56,6 +61,8 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   const reader = new RoomReader();
   const events = new EventsService(db, config, serverKeys, notifier, reader);
   const rooms = new RoomsService(db, config, events, reader);
+  const deviceLists = new DeviceLists(db, notifier);
+  const accounts = new AccountsService(db, config, uia, registrationTokens, deviceLists);
   return {
     config,
     db,
@@ -63,7 +70,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     uia,
     registrationTokens,
     serverKeys,
-    accounts: new AccountsService(db, config, uia, registrationTokens),
+    accounts,
     profile: new ProfileService(db, config.serverName, notifier),
     filters: new FiltersService(db),
     pushRules: new PushRulesService(),
@@ -76,6 +83,8 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
     sync: new SyncService(db, rooms, reader, notifier, typing),
+    keys: new KeysService(db, config, accounts, deviceLists, notifier),
+    toDevice: new ToDeviceService(db, config, notifier),
     async stop() {
       await typing.stop();
       await notifier.stop();

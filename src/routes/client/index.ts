@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { devicesRoutes } from './devices.routes.ts';
 import { directoryRoutes } from './directory.routes.ts';
 import { filtersRoutes } from './filters.routes.ts';
+import { keysRoutes } from './keys.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
@@ -9,6 +10,7 @@ import { roomsRoutes } from './rooms.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
 import { syncWebSocketRoutes } from './sync-ws.routes.ts';
+import { toDeviceRoutes } from './to-device.routes.ts';
 import { versionsRoutes } from './versions.routes.ts';
 
 /** The client-server API: every route authenticates with an access token where it needs one. */
@@ -24,4 +26,6 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(directoryRoutes);
   await app.register(syncRoutes);
   await app.register(syncWebSocketRoutes);
+  await app.register(keysRoutes);
+  await app.register(toDeviceRoutes);
 }
