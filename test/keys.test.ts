@@ -241,7 +241,9 @@ for (const backend of databaseBackends()) {
       t.same(Object.keys(fb), ['signed_curve25519:FFFFAQ'], 'then the fallback key');
       t.equal(fb['signed_curve25519:FFFFAQ'].fallback, true);
       t.same(await keys.unusedFallbackKeyTypes(alice.user_id, alice.device_id), [], 'now marked used');
+      const beforeClaim = await position();
       const again = await claim(mallory, want);
+      t.equal(await position(), beforeClaim + 1, 'a claim takes a stream position');
       t.same(
         Object.keys(again.json().one_time_keys[alice.user_id][alice.device_id]),
         ['signed_curve25519:FFFFAQ'],
@@ -557,6 +559,41 @@ for (const backend of databaseBackends()) {
       const malformed = await sigUpload(alice, { [alice.user_id]: { [alice.device_id]: 'not an object' } });
       t.equal(malformed.statusCode, 400);
       t.equal(malformed.json().errcode, 'M_BAD_JSON');
+    });
+
+    t.test('replacing the master key alone drops the keys and signatures it stood for', async (t) => {
+      const password = {
+        type: 'm.login.password',
+        identifier: { type: 'm.id.user', user: 'alice' },
+        password: PASSWORD,
+      };
+      const next = crossSigning(alice.user_id);
+      const res = await signingUpload(alice, { master_key: next.body.master_key, auth: password });
+      t.equal(res.statusCode, 200, res.body);
+      const asAlice = (await query(alice, { [alice.user_id]: [], [bob.user_id]: [] })).json();
+      t.same(asAlice.master_keys[alice.user_id].keys, next.body.master_key.keys);
+      t.same(
+        asAlice.self_signing_keys,
+        { [bob.user_id]: bobCs.body.self_signing_key },
+        'her old self-signing key is gone',
+      );
+      t.same(asAlice.user_signing_keys, {}, 'and her old user-signing key');
+      const device = asAlice.device_keys[alice.user_id][alice.device_id];
+      t.same(
+        Object.keys(device.signatures[alice.user_id]),
+        [`ed25519:${alice.device_id}`],
+        'the old self-signing signature is gone',
+      );
+      t.notOk(
+        asAlice.master_keys[bob.user_id].signatures[alice.user_id],
+        "and her old signature on bob's master key",
+      );
+      const stored = await db.selectFrom('e2e_cross_signing_signatures').selectAll().execute();
+      t.same(stored, [], 'including the device signature on the replaced master key');
+      const lone = await signingUpload(alice, { self_signing_key: aliceCs.body.self_signing_key });
+      t.equal(lone.statusCode, 400, 'a self-signing key signed by the old master key is refused now');
+      t.equal(lone.json().errcode, 'M_INVALID_SIGNATURE');
+      aliceCs = next;
     });
 
     t.test('GET /keys/changes and device list changes follow shared rooms', async (t) => {
