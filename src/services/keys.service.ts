@@ -352,6 +352,25 @@ export class KeysService {
         throw errors.forbidden(`The public key of the ${usage} key is one of your device IDs`);
       }
     }
+    // Any other signature of the user's on a key (a device's on the master key, the master key's
+    // own) must verify when the server knows the signing key; signatures by unknown keys are kept
+    // as uploaded, since nobody can rely on them without the key.
+    const devices = new Map(
+      (await repo.listDeviceKeys(this.db, [userId])).map((d) => [d.deviceId, d.ed25519]),
+    );
+    for (const [usage, key] of uploads) {
+      const bySigner = isJsonObject(key.key.signatures) ? key.key.signatures[userId] : undefined;
+      for (const signerKeyId of Object.keys(isJsonObject(bySigner) ? bySigner : {})) {
+        const name = signerKeyId.startsWith('ed25519:') ? signerKeyId.slice('ed25519:'.length) : undefined;
+        if (name === undefined) continue;
+        const publicKey = name === key.publicKey || name === master?.publicKey ? name : devices.get(name);
+        if (publicKey !== undefined && !verifySignedBy(key.key, userId, signerKeyId, publicKey)) {
+          throw errors.invalidSignature(
+            `The signature by ${signerKeyId} on the ${usage} key does not verify`,
+          );
+        }
+      }
+    }
 
     const changes = [...uploads].filter(([usage, key]) => {
       const old = existing.get(usage);
