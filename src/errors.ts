@@ -41,5 +41,6 @@ export const errors = {
   guestAccessForbidden: () => new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guest access is disabled'),
   unknownLoginType: (type: string) => new MatrixError(400, 'M_UNKNOWN', `Unsupported login type: ${type}`),
   badState: (msg: string) => new MatrixError(400, 'M_BAD_STATE', msg),
+  invalidSignature: (msg: string) => new MatrixError(400, 'M_INVALID_SIGNATURE', msg),
   userDeactivated: () => new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated'),
 };

@@ -4,6 +4,7 @@ import { isValidLocalpart } from '../protocol/identifiers.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { UserRow } from '../storage/database.ts';
+import type { DeviceLists } from './device-lists.ts';
 import { RateLimiter } from './rate-limiter.ts';
 import type { RegistrationTokensService } from './registration-tokens.service.ts';
 import { hashPassword, hashToken, randomDeviceId, randomToken, verifyPassword } from './secrets.ts';
@@ -43,6 +44,7 @@ export class AccountsService {
     private readonly config: Config,
     private readonly uia: UiaService,
     private readonly registrationTokens: RegistrationTokensService,
+    private readonly deviceLists: DeviceLists,
     private readonly sessions?: SessionCache,
     private readonly now: () => number = Date.now,
   ) {
@@ -298,18 +300,42 @@ export class AccountsService {
 
   /** POST /logout: ends this session and removes its device. */
   async logout(session: Session): Promise<void> {
-    await repo.deleteDevices(this.db, session.userId, [session.deviceId]);
-    await this.sessions?.revokeUser(session.userId);
+    await this.removeDevices(session.userId, (ids) => ids.filter((id) => id === session.deviceId));
   }
 
   /** POST /logout/all: ends every session of the user and removes all their devices. */
   async logoutAll(session: Session): Promise<void> {
-    await this.db.deleteFrom('devices').where('user_id', '=', session.userId).execute();
-    await this.sessions?.revokeUser(session.userId);
+    await this.removeDevices(session.userId, (ids) => ids);
+  }
+
+  /**
+   * Removes the devices `pick` chooses among the user's existing ones: their access tokens (by
+   * cascade), their end-to-end encryption keys and waiting to-device messages, and records the
+   * device list change, announced once committed.
+   */
+  private async removeDevices(userId: string, pick: (existing: string[]) => string[]): Promise<void> {
+    const position = await this.db.transaction().execute((trx) => this.removeDevicesIn(trx, userId, pick));
+    // Their tokens are gone: no process may keep accepting them.
+    await this.sessions?.revokeUser(userId);
+    if (position !== undefined) await this.deviceLists.announce(userId, position);
+  }
+
+  /** removeDevices inside the caller's transaction; the caller announces the returned position. */
+  private async removeDevicesIn(
+    trx: repo.Executor,
+    userId: string,
+    pick: (existing: string[]) => string[],
+  ): Promise<number | undefined> {
+    const existing = (await repo.listDevices(trx, userId)).map((d) => d.device_id);
+    const doomed = pick(existing);
+    if (doomed.length === 0) return undefined;
+    const position = await this.deviceLists.removeDevices(trx, userId, doomed);
+    await repo.deleteDevices(trx, userId, doomed);
+    return position;
   }
 
   /** Runs a sensitive action behind UIA with the user's password (m.login.password). */
-  private async withPassword<T>(
+  async withPassword<T>(
     session: Session,
     kind: UiaKind,
     auth: unknown,
@@ -347,18 +373,16 @@ export class AccountsService {
     this.checkPasswordStrength(req.newPassword);
     await this.withPassword(session, 'password', req.auth, req.address, async () => {
       const hash = await hashPassword(req.newPassword, this.config.passwordHashCost);
-      await this.db.transaction().execute(async (trx) => {
+      const position = await this.db.transaction().execute(async (trx) => {
         await repo.updateUser(trx, session.userId, { password_hash: hash });
-        if (req.logoutDevices) {
-          await trx
-            .deleteFrom('devices')
-            .where('user_id', '=', session.userId)
-            .where('device_id', '!=', session.deviceId)
-            .execute();
-        }
+        if (!req.logoutDevices) return undefined;
+        return this.removeDevicesIn(trx, session.userId, (ids) =>
+          ids.filter((id) => id !== session.deviceId),
+        );
       });
+      if (req.logoutDevices) await this.sessions?.revokeUser(session.userId);
+      if (position !== undefined) await this.deviceLists.announce(session.userId, position);
     });
-    if (req.logoutDevices) await this.sessions?.revokeUser(session.userId);
   }
 
   async listDevices(session: Session) {
@@ -379,10 +403,10 @@ export class AccountsService {
 
   /** DELETE /devices/{id} and POST /delete_devices: after UIA, removes the devices and their tokens. */
   async deleteDevices(session: Session, deviceIds: string[], auth: unknown, address: string): Promise<void> {
+    const wanted = new Set(deviceIds);
     await this.withPassword(session, 'delete_devices', auth, address, () =>
-      repo.deleteDevices(this.db, session.userId, deviceIds),
+      this.removeDevices(session.userId, (ids) => ids.filter((id) => wanted.has(id))),
     );
-    await this.sessions?.revokeUser(session.userId);
   }
 
   /** Records when and from where a device was last seen, at most once a minute per device. */

@@ -6,11 +6,13 @@ import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import { AccountsService } from './accounts.service.ts';
+import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { EventsService } from './events.service.ts';
 import { FiltersService } from './filters.service.ts';
 import { HistoryService } from './history.service.ts';
 import { KeyBackupService } from './key-backup.service.ts';
+import { KeysService } from './keys.service.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { ReceiptsService } from './receipts.service.ts';
@@ -20,6 +22,7 @@ import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
 import { SessionCache } from './session-cache.ts';
 import { SyncService } from './sync.service.ts';
+import { ToDeviceService } from './to-device.service.ts';
 import { TypingService } from './typing.service.ts';
 import { UiaService } from './uia.service.ts';
 
@@ -45,6 +48,8 @@ export interface Services {
   receipts: ReceiptsService;
   sync: SyncService;
   keyBackup: KeyBackupService;
+  keys: KeysService;
+  toDevice: ToDeviceService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -70,6 +75,10 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   const reader = new RoomReader();
   const events = new EventsService(db, config, serverKeys, notifier, reader);
   const rooms = new RoomsService(db, config, events, reader);
+  const deviceLists = new DeviceLists(db, notifier);
+  const accounts = new AccountsService(db, config, uia, registrationTokens, deviceLists, sessions);
+  const keys = new KeysService(db, config, accounts, deviceLists, notifier);
+  const toDevice = new ToDeviceService(db, config, notifier);
   return {
     config,
     db,
@@ -77,7 +86,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     uia,
     registrationTokens,
     serverKeys,
-    accounts: new AccountsService(db, config, uia, registrationTokens, sessions),
+    accounts,
     profile: new ProfileService(db, config.serverName, notifier, events),
     filters: new FiltersService(db),
     pushRules: new PushRulesService(),
@@ -89,8 +98,10 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     history: new HistoryService(db, rooms, reader),
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
-    sync: new SyncService(db, rooms, reader, notifier, typing),
+    sync: new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice }),
     keyBackup: new KeyBackupService(db),
+    keys,
+    toDevice,
     async stop() {
       await typing.stop();
       await sessions.stop();

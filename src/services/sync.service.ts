@@ -9,9 +9,11 @@ import type { ChangeWindow } from '../streams/change-cache.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
+import type { KeysService } from './keys.service.ts';
 import { defaultPushRules } from './push-rules.ts';
 import type { ClientEvent, RoomReader } from './room-reads.ts';
 import type { RoomsService } from './rooms.service.ts';
+import type { ToDeviceService } from './to-device.service.ts';
 import type { TypingService } from './typing.service.ts';
 
 /** What sync needs of a filter; the filters service parses the client's filter into this. */
@@ -63,6 +65,7 @@ export interface SyncResponse {
   to_device: { events: JsonObject[] };
   device_lists: { changed: string[]; left: string[] };
   device_one_time_keys_count: Record<string, number>;
+  device_unused_fallback_key_types?: string[];
 }
 
 /**
@@ -76,13 +79,28 @@ export class SyncService {
     private readonly reader: RoomReader,
     private readonly notifier: Notifier,
     private readonly typing: TypingService,
+    private readonly e2ee?: { keys: KeysService; toDevice: ToDeviceService },
     private readonly now: () => number = Date.now,
   ) {
     notifier.onChange((change) => {
-      if (change.kind !== 'event') return;
-      for (const userId of change.userIds ?? []) this.membershipCache.delete(userId);
+      if (change.kind === 'event') {
+        for (const userId of change.userIds ?? []) this.membershipCache.delete(userId);
+      } else if (change.kind === 'keys' || change.kind === 'device_list') {
+        for (const userId of change.userIds ?? []) {
+          this.keyEpochs.set(userId, (this.keyEpochs.get(userId) ?? 0) + 1);
+          for (const key of this.keyCountCache.keys())
+            if (key.startsWith(`${userId}\u0000`)) this.keyCountCache.delete(key);
+        }
+      }
     });
   }
+
+  /** Each device's one-time key counts and unused fallback key types, as last read. */
+  private readonly keyCountCache = new Map<string, { counts: Record<string, number>; fallback: string[] }>();
+  /** Bumped on every change of a user's keys, so a read that raced one is not kept. */
+  private readonly keyEpochs = new Map<string, number>();
+  /** When each device last acknowledged its to-device messages here, and up to where. */
+  private readonly toDeviceAcks = new Map<string, { at: number; upTo: number }>();
 
   /** Each user's memberships as last read, and the position they were read at. */
   private readonly membershipCache = new Map<string, { at: number; rows: MembershipRow[] }>();
@@ -223,7 +241,73 @@ export class SyncService {
         );
       }
     }
+    if (this.e2ee) await this.addE2ee(session, since, from, upTo, window, joinedIds, response);
     return { response, roomIds: new Set(memberships.map((m) => m.room_id)) };
+  }
+
+  /**
+   * The end-to-end encryption parts: to-device messages for this device (and the
+   * acknowledgement of those the since token proves delivered), device list changes of users
+   * sharing a room, and this device's one-time key counts and unused fallback key types.
+   */
+  private async addE2ee(
+    session: Session,
+    since: SyncToken | undefined,
+    from: number,
+    upTo: number,
+    window: ChangeWindow | undefined,
+    joinedIds: string[],
+    response: SyncResponse,
+  ): Promise<void> {
+    const { keys, toDevice } = this.e2ee!;
+    const { userId, deviceId } = session;
+    const device = `${userId}\u0000${deviceId}`;
+
+    if (since !== undefined) {
+      // A since token proves the client has everything up to it, so what was delivered up to
+      // there can go. Deleting costs a write: it is done when this process delivered messages
+      // the token now covers, on the device's first sync here, and at least once a minute.
+      const last = this.toDeviceAcks.get(device);
+      const covered = last !== undefined && last.upTo > 0 && last.upTo <= since.position;
+      if (covered || last === undefined || this.now() - last.at > 60_000) {
+        await toDevice.acknowledge(userId, deviceId, since.position);
+        this.toDeviceAcks.set(device, { at: this.now(), upTo: 0 });
+      }
+    }
+    if (!window || window.concernsUser(userId, 'to_device')) {
+      response.to_device.events = await toDevice.messagesFor(userId, deviceId, since ? from : 0, upTo);
+      if (response.to_device.events.length > 0) this.toDeviceAcks.set(device, { at: this.now(), upTo });
+    }
+
+    if (since !== undefined) {
+      const joined = new Set(joinedIds);
+      const membershipMoved =
+        !window ||
+        [...window.changes()].some(
+          (c) =>
+            c.kind === 'event' &&
+            (c.userIds?.length ?? 0) > 0 &&
+            ((c.roomId !== undefined && joined.has(c.roomId)) || c.userIds!.includes(userId)),
+        );
+      if (membershipMoved || window?.concernsUser(userId, 'device_list')) {
+        response.device_lists = await keys.deviceListChanges(userId, from, upTo);
+      }
+    }
+
+    let counts = this.keyCountCache.get(device);
+    if (!counts) {
+      const epoch = this.keyEpochs.get(userId) ?? 0;
+      counts = {
+        counts: await keys.oneTimeKeyCounts(userId, deviceId),
+        fallback: await keys.unusedFallbackKeyTypes(userId, deviceId),
+      };
+      if ((this.keyEpochs.get(userId) ?? 0) === epoch) {
+        if (this.keyCountCache.size >= 100_000) this.keyCountCache.clear();
+        this.keyCountCache.set(device, counts);
+      }
+    }
+    response.device_one_time_keys_count = counts.counts;
+    response.device_unused_fallback_key_types = counts.fallback;
   }
 
   private async joinedRoom(

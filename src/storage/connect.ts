@@ -40,6 +40,10 @@ export async function openDatabase(opts: {
             : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
       },
     });
+    // An idle connection can be cut by the server (a restart, an administrator, a dropped
+    // database): the pool has already discarded it and opens a new one when needed. Without a
+    // listener, that error would end the process.
+    pool.on('error', () => {});
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return {
       db,

@@ -182,6 +182,76 @@ export interface RoomKeyBackupKeysTable {
   session_data: ColumnType<JsonObject, string, string>;
 }
 
+/** Signed JSON is stored as text (see migration 0003); repositories parse it. */
+export interface E2eDeviceKeysTable {
+  user_id: string;
+  device_id: string;
+  key_json: string;
+  ed25519_key: string;
+  curve25519_key: string | null;
+  updated_ts: number;
+}
+
+export interface E2eOneTimeKeysTable {
+  id: Generated<number>;
+  user_id: string;
+  device_id: string;
+  algorithm: string;
+  key_id: string;
+  key_json: string;
+}
+
+export interface E2eFallbackKeysTable {
+  user_id: string;
+  device_id: string;
+  algorithm: string;
+  key_id: string;
+  key_json: string;
+  used: Generated<boolean>;
+}
+
+export type CrossSigningUsage = 'master' | 'self_signing' | 'user_signing';
+
+export interface E2eCrossSigningKeysTable {
+  user_id: string;
+  usage: CrossSigningUsage;
+  public_key: string;
+  key_json: string;
+  updated_ts: number;
+}
+
+export interface E2eCrossSigningSignaturesTable {
+  signer_user_id: string;
+  signer_key_id: string;
+  target_user_id: string;
+  /** A device ID, or the public key of a master key. */
+  target_key_id: string;
+  signature: string;
+}
+
+export interface DeviceListChangesTable {
+  stream_position: number;
+  user_id: string;
+  /** When set, only this user sees the change. */
+  observer_id: string | null;
+}
+
+export interface ToDeviceMessagesTable {
+  stream_position: number;
+  recipient_user_id: string;
+  recipient_device_id: string;
+  sender: string;
+  type: string;
+  content: string;
+}
+
+export interface ToDeviceTxnsTable {
+  user_id: string;
+  device_id: string;
+  txn_id: string;
+  created_ts: number;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -204,6 +274,14 @@ export interface Database {
   filters: FiltersTable;
   room_key_backup_versions: RoomKeyBackupVersionsTable;
   room_key_backup_keys: RoomKeyBackupKeysTable;
+  e2e_device_keys: E2eDeviceKeysTable;
+  e2e_one_time_keys: E2eOneTimeKeysTable;
+  e2e_fallback_keys: E2eFallbackKeysTable;
+  e2e_cross_signing_keys: E2eCrossSigningKeysTable;
+  e2e_cross_signing_signatures: E2eCrossSigningSignaturesTable;
+  device_list_changes: DeviceListChangesTable;
+  to_device_messages: ToDeviceMessagesTable;
+  to_device_txns: ToDeviceTxnsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -219,3 +297,6 @@ export type RoomRow = Selectable<RoomsTable>;
 export type RoomKeyBackupVersionRow = Selectable<RoomKeyBackupVersionsTable>;
 export type RoomKeyBackupKeyRow = Selectable<RoomKeyBackupKeysTable>;
 export type NewRoomKeyBackupKeyRow = Insertable<RoomKeyBackupKeysTable>;
+export type DeviceKeysRow = Selectable<E2eDeviceKeysTable>;
+export type CrossSigningKeyRow = Selectable<E2eCrossSigningKeysTable>;
+export type CrossSigningSignatureRow = Selectable<E2eCrossSigningSignaturesTable>;

@@ -3,6 +3,7 @@ import { devicesRoutes } from './devices.routes.ts';
 import { directoryRoutes } from './directory.routes.ts';
 import { filtersRoutes } from './filters.routes.ts';
 import { keyBackupRoutes } from './key-backup.routes.ts';
+import { keysRoutes } from './keys.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
@@ -10,6 +11,7 @@ import { roomsRoutes } from './rooms.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
 import { syncWebSocketRoutes } from './sync-ws.routes.ts';
+import { toDeviceRoutes } from './to-device.routes.ts';
 import { versionsRoutes } from './versions.routes.ts';
 
 /** The client-server API: every route authenticates with an access token where it needs one. */
@@ -26,4 +28,6 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(syncRoutes);
   await app.register(keyBackupRoutes);
   await app.register(syncWebSocketRoutes);
+  await app.register(keysRoutes);
+  await app.register(toDeviceRoutes);
 }

@@ -1,0 +1,671 @@
+import type { Config } from '../config.ts';
+import { errors, MatrixError } from '../errors.ts';
+import { decodeBase64 } from '../protocol/base64.ts';
+import { canonicalJson } from '../protocol/canonical-json.ts';
+import { parseUserId } from '../protocol/identifiers.ts';
+import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json.ts';
+import { decodeKey, verifyJsonSignature } from '../protocol/signing.ts';
+import type { Db } from '../storage/connect.ts';
+import type { CrossSigningSignatureRow, CrossSigningUsage } from '../storage/database.ts';
+import * as repo from '../storage/keys.repository.ts';
+import type { Notifier } from '../streams/notifier.ts';
+import { nextPosition } from '../streams/positions.ts';
+import type { AccountsService, Session } from './accounts.service.ts';
+import type { DeviceLists } from './device-lists.ts';
+import { parseSyncToken } from './sync.service.ts';
+
+/**
+ * End-to-end encryption keys (client-server API: End-to-End Encryption, Cross-signing): device
+ * identity keys, one-time and fallback keys, cross-signing keys and signatures. The server cannot
+ * read encrypted messages, but it is the directory clients trust for each other's keys, so it
+ * checks every signature it can before publishing a key (spec/e2ee.md lists each check).
+ */
+
+/** The only signed one-time key algorithm Matrix defines; its keys must be signed by the device. */
+export const SIGNED_CURVE25519 = 'signed_curve25519';
+
+const USAGES: readonly CrossSigningUsage[] = ['master', 'self_signing', 'user_signing'];
+const KEY_FIELD: Record<CrossSigningUsage, 'master_key' | 'self_signing_key' | 'user_signing_key'> = {
+  master: 'master_key',
+  self_signing: 'self_signing_key',
+  user_signing: 'user_signing_key',
+};
+
+export interface KeysUploadRequest {
+  device_keys?: JsonObject;
+  one_time_keys?: Record<string, JsonValue>;
+  fallback_keys?: Record<string, JsonValue>;
+}
+
+export interface CrossSigningUploadRequest {
+  master_key?: JsonObject;
+  self_signing_key?: JsonObject;
+  user_signing_key?: JsonObject;
+}
+
+type Failures = Record<string, JsonObject>;
+
+export class KeysService {
+  constructor(
+    private readonly db: Db,
+    private readonly config: Config,
+    private readonly accounts: AccountsService,
+    private readonly deviceLists: DeviceLists,
+    private readonly notifier: Notifier,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  // -------------------------------------------------------------------------------------------
+  // POST /keys/upload
+
+  /** Publishes the device's identity keys and adds one-time and fallback keys. */
+  async upload(
+    session: Session,
+    req: KeysUploadRequest,
+  ): Promise<{ one_time_key_counts: Record<string, number> }> {
+    const { userId, deviceId } = session;
+    const stored = await repo.getDeviceKeys(this.db, userId, deviceId);
+    let identity = stored && { ed25519: stored.ed25519, curve25519: stored.curve25519 };
+    let newDeviceKeys: { keys: JsonObject; ed25519: string; curve25519: string | null } | undefined;
+    if (req.device_keys !== undefined) {
+      const checked = await this.checkDeviceKeys(session, req.device_keys);
+      if (stored) {
+        if (stored.ed25519 !== checked.ed25519 || stored.curve25519 !== checked.curve25519) {
+          throw errors.forbidden("A device's identity keys cannot change once published");
+        }
+      }
+      identity = { ed25519: checked.ed25519, curve25519: checked.curve25519 };
+      if (!stored || !sameJson(stored.keys, checked.keys)) newDeviceKeys = checked;
+    }
+    const oneTimeKeys = this.checkOneTimeKeys(session, req.one_time_keys, identity?.ed25519, false);
+    const fallbackKeys = this.checkOneTimeKeys(session, req.fallback_keys, identity?.ed25519, true);
+    const fallbackAlgorithms = new Set<string>();
+    for (const k of fallbackKeys) {
+      if (fallbackAlgorithms.has(k.algorithm)) {
+        throw errors.invalidParam(`Only one fallback key per algorithm may be uploaded (${k.algorithm})`);
+      }
+      fallbackAlgorithms.add(k.algorithm);
+    }
+
+    const position = await this.db.transaction().execute(async (trx) => {
+      const existing = await repo.existingOneTimeKeys(trx, userId, deviceId, oneTimeKeys);
+      for (const k of oneTimeKeys) {
+        const old = existing.get(`${k.algorithm}:${k.keyId}`);
+        if (old !== undefined && !sameJson(JSON.parse(old), k.key)) {
+          throw errors.invalidParam(
+            `One-time key ${k.algorithm}:${k.keyId} already exists with other content`,
+          );
+        }
+      }
+      await repo.insertOneTimeKeys(trx, userId, deviceId, oneTimeKeys);
+      for (const k of fallbackKeys) {
+        const old = await repo.getFallbackKey(trx, userId, deviceId, k.algorithm);
+        // The same key again keeps its used mark; a new one replaces it.
+        if (old && old.keyId === k.keyId && sameJson(JSON.parse(old.keyJson), k.key)) continue;
+        await repo.putFallbackKey(trx, userId, deviceId, k);
+      }
+      if (!newDeviceKeys) return undefined;
+      // Another request of the same device may have published keys meanwhile: check again here.
+      const now = await repo.getDeviceKeys(trx, userId, deviceId);
+      if (now && (now.ed25519 !== newDeviceKeys.ed25519 || now.curve25519 !== newDeviceKeys.curve25519)) {
+        throw errors.forbidden("A device's identity keys cannot change once published");
+      }
+      await repo.putDeviceKeys(trx, { userId, deviceId, ...newDeviceKeys }, this.now());
+      return this.deviceLists.recordChange(trx, userId);
+    });
+    if (position !== undefined) await this.deviceLists.announce(userId, position);
+    else if (oneTimeKeys.length > 0 || fallbackKeys.length > 0) {
+      // Nothing for other users' syncs (no position), but every process must drop the key counts
+      // it keeps for this device's syncs.
+      await this.notifier.notify({ kind: 'keys', userIds: [userId] });
+    }
+    return { one_time_key_counts: await this.oneTimeKeyCounts(userId, deviceId) };
+  }
+
+  /** Checks device keys as /keys/upload requires them; returns what to store. */
+  private async checkDeviceKeys(
+    session: Session,
+    dk: JsonObject,
+  ): Promise<{ keys: JsonObject; ed25519: string; curve25519: string | null }> {
+    const { userId, deviceId } = session;
+    if (dk.user_id !== userId || dk.device_id !== deviceId) {
+      throw errors.forbidden('Device keys may only be uploaded by the device they belong to');
+    }
+    const keys = dk.keys;
+    if (!isJsonObject(keys)) throw errors.badJson('device_keys.keys must be an object');
+    for (const [name, value] of Object.entries(keys)) {
+      const colon = name.indexOf(':');
+      if (colon <= 0 || name.slice(colon + 1) !== deviceId) {
+        throw errors.invalidParam(`Device key names must be <algorithm>:${deviceId}`);
+      }
+      if (typeof value !== 'string') throw errors.badJson('Device keys must be strings');
+    }
+    const ed25519 = keys[`ed25519:${deviceId}`];
+    if (typeof ed25519 !== 'string' || !isKey32(ed25519)) {
+      throw errors.invalidParam('Device keys must include the device ed25519 key (32 bytes, base64)');
+    }
+    const curve = keys[`curve25519:${deviceId}`];
+    if (curve !== undefined && (typeof curve !== 'string' || !isKey32(curve))) {
+      throw errors.invalidParam('The curve25519 key must be 32 bytes, base64');
+    }
+    if (!verifySignedBy(dk, userId, `ed25519:${deviceId}`, ed25519)) {
+      throw errors.invalidSignature("Device keys must be signed by the device's own ed25519 key");
+    }
+    // Device IDs and cross-signing public keys share one namespace in signatures.
+    const crossSigning = await repo.crossSigningKeysOf(this.db, [userId]);
+    if (crossSigning.some((k) => k.publicKey === deviceId)) {
+      throw errors.forbidden('The device ID is the public key of a cross-signing key');
+    }
+    // Keep what the device uploaded, without anything a server adds on query.
+    const { unsigned: _unsigned, ...kept } = dk;
+    return { keys: kept, ed25519, curve25519: typeof curve === 'string' ? curve : null };
+  }
+
+  /** Checks one-time or fallback keys; signed_curve25519 keys must verify with the device key. */
+  private checkOneTimeKeys(
+    session: Session,
+    keys: Record<string, JsonValue> | undefined,
+    ed25519: string | undefined,
+    fallback: boolean,
+  ): repo.OneTimeKey[] {
+    const what = fallback ? 'Fallback' : 'One-time';
+    const out: repo.OneTimeKey[] = [];
+    for (const [name, key] of Object.entries(keys ?? {})) {
+      const colon = name.indexOf(':');
+      if (colon <= 0 || colon === name.length - 1 || name.length > 255) {
+        throw errors.invalidParam(`${what} key names must be <algorithm>:<key id>`);
+      }
+      const algorithm = name.slice(0, colon);
+      const keyId = name.slice(colon + 1);
+      if (typeof key !== 'string' && !isJsonObject(key)) {
+        throw errors.badJson(`${what} key ${name} must be a string or an object`);
+      }
+      if (algorithm === SIGNED_CURVE25519) {
+        if (!isJsonObject(key) || typeof key.key !== 'string' || !isKey32(key.key)) {
+          throw errors.invalidParam(`${what} key ${name} must be an object with a 32-byte key`);
+        }
+        if (ed25519 === undefined) {
+          throw errors.invalidParam(
+            `Upload the device keys before (or with) signed ${what.toLowerCase()} keys`,
+          );
+        }
+        if (!verifySignedBy(key, session.userId, `ed25519:${session.deviceId}`, ed25519)) {
+          throw errors.invalidSignature(`${what} key ${name} is not signed by the device's ed25519 key`);
+        }
+      }
+      out.push({ algorithm, keyId, key });
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // POST /keys/query
+
+  async query(
+    session: Session,
+    deviceKeys: Record<string, string[]>,
+  ): Promise<{
+    device_keys: Record<string, Record<string, JsonObject>>;
+    master_keys: Record<string, JsonObject>;
+    self_signing_keys: Record<string, JsonObject>;
+    user_signing_keys: Record<string, JsonObject>;
+    failures: Failures;
+  }> {
+    const failures: Failures = {};
+    const local: string[] = [];
+    for (const userId of Object.keys(deviceKeys)) {
+      const parsed = parseUserId(userId);
+      if (!parsed) throw errors.invalidParam('device_keys must be keyed by user IDs');
+      if (parsed.serverName === this.config.serverName) local.push(userId);
+      else failures[parsed.serverName] = unreachable();
+    }
+    const [devices, crossSigning, signatures] = await Promise.all([
+      repo.listDeviceKeys(this.db, local),
+      repo.crossSigningKeysOf(this.db, local),
+      repo.signaturesOn(this.db, local),
+    ]);
+
+    const out = {
+      device_keys: {} as Record<string, Record<string, JsonObject>>,
+      master_keys: {} as Record<string, JsonObject>,
+      self_signing_keys: {} as Record<string, JsonObject>,
+      user_signing_keys: {} as Record<string, JsonObject>,
+      failures,
+    };
+    for (const userId of local) out.device_keys[userId] = {};
+    for (const d of devices) {
+      const wanted = deviceKeys[d.userId] ?? [];
+      if (wanted.length > 0 && !wanted.includes(d.deviceId)) continue;
+      const keys = withSignatures(d.keys, d.userId, d.deviceId, signatures, session.userId);
+      keys.unsigned = d.displayName !== null ? { device_display_name: d.displayName } : {};
+      out.device_keys[d.userId]![d.deviceId] = keys;
+    }
+    for (const k of crossSigning) {
+      if (k.usage === 'master') {
+        out.master_keys[k.userId] = withSignatures(k.key, k.userId, k.publicKey, signatures, session.userId);
+      } else if (k.usage === 'self_signing') {
+        out.self_signing_keys[k.userId] = k.key;
+      } else if (k.userId === session.userId) {
+        out.user_signing_keys[k.userId] = k.key;
+      }
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // POST /keys/claim
+
+  /**
+   * Claims one key per requested device and algorithm: the oldest one-time key, which is deleted
+   * as it is handed out, or else the device's fallback key, marked used but handed out again.
+   */
+  async claim(
+    _session: Session,
+    wanted: Record<string, Record<string, string>>,
+  ): Promise<{
+    one_time_keys: Record<string, Record<string, Record<string, JsonValue>>>;
+    failures: Failures;
+  }> {
+    const failures: Failures = {};
+    const requests: Array<{ userId: string; deviceId: string; algorithm: string }> = [];
+    for (const [userId, devices] of Object.entries(wanted)) {
+      const parsed = parseUserId(userId);
+      if (!parsed) throw errors.invalidParam('one_time_keys must be keyed by user IDs');
+      if (parsed.serverName !== this.config.serverName) {
+        failures[parsed.serverName] = unreachable();
+        continue;
+      }
+      for (const [deviceId, algorithm] of Object.entries(devices))
+        requests.push({ userId, deviceId, algorithm });
+    }
+    const claimed = await this.db.transaction().execute(async (trx) => {
+      const got: Array<{ userId: string; deviceId: string; name: string; key: JsonValue }> = [];
+      for (const r of requests) {
+        const key =
+          (await repo.claimOneTimeKey(trx, r.userId, r.deviceId, r.algorithm)) ??
+          (await repo.claimFallbackKey(trx, r.userId, r.deviceId, r.algorithm));
+        if (key)
+          got.push({
+            userId: r.userId,
+            deviceId: r.deviceId,
+            name: `${r.algorithm}:${key.keyId}`,
+            key: key.key,
+          });
+      }
+      // The claimed devices' key counts (and fallback key state) in their syncs changed.
+      const position = got.length > 0 ? await nextPosition(trx) : undefined;
+      return { got, position };
+    });
+    const out: Record<string, Record<string, Record<string, JsonValue>>> = {};
+    for (const k of claimed.got) {
+      const byDevice = out[k.userId] ?? {};
+      byDevice[k.deviceId] = { ...byDevice[k.deviceId], [k.name]: k.key };
+      out[k.userId] = byDevice;
+    }
+    if (claimed.position !== undefined) {
+      await this.notifier.notify({
+        kind: 'keys',
+        position: claimed.position,
+        userIds: [...new Set(claimed.got.map((k) => k.userId))],
+      });
+    }
+    return { one_time_keys: out, failures };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // GET /keys/changes
+
+  async changes(session: Session, from: string, to: string): Promise<{ changed: string[]; left: string[] }> {
+    const start = parseSyncToken(from).position;
+    const end = parseSyncToken(to).position;
+    return this.deviceListChanges(session.userId, start, end);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // POST /keys/device_signing/upload
+
+  /**
+   * Publishes cross-signing keys. A first upload (no master key yet) and an exact repeat of the
+   * stored keys need no user-interactive authentication; replacing keys needs the password.
+   */
+  async uploadCrossSigningKeys(
+    session: Session,
+    req: CrossSigningUploadRequest,
+    auth: unknown,
+    address: string,
+  ): Promise<void> {
+    const userId = session.userId;
+    const existing = new Map((await repo.crossSigningKeysOf(this.db, [userId])).map((k) => [k.usage, k]));
+    const uploads = new Map<CrossSigningUsage, { publicKey: string; key: JsonObject }>();
+    for (const usage of USAGES) {
+      const key = req[KEY_FIELD[usage]];
+      if (key !== undefined) uploads.set(usage, checkCrossSigningKey(key, userId, usage));
+    }
+    if (uploads.size === 0) return;
+    const master = uploads.get('master') ?? existing.get('master');
+    for (const usage of ['self_signing', 'user_signing'] as const) {
+      const key = uploads.get(usage);
+      if (!key) continue;
+      if (!master) throw errors.missingParam('No master key to check the other keys against');
+      if (!verifySignedBy(key.key, userId, `ed25519:${master.publicKey}`, master.publicKey)) {
+        throw errors.invalidSignature(`The ${usage} key must be signed by the master key`);
+      }
+    }
+    const deviceIds = new Set(await repo.deviceIdsOf(this.db, userId));
+    for (const [usage, key] of uploads) {
+      if (deviceIds.has(key.publicKey)) {
+        throw errors.forbidden(`The public key of the ${usage} key is one of your device IDs`);
+      }
+    }
+    // Any other signature of the user's on a key (a device's on the master key, the master key's
+    // own) must verify when the server knows the signing key; signatures by unknown keys are kept
+    // as uploaded, since nobody can rely on them without the key.
+    const devices = new Map(
+      (await repo.listDeviceKeys(this.db, [userId])).map((d) => [d.deviceId, d.ed25519]),
+    );
+    for (const [usage, key] of uploads) {
+      const bySigner = isJsonObject(key.key.signatures) ? key.key.signatures[userId] : undefined;
+      for (const signerKeyId of Object.keys(isJsonObject(bySigner) ? bySigner : {})) {
+        const name = signerKeyId.startsWith('ed25519:') ? signerKeyId.slice('ed25519:'.length) : undefined;
+        if (name === undefined) continue;
+        const publicKey = name === key.publicKey || name === master?.publicKey ? name : devices.get(name);
+        if (publicKey !== undefined && !verifySignedBy(key.key, userId, signerKeyId, publicKey)) {
+          throw errors.invalidSignature(
+            `The signature by ${signerKeyId} on the ${usage} key does not verify`,
+          );
+        }
+      }
+    }
+
+    const changes = [...uploads].filter(([usage, key]) => {
+      const old = existing.get(usage);
+      return !old || !sameJson(old.key, key.key);
+    });
+    if (changes.length === 0) return;
+    const write = () => this.storeCrossSigningKeys(userId, uploads, existing);
+    if (!existing.has('master')) {
+      await write();
+      return;
+    }
+    await this.accounts.withPassword(session, 'device_signing', auth, address, write);
+  }
+
+  private async storeCrossSigningKeys(
+    userId: string,
+    uploads: Map<CrossSigningUsage, { publicKey: string; key: JsonObject }>,
+    existing: Map<CrossSigningUsage, repo.StoredCrossSigningKey>,
+  ): Promise<void> {
+    const position = await this.db.transaction().execute(async (trx) => {
+      const now = this.now();
+      const masterReplaced =
+        uploads.has('master') && existing.get('master')?.publicKey !== uploads.get('master')!.publicKey;
+      for (const usage of USAGES) {
+        const key = uploads.get(usage);
+        const old = existing.get(usage);
+        let gone = key && old && old.publicKey !== key.publicKey ? old : undefined;
+        if (key) {
+          await repo.putCrossSigningKey(trx, { userId, usage, ...key }, now);
+        } else if (masterReplaced && old) {
+          // Signed by the master key being replaced: no longer valid.
+          await repo.deleteCrossSigningKey(trx, userId, usage);
+          gone = old;
+        }
+        if (gone) {
+          // Signatures made by, or on, a key that is gone mean nothing any more.
+          await repo.deleteSignaturesBy(trx, userId, [`ed25519:${gone.publicKey}`]);
+          if (usage === 'master') await repo.deleteSignaturesOn(trx, userId, [gone.publicKey]);
+        }
+      }
+      return this.deviceLists.recordChange(trx, userId);
+    });
+    await this.deviceLists.announce(userId, position);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // POST /keys/signatures/upload
+
+  /**
+   * Stores signatures on keys: the user's own devices (by their self-signing key), their own master
+   * key (by one of their devices), and other users' master keys (by their user-signing key). Each
+   * key is judged on its own; a refused one is reported in failures and nothing of it is stored.
+   */
+  async uploadSignatures(
+    session: Session,
+    body: Record<string, Record<string, JsonObject>>,
+  ): Promise<{ failures: Failures }> {
+    const me = session.userId;
+    const failures: Failures = {};
+    const fail = (userId: string, keyId: string, err: MatrixError) => {
+      failures[userId] = { ...failures[userId], [keyId]: { errcode: err.errcode, error: err.message } };
+    };
+    const local: string[] = [];
+    for (const userId of Object.keys(body)) {
+      const parsed = parseUserId(userId);
+      if (!parsed) throw errors.invalidParam('The body must be keyed by user IDs');
+      if (parsed.serverName === this.config.serverName) local.push(userId);
+    }
+    const [crossSigning, devices] = await Promise.all([
+      repo.crossSigningKeysOf(this.db, [...new Set([me, ...local])]),
+      repo.listDeviceKeys(this.db, [me]),
+    ]);
+    const csk = (user: string, usage: CrossSigningUsage) =>
+      crossSigning.find((k) => k.userId === user && k.usage === usage);
+
+    const accepted: CrossSigningSignatureRow[] = [];
+    const observed = new Set<string>();
+    let ownChanged = false;
+    for (const [target, keys] of Object.entries(body)) {
+      for (const [keyId, signed] of Object.entries(keys)) {
+        try {
+          if (!local.includes(target))
+            throw errors.invalidParam('Signatures on keys of remote users are not supported yet');
+          let stored: JsonObject;
+          let signers: Map<string, string>; // signer key ID -> public key
+          if (target === me) {
+            const device = devices.find((d) => d.deviceId === keyId);
+            const master = csk(me, 'master');
+            if (device) {
+              const ssk = csk(me, 'self_signing');
+              if (!ssk) throw errors.invalidSignature('Upload a self-signing key before signing devices');
+              stored = device.keys;
+              signers = new Map([[`ed25519:${ssk.publicKey}`, ssk.publicKey]]);
+            } else if (master && master.publicKey === keyId) {
+              stored = master.key;
+              signers = new Map(devices.map((d) => [`ed25519:${d.deviceId}`, d.ed25519]));
+            } else {
+              throw errors.notFound('No such device or master key');
+            }
+          } else {
+            const master = csk(target, 'master');
+            if (!master || master.publicKey !== keyId) throw errors.notFound('No such master key');
+            const usk = csk(me, 'user_signing');
+            if (!usk) throw errors.invalidSignature('Upload a user-signing key before signing other users');
+            stored = master.key;
+            signers = new Map([[`ed25519:${usk.publicKey}`, usk.publicKey]]);
+          }
+          if (!isJsonObject(signed) || !sameJson(unsignedPart(signed), unsignedPart(stored))) {
+            throw errors.invalidSignature('The signed object does not match the stored key');
+          }
+          const mine = isJsonObject(signed.signatures) ? signed.signatures[me] : undefined;
+          const rows: CrossSigningSignatureRow[] = [];
+          for (const [signerKeyId, signature] of Object.entries(isJsonObject(mine) ? mine : {})) {
+            const publicKey = signers.get(signerKeyId);
+            if (publicKey === undefined) {
+              // Signatures the object already carried (the device's own, say) are not new; any
+              // other key may not sign this one.
+              const present = isJsonObject(stored.signatures) ? stored.signatures[me] : undefined;
+              if (isJsonObject(present) && present[signerKeyId] === signature) continue;
+              throw errors.invalidSignature(`${signerKeyId} may not sign this key`);
+            }
+            if (
+              typeof signature !== 'string' ||
+              !verifySignedBy(
+                { ...stored, signatures: { [me]: { [signerKeyId]: signature } } },
+                me,
+                signerKeyId,
+                publicKey,
+              )
+            ) {
+              throw errors.invalidSignature(`Invalid signature by ${signerKeyId}`);
+            }
+            rows.push({
+              signer_user_id: me,
+              signer_key_id: signerKeyId,
+              target_user_id: target,
+              target_key_id: keyId,
+              signature,
+            });
+          }
+          if (rows.length === 0) throw errors.invalidSignature('No new signature by the uploader');
+          accepted.push(...rows);
+          if (target === me) ownChanged = true;
+          else observed.add(target);
+        } catch (err) {
+          if (!(err instanceof MatrixError)) throw err;
+          fail(target, keyId, err);
+        }
+      }
+    }
+    if (accepted.length === 0) return { failures };
+
+    const written = await this.db.transaction().execute(async (trx) => {
+      for (const row of accepted) await repo.putSignature(trx, row);
+      const announcements: Array<{ userId: string; position: number; observer: string | null }> = [];
+      if (ownChanged)
+        announcements.push({
+          userId: me,
+          position: await this.deviceLists.recordChange(trx, me),
+          observer: null,
+        });
+      for (const target of observed) {
+        announcements.push({
+          userId: target,
+          position: await this.deviceLists.recordChange(trx, target, me),
+          observer: me,
+        });
+      }
+      return announcements;
+    });
+    for (const a of written) await this.deviceLists.announce(a.userId, a.position, a.observer);
+    return { failures };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Read by the sync engine
+
+  /** device_lists of /sync between two stream positions: see DeviceLists.changesBetween. */
+  deviceListChanges(
+    userId: string,
+    from: number,
+    upTo: number,
+  ): Promise<{ changed: string[]; left: string[] }> {
+    return this.deviceLists.changesBetween(userId, from, upTo);
+  }
+
+  /** device_one_time_keys_count: unclaimed one-time keys per algorithm (signed_curve25519 always listed). */
+  async oneTimeKeyCounts(userId: string, deviceId: string): Promise<Record<string, number>> {
+    return { [SIGNED_CURVE25519]: 0, ...(await repo.countOneTimeKeys(this.db, userId, deviceId)) };
+  }
+
+  /** device_unused_fallback_key_types: algorithms whose fallback key has not been claimed yet. */
+  unusedFallbackKeyTypes(userId: string, deviceId: string): Promise<string[]> {
+    return repo.unusedFallbackAlgorithms(this.db, userId, deviceId);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** What /keys/query answers for a server it cannot reach (Conclave does not federate yet). */
+function unreachable(): JsonObject {
+  return { status: 503, message: 'Federation is not supported by this server yet' };
+}
+
+function isKey32(text: string): boolean {
+  try {
+    return decodeBase64(text).length === 32;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether `object` carries a valid signature by `signer`'s ed25519 key `keyId` with the given
+ * public key. Key IDs of cross-signing keys hold base64 (`+`, `/`) and device IDs may hold other
+ * printable characters, which the protocol core's key ID grammar (made for server keys) refuses;
+ * the signature does not cover `signatures`, so it is checked under a neutral key ID instead.
+ */
+function verifySignedBy(object: JsonObject, signer: string, keyId: string, publicKey: string): boolean {
+  const bySigner = isJsonObject(object.signatures) ? object.signatures[signer] : undefined;
+  const signature = isJsonObject(bySigner) ? bySigner[keyId] : undefined;
+  if (typeof signature !== 'string' || !keyId.startsWith('ed25519:')) return false;
+  let key: Uint8Array;
+  try {
+    key = decodeKey(publicKey);
+  } catch {
+    return false;
+  }
+  const probe = { ...object, signatures: { signer: { 'ed25519:k': signature } } };
+  return verifyJsonSignature(probe, 'signer', 'ed25519:k', key);
+}
+
+/** Checks a cross-signing key's shape for the user and usage; returns its public key. */
+function checkCrossSigningKey(
+  key: JsonObject,
+  userId: string,
+  usage: CrossSigningUsage,
+): { publicKey: string; key: JsonObject } {
+  if (key.user_id !== userId) throw errors.forbidden(`The ${usage} key must belong to you`);
+  const usages = key.usage;
+  if (!Array.isArray(usages) || usages.length !== 1 || usages[0] !== usage) {
+    throw errors.invalidParam(`The ${usage} key must have usage ["${usage}"]`);
+  }
+  const keys = key.keys;
+  const entries = isJsonObject(keys) ? Object.entries(keys) : [];
+  const [name, value] = entries[0] ?? [];
+  if (entries.length !== 1 || typeof value !== 'string' || name !== `ed25519:${value}` || !isKey32(value)) {
+    throw errors.invalidParam(
+      `The ${usage} key must hold exactly one ed25519 key, named ed25519:<public key>`,
+    );
+  }
+  const { unsigned: _unsigned, ...kept } = key;
+  return { publicKey: value, key: kept };
+}
+
+/** A key without its signatures and unsigned data: what a signature covers. */
+function unsignedPart(object: JsonObject): JsonObject {
+  const { signatures: _signatures, unsigned: _unsigned, ...rest } = object;
+  return rest;
+}
+
+/** A stored key with the uploaded signatures its viewer may see merged into `signatures`. */
+function withSignatures(
+  key: JsonObject,
+  owner: string,
+  targetKeyId: string,
+  signatures: readonly CrossSigningSignatureRow[],
+  viewer: string,
+): JsonObject {
+  const merged: Record<string, Record<string, JsonValue>> = {};
+  if (isJsonObject(key.signatures)) {
+    for (const [signer, bySigner] of Object.entries(key.signatures)) {
+      if (isJsonObject(bySigner)) merged[signer] = { ...bySigner };
+    }
+  }
+  for (const s of signatures) {
+    if (s.target_user_id !== owner || s.target_key_id !== targetKeyId) continue;
+    // The owner's own signatures are public; another user's (their user-signing key on this
+    // master key) only that user sees.
+    if (s.signer_user_id !== owner && s.signer_user_id !== viewer) continue;
+    merged[s.signer_user_id] = { ...merged[s.signer_user_id], [s.signer_key_id]: s.signature };
+  }
+  return { ...key, signatures: merged };
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  try {
+    return canonicalJson(a) === canonicalJson(b);
+  } catch {
+    return JSON.stringify(a) === JSON.stringify(b);
+  }
+}

@@ -1,0 +1,79 @@
+import type { Config } from '../config.ts';
+import { errors } from '../errors.ts';
+import { parseUserId } from '../protocol/identifiers.ts';
+import type { JsonObject } from '../protocol/json.ts';
+import type { Db } from '../storage/connect.ts';
+import * as repo from '../storage/keys.repository.ts';
+import type { Notifier } from '../streams/notifier.ts';
+import { nextPosition } from '../streams/positions.ts';
+import type { Session } from './accounts.service.ts';
+
+/** The device ID that addresses every device of a user. */
+export const ALL_DEVICES = '*';
+
+/**
+ * Send-to-device messaging (client-server API: Send-to-Device messaging). Messages wait in the
+ * database for their device and are delivered by /sync, which deletes them once the device
+ * acknowledges them with a later since token.
+ */
+export class ToDeviceService {
+  constructor(
+    private readonly db: Db,
+    private readonly config: Config,
+    private readonly notifier: Notifier,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /**
+   * PUT /sendToDevice/{eventType}/{txnId}: stores one message per addressed device (all of a
+   * user's devices for `*`), all at one stream position. A transaction ID the sending device
+   * already used stores nothing new. Messages to users of other servers are dropped (Conclave does
+   * not federate yet), as are messages to unknown users or devices.
+   */
+  async send(
+    session: Session,
+    type: string,
+    txnId: string,
+    messages: Record<string, Record<string, JsonObject>>,
+  ): Promise<void> {
+    const local: Array<[string, Record<string, JsonObject>]> = [];
+    for (const [userId, byDevice] of Object.entries(messages)) {
+      const parsed = parseUserId(userId);
+      if (!parsed) throw errors.invalidParam('messages must be keyed by user IDs');
+      if (parsed.serverName === this.config.serverName) local.push([userId, byDevice]);
+    }
+    const written = await this.db.transaction().execute(async (trx) => {
+      if (!(await repo.insertToDeviceTxn(trx, session.userId, session.deviceId, txnId, this.now()))) {
+        return undefined;
+      }
+      const targets: Array<{ userId: string; deviceId: string; content: JsonObject }> = [];
+      for (const [userId, byDevice] of local) {
+        const devices = new Set(await repo.deviceIdsOf(trx, userId));
+        const everyone = byDevice[ALL_DEVICES];
+        for (const deviceId of devices) {
+          // A message naming the device wins over the one for all devices.
+          const content = byDevice[deviceId] ?? everyone;
+          if (content !== undefined) targets.push({ userId, deviceId, content });
+        }
+      }
+      if (targets.length === 0) return undefined;
+      const position = await nextPosition(trx);
+      await repo.insertToDeviceMessages(
+        trx,
+        targets.map((t) => ({ position, sender: session.userId, type, ...t })),
+      );
+      return { position, userIds: [...new Set(targets.map((t) => t.userId))] };
+    });
+    if (written) await this.notifier.notify({ kind: 'to_device', ...written });
+  }
+
+  /** The to-device events for a device with position in (from, upTo], in position order. */
+  messagesFor(userId: string, deviceId: string, from: number, upTo: number): Promise<JsonObject[]> {
+    return repo.toDeviceMessagesBetween(this.db, userId, deviceId, from, upTo);
+  }
+
+  /** Deletes a device's to-device messages at or below `upTo`: the device has received them. */
+  acknowledge(userId: string, deviceId: string, upTo: number): Promise<void> {
+    return repo.deleteToDeviceMessagesUpTo(this.db, userId, deviceId, upTo);
+  }
+}

@@ -1,0 +1,604 @@
+import { sql } from 'kysely';
+import type { JsonObject } from '../protocol/json.ts';
+import type { Executor } from './accounts.repository.ts';
+import type {
+  CrossSigningKeyRow,
+  CrossSigningSignatureRow,
+  CrossSigningUsage,
+  DeviceKeysRow,
+} from './database.ts';
+
+/**
+ * End-to-end encryption keys, device list changes and to-device messages. JSON columns are text
+ * (see migration 0003): values go in through JSON.stringify and come out through JSON.parse here.
+ */
+
+function parse(text: string): JsonObject {
+  return JSON.parse(text) as JsonObject;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device keys
+
+export interface StoredDeviceKeys {
+  userId: string;
+  deviceId: string;
+  keys: JsonObject;
+  ed25519: string;
+  curve25519: string | null;
+  displayName: string | null;
+}
+
+function storedDeviceKeys(row: DeviceKeysRow & { display_name?: string | null }): StoredDeviceKeys {
+  return {
+    userId: row.user_id,
+    deviceId: row.device_id,
+    keys: parse(row.key_json),
+    ed25519: row.ed25519_key,
+    curve25519: row.curve25519_key,
+    displayName: row.display_name ?? null,
+  };
+}
+
+export async function getDeviceKeys(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+): Promise<StoredDeviceKeys | undefined> {
+  const row = await db
+    .selectFrom('e2e_device_keys')
+    .selectAll()
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .executeTakeFirst();
+  return row && storedDeviceKeys(row);
+}
+
+/** Device keys of the users' devices that still exist, with each device's display name. */
+export async function listDeviceKeys(db: Executor, userIds: readonly string[]): Promise<StoredDeviceKeys[]> {
+  if (userIds.length === 0) return [];
+  const rows = await db
+    .selectFrom('e2e_device_keys as k')
+    .innerJoin('devices as d', (j) =>
+      j.onRef('d.user_id', '=', 'k.user_id').onRef('d.device_id', '=', 'k.device_id'),
+    )
+    .selectAll('k')
+    .select('d.display_name')
+    .where('k.user_id', 'in', userIds)
+    .orderBy('k.user_id')
+    .orderBy('k.device_id')
+    .execute();
+  return rows.map(storedDeviceKeys);
+}
+
+export async function putDeviceKeys(
+  db: Executor,
+  row: { userId: string; deviceId: string; keys: JsonObject; ed25519: string; curve25519: string | null },
+  now: number,
+): Promise<void> {
+  const values = {
+    user_id: row.userId,
+    device_id: row.deviceId,
+    key_json: JSON.stringify(row.keys),
+    ed25519_key: row.ed25519,
+    curve25519_key: row.curve25519,
+    updated_ts: now,
+  };
+  await db
+    .insertInto('e2e_device_keys')
+    .values(values)
+    .onConflict((c) =>
+      c.columns(['user_id', 'device_id']).doUpdateSet({ key_json: values.key_json, updated_ts: now }),
+    )
+    .execute();
+}
+
+export async function deviceExists(db: Executor, userId: string, deviceId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('devices')
+    .select('device_id')
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+export async function deviceIdsOf(db: Executor, userId: string): Promise<string[]> {
+  const rows = await db.selectFrom('devices').select('device_id').where('user_id', '=', userId).execute();
+  return rows.map((r) => r.device_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One-time and fallback keys
+
+export interface OneTimeKey {
+  algorithm: string;
+  keyId: string;
+  key: JsonObject | string;
+}
+
+/** The stored JSON of the listed one-time keys of a device, by `algorithm:key_id`. */
+export async function existingOneTimeKeys(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  keys: readonly OneTimeKey[],
+): Promise<Map<string, string>> {
+  if (keys.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('e2e_one_time_keys')
+    .select(['algorithm', 'key_id', 'key_json'])
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .where((eb) =>
+      eb.or(keys.map((k) => eb.and([eb('algorithm', '=', k.algorithm), eb('key_id', '=', k.keyId)]))),
+    )
+    .execute();
+  return new Map(rows.map((r) => [`${r.algorithm}:${r.key_id}`, r.key_json]));
+}
+
+export async function insertOneTimeKeys(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  keys: readonly OneTimeKey[],
+): Promise<void> {
+  if (keys.length === 0) return;
+  await db
+    .insertInto('e2e_one_time_keys')
+    .values(
+      keys.map((k) => ({
+        user_id: userId,
+        device_id: deviceId,
+        algorithm: k.algorithm,
+        key_id: k.keyId,
+        key_json: JSON.stringify(k.key),
+      })),
+    )
+    .onConflict((c) => c.columns(['user_id', 'device_id', 'algorithm', 'key_id']).doNothing())
+    .execute();
+}
+
+export async function countOneTimeKeys(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+): Promise<Record<string, number>> {
+  const rows = await db
+    .selectFrom('e2e_one_time_keys')
+    .select(['algorithm', (eb) => eb.fn.countAll<string | number>().as('n')])
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .groupBy('algorithm')
+    .execute();
+  return Object.fromEntries(rows.map((r) => [r.algorithm, Number(r.n)]));
+}
+
+/**
+ * Takes the oldest one-time key of a device for an algorithm and deletes it, in one statement.
+ * SKIP LOCKED lets concurrent claims take different keys instead of waiting for each other; a
+ * key is never handed out twice because it is handed out by the statement that deletes it.
+ */
+export async function claimOneTimeKey(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  algorithm: string,
+): Promise<{ keyId: string; key: JsonObject | string } | undefined> {
+  const result = await sql<{ key_id: string; key_json: string }>`
+    delete from e2e_one_time_keys where id = (
+      select id from e2e_one_time_keys
+      where user_id = ${userId} and device_id = ${deviceId} and algorithm = ${algorithm}
+      order by id limit 1 for update skip locked)
+    returning key_id, key_json`.execute(db);
+  const row = result.rows[0];
+  return row && { keyId: row.key_id, key: JSON.parse(row.key_json) as JsonObject | string };
+}
+
+export async function getFallbackKey(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  algorithm: string,
+): Promise<{ keyId: string; keyJson: string; used: boolean } | undefined> {
+  const row = await db
+    .selectFrom('e2e_fallback_keys')
+    .select(['key_id', 'key_json', 'used'])
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .where('algorithm', '=', algorithm)
+    .executeTakeFirst();
+  return row && { keyId: row.key_id, keyJson: row.key_json, used: row.used };
+}
+
+/** Stores a device's fallback key for an algorithm, replacing (and so un-using) any other. */
+export async function putFallbackKey(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  key: OneTimeKey,
+): Promise<void> {
+  const keyJson = JSON.stringify(key.key);
+  await db
+    .insertInto('e2e_fallback_keys')
+    .values({
+      user_id: userId,
+      device_id: deviceId,
+      algorithm: key.algorithm,
+      key_id: key.keyId,
+      key_json: keyJson,
+      used: false,
+    })
+    .onConflict((c) =>
+      c.columns(['user_id', 'device_id', 'algorithm']).doUpdateSet({
+        key_id: key.keyId,
+        key_json: keyJson,
+        used: false,
+      }),
+    )
+    .execute();
+}
+
+/** Marks the fallback key used and returns it (fallback keys are handed out again and again). */
+export async function claimFallbackKey(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  algorithm: string,
+): Promise<{ keyId: string; key: JsonObject | string } | undefined> {
+  const row = await db
+    .updateTable('e2e_fallback_keys')
+    .set({ used: true })
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .where('algorithm', '=', algorithm)
+    .returning(['key_id', 'key_json'])
+    .executeTakeFirst();
+  return row && { keyId: row.key_id, key: JSON.parse(row.key_json) as JsonObject | string };
+}
+
+export async function unusedFallbackAlgorithms(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+): Promise<string[]> {
+  const rows = await db
+    .selectFrom('e2e_fallback_keys')
+    .select('algorithm')
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .where('used', '=', false)
+    .orderBy('algorithm')
+    .execute();
+  return rows.map((r) => r.algorithm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-signing keys and signatures
+
+export interface StoredCrossSigningKey {
+  userId: string;
+  usage: CrossSigningUsage;
+  publicKey: string;
+  key: JsonObject;
+}
+
+function storedCrossSigningKey(row: CrossSigningKeyRow): StoredCrossSigningKey {
+  return { userId: row.user_id, usage: row.usage, publicKey: row.public_key, key: parse(row.key_json) };
+}
+
+export async function crossSigningKeysOf(
+  db: Executor,
+  userIds: readonly string[],
+): Promise<StoredCrossSigningKey[]> {
+  if (userIds.length === 0) return [];
+  const rows = await db
+    .selectFrom('e2e_cross_signing_keys')
+    .selectAll()
+    .where('user_id', 'in', userIds)
+    .execute();
+  return rows.map(storedCrossSigningKey);
+}
+
+export async function putCrossSigningKey(
+  db: Executor,
+  key: { userId: string; usage: CrossSigningUsage; publicKey: string; key: JsonObject },
+  now: number,
+): Promise<void> {
+  const values = {
+    user_id: key.userId,
+    usage: key.usage,
+    public_key: key.publicKey,
+    key_json: JSON.stringify(key.key),
+    updated_ts: now,
+  };
+  await db
+    .insertInto('e2e_cross_signing_keys')
+    .values(values)
+    .onConflict((c) =>
+      c.columns(['user_id', 'usage']).doUpdateSet({
+        public_key: values.public_key,
+        key_json: values.key_json,
+        updated_ts: now,
+      }),
+    )
+    .execute();
+}
+
+export async function deleteCrossSigningKey(
+  db: Executor,
+  userId: string,
+  usage: CrossSigningUsage,
+): Promise<void> {
+  await db
+    .deleteFrom('e2e_cross_signing_keys')
+    .where('user_id', '=', userId)
+    .where('usage', '=', usage)
+    .execute();
+}
+
+export async function putSignature(db: Executor, row: CrossSigningSignatureRow): Promise<void> {
+  await db
+    .insertInto('e2e_cross_signing_signatures')
+    .values(row)
+    .onConflict((c) =>
+      c
+        .columns(['target_user_id', 'target_key_id', 'signer_user_id', 'signer_key_id'])
+        .doUpdateSet({ signature: row.signature }),
+    )
+    .execute();
+}
+
+/** Every uploaded signature on keys of the users. */
+export function signaturesOn(db: Executor, userIds: readonly string[]): Promise<CrossSigningSignatureRow[]> {
+  if (userIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('e2e_cross_signing_signatures')
+    .selectAll()
+    .where('target_user_id', 'in', userIds)
+    .execute();
+}
+
+/** Forgets signatures made by one of a user's keys (a replaced cross-signing key, a deleted device). */
+export async function deleteSignaturesBy(db: Executor, userId: string, keyIds: readonly string[]) {
+  if (keyIds.length === 0) return;
+  await db
+    .deleteFrom('e2e_cross_signing_signatures')
+    .where('signer_user_id', '=', userId)
+    .where('signer_key_id', 'in', keyIds)
+    .execute();
+}
+
+/** Forgets signatures on one of a user's keys (a device ID or a master public key). */
+export async function deleteSignaturesOn(db: Executor, userId: string, targetKeyIds: readonly string[]) {
+  if (targetKeyIds.length === 0) return;
+  await db
+    .deleteFrom('e2e_cross_signing_signatures')
+    .where('target_user_id', '=', userId)
+    .where('target_key_id', 'in', targetKeyIds)
+    .execute();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices going away
+
+/** Deletes everything end-to-end encryption kept for the devices (keys, waiting messages, txns). */
+export async function deleteDeviceData(db: Executor, userId: string, deviceIds: readonly string[]) {
+  if (deviceIds.length === 0) return;
+  await db
+    .deleteFrom('e2e_device_keys')
+    .where('user_id', '=', userId)
+    .where('device_id', 'in', deviceIds)
+    .execute();
+  await db
+    .deleteFrom('e2e_one_time_keys')
+    .where('user_id', '=', userId)
+    .where('device_id', 'in', deviceIds)
+    .execute();
+  await db
+    .deleteFrom('e2e_fallback_keys')
+    .where('user_id', '=', userId)
+    .where('device_id', 'in', deviceIds)
+    .execute();
+  await db
+    .deleteFrom('to_device_messages')
+    .where('recipient_user_id', '=', userId)
+    .where('recipient_device_id', 'in', deviceIds)
+    .execute();
+  await db
+    .deleteFrom('to_device_txns')
+    .where('user_id', '=', userId)
+    .where('device_id', 'in', deviceIds)
+    .execute();
+  await deleteSignaturesOn(db, userId, deviceIds);
+  await deleteSignaturesBy(
+    db,
+    userId,
+    deviceIds.map((d) => `ed25519:${d}`),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device list changes and who shares rooms with whom
+
+export async function insertDeviceListChange(
+  db: Executor,
+  position: number,
+  userId: string,
+  observerId: string | null = null,
+): Promise<void> {
+  await db
+    .insertInto('device_list_changes')
+    .values({ stream_position: position, user_id: userId, observer_id: observerId })
+    .execute();
+}
+
+/** Device list changes in (from, upTo] that `viewer` may see. */
+export function deviceListChangesBetween(
+  db: Executor,
+  viewer: string,
+  from: number,
+  upTo: number,
+): Promise<Array<{ user_id: string; observer_id: string | null }>> {
+  return db
+    .selectFrom('device_list_changes')
+    .select(['user_id', 'observer_id'])
+    .where('stream_position', '>', from)
+    .where('stream_position', '<=', upTo)
+    .where((eb) => eb.or([eb('observer_id', 'is', null), eb('observer_id', '=', viewer)]))
+    .execute();
+}
+
+/** Users joined now to a room the user is joined to now (the user included if joined anywhere). */
+export async function usersSharingRoomNow(db: Executor, userId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom('memberships as mine')
+    .innerJoin('memberships as other', 'other.room_id', 'mine.room_id')
+    .select('other.user_id')
+    .distinct()
+    .where('mine.user_id', '=', userId)
+    .where('mine.membership', '=', 'join')
+    .where('other.membership', '=', 'join')
+    .execute();
+  return rows.map((r) => r.user_id);
+}
+
+/**
+ * Of the candidates, those joined at stream position `position` to a room the user was joined to
+ * at that position, read from the membership events up to it.
+ */
+export async function usersSharingRoomAt(
+  db: Executor,
+  userId: string,
+  position: number,
+  candidates: readonly string[],
+): Promise<Set<string>> {
+  if (candidates.length === 0) return new Set();
+  const result = await sql<{ user_id: string }>`
+    with my_rooms as (
+      select room_id from (
+        select distinct on (room_id) room_id, membership from events
+        where type = 'm.room.member' and state_key = ${userId} and stream_ordering <= ${position}
+        order by room_id, stream_ordering desc
+      ) mine where membership = 'join'
+    )
+    select distinct state_key as user_id from (
+      select distinct on (room_id, state_key) state_key, membership from events
+      where type = 'm.room.member'
+        and room_id in (select room_id from my_rooms)
+        and state_key in (${sql.join([...candidates])})
+        and stream_ordering <= ${position}
+      order by room_id, state_key, stream_ordering desc
+    ) latest where membership = 'join'`.execute(db);
+  return new Set(result.rows.map((r) => r.user_id));
+}
+
+/** Membership events in (from, upTo] of the rooms the user has or had a membership in. */
+export function membershipEventsBetween(
+  db: Executor,
+  userId: string,
+  from: number,
+  upTo: number,
+): Promise<Array<{ room_id: string; state_key: string | null; membership: string | null }>> {
+  return db
+    .selectFrom('events')
+    .select(['room_id', 'state_key', 'membership'])
+    .where('type', '=', 'm.room.member')
+    .where('stream_ordering', '>', from)
+    .where('stream_ordering', '<=', upTo)
+    .where('room_id', 'in', (eb) =>
+      eb.selectFrom('memberships').select('room_id').where('user_id', '=', userId),
+    )
+    .execute();
+}
+
+/** Everyone who has or had a membership in the rooms. */
+export async function membersOfRooms(db: Executor, roomIds: readonly string[]): Promise<string[]> {
+  if (roomIds.length === 0) return [];
+  const rows = await db
+    .selectFrom('memberships')
+    .select('user_id')
+    .distinct()
+    .where('room_id', 'in', roomIds)
+    .execute();
+  return rows.map((r) => r.user_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// To-device messages
+
+/** Records a to-device transaction ID; false when the device already used it. */
+export async function insertToDeviceTxn(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  txnId: string,
+  now: number,
+): Promise<boolean> {
+  const result = await db
+    .insertInto('to_device_txns')
+    .values({ user_id: userId, device_id: deviceId, txn_id: txnId, created_ts: now })
+    .onConflict((c) => c.columns(['user_id', 'device_id', 'txn_id']).doNothing())
+    .executeTakeFirst();
+  return Number(result.numInsertedOrUpdatedRows ?? 0) === 1;
+}
+
+export async function insertToDeviceMessages(
+  db: Executor,
+  rows: ReadonlyArray<{
+    position: number;
+    userId: string;
+    deviceId: string;
+    sender: string;
+    type: string;
+    content: JsonObject;
+  }>,
+): Promise<void> {
+  if (rows.length === 0) return;
+  await db
+    .insertInto('to_device_messages')
+    .values(
+      rows.map((r) => ({
+        stream_position: r.position,
+        recipient_user_id: r.userId,
+        recipient_device_id: r.deviceId,
+        sender: r.sender,
+        type: r.type,
+        content: JSON.stringify(r.content),
+      })),
+    )
+    .execute();
+}
+
+export async function toDeviceMessagesBetween(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  from: number,
+  upTo: number,
+): Promise<JsonObject[]> {
+  const rows = await db
+    .selectFrom('to_device_messages')
+    .select(['sender', 'type', 'content'])
+    .where('recipient_user_id', '=', userId)
+    .where('recipient_device_id', '=', deviceId)
+    .where('stream_position', '>', from)
+    .where('stream_position', '<=', upTo)
+    .orderBy('stream_position')
+    .execute();
+  return rows.map((r) => ({ sender: r.sender, type: r.type, content: parse(r.content) }));
+}
+
+export async function deleteToDeviceMessagesUpTo(
+  db: Executor,
+  userId: string,
+  deviceId: string,
+  upTo: number,
+): Promise<void> {
+  await db
+    .deleteFrom('to_device_messages')
+    .where('recipient_user_id', '=', userId)
+    .where('recipient_device_id', '=', deviceId)
+    .where('stream_position', '<=', upTo)
+    .execute();
+}
