@@ -1,7 +1,7 @@
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
 import { oneTimeKeys, testDevice } from './helpers/e2ee.ts';
-import { type Login, startTestServer, type TestServer } from './helpers/server.ts';
+import { startTestServer, syncOnce } from './helpers/server.ts';
 
 /**
  * The end-to-end encryption parts of /sync: to-device messages (delivered until a later since
@@ -12,12 +12,7 @@ const V3 = '/_matrix/client/v3';
 // biome-ignore lint/suspicious/noExplicitAny: sync bodies are read loosely in tests
 type Json = Record<string, any>;
 
-async function sync(s: TestServer, who: Login, params: Record<string, string | number> = {}): Promise<Json> {
-  const qs = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
-  const res = await s.request('GET', `${V3}/sync${qs ? `?${qs}` : ''}`, { token: who.access_token });
-  if (res.statusCode !== 200) throw new Error(`sync ${res.statusCode} ${res.body}`);
-  return res.json();
-}
+const sync = syncOnce;
 
 for (const backend of databaseBackends()) {
   t.test(`end-to-end encryption in sync on ${backend.name}`, async (t) => {

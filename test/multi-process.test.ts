@@ -3,7 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { databaseBackends, testRedisUrl } from './helpers/backends.ts';
+import { testDevice } from './helpers/e2ee.ts';
 import { type RunningProcess, startServerProcess } from './helpers/process.ts';
+import type { Login } from './helpers/server.ts';
 
 /**
  * Two real server processes of one homeserver, sharing one PostgreSQL and one Redis: what is
@@ -222,6 +224,52 @@ t.test(
       const ms = performance.now() - started;
       t.equal(status, 401, 'refused by the other process');
       t.ok(ms < 1000, `refused ${Math.round(ms)} ms after the logout answered`);
+    });
+
+    t.test('to-device messages and device list changes cross processes, and survive a restart', async (t) => {
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      // bob publishes his device keys on p2; alice, long-polling on p1, is told.
+      const aliceSince = (await api(p1.base, 'GET', `${V3}/sync`, alice.access_token)).next_batch;
+      const poll = api(p1.base, 'GET', `${V3}/sync?since=${aliceSince}&timeout=10000`, alice.access_token);
+      await sleep(200);
+      const uploadedAt = performance.now();
+      await api(p2.base, 'POST', `${V3}/keys/upload`, bob.access_token, {
+        device_keys: testDevice(bob as Login).deviceKeys,
+      });
+      const changed = await poll;
+      t.ok(changed.device_lists.changed.includes(bob.user_id), "alice's sync on p1 lists bob's new device");
+      t.ok(performance.now() - uploadedAt < 1000, 'within a second');
+
+      // alice sends to bob's device through p1; bob, long-polling on p2, gets it.
+      const bobFirst = (await api(p2.base, 'GET', `${V3}/sync`, bob.access_token)).next_batch;
+      const poll2 = api(p2.base, 'GET', `${V3}/sync?since=${bobFirst}&timeout=10000`, bob.access_token);
+      await sleep(200);
+      const sentAt = performance.now();
+      await api(p1.base, 'PUT', `${V3}/sendToDevice/org.example.test/td1`, alice.access_token, {
+        messages: { [bob.user_id]: { [bob.device_id]: { n: 1 } } },
+      });
+      const got = await poll2;
+      t.same(
+        got.to_device.events.map((e: Json) => e.content),
+        [{ n: 1 }],
+        'the to-device message reaches bob on the other process',
+      );
+      t.ok(performance.now() - sentAt < 1000, 'within a second');
+
+      // p2 stops; a message sent meanwhile waits in the database; a new process delivers it once.
+      await p2.proc.stop();
+      await api(p1.base, 'PUT', `${V3}/sendToDevice/org.example.test/td2`, alice.access_token, {
+        messages: { [bob.user_id]: { [bob.device_id]: { n: 2 } } },
+      });
+      const p3 = await start();
+      const after = await api(p3.base, 'GET', `${V3}/sync?since=${got.next_batch}`, bob.access_token);
+      t.same(
+        after.to_device.events.map((e: Json) => e.content),
+        [{ n: 2 }],
+        'after the restart: the waiting message, and not the one already received',
+      );
+      const again = await api(p3.base, 'GET', `${V3}/sync?since=${after.next_batch}`, bob.access_token);
+      t.same(again.to_device.events, [], 'and nothing twice');
     });
   },
 );

@@ -5,6 +5,7 @@
  * finds her device signed by her, and bob's encrypted message makes his SDK claim alice's
  * one-time key and send her the room key as a to-device message, with which hers decrypts it.
  */
+import './helpers/sdk-node.ts';
 import type { AddressInfo } from 'node:net';
 import { ClientEvent, createClient, type MatrixClient, Preset, SyncState } from 'matrix-js-sdk';
 import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
@@ -12,29 +13,6 @@ import t from 'tap';
 import { currentPosition } from '../src/streams/positions.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import { PASSWORD, startTestServer } from './helpers/server.ts';
-
-// As in test/real-client.test.ts: the SDK wants Promise.withResolvers (Node 22).
-if (!('withResolvers' in Promise)) {
-  Object.defineProperty(Promise, 'withResolvers', {
-    configurable: true,
-    writable: true,
-    value<T>() {
-      let resolve!: (value: T | PromiseLike<T>) => void;
-      let reject!: (reason?: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
-const setTimeoutAsIs = globalThis.setTimeout;
-globalThis.setTimeout = Object.assign((...args: Parameters<typeof setTimeout>) => {
-  const timer = setTimeoutAsIs(...args);
-  if ((args[1] ?? 0) >= 60_000 && new Error().stack?.includes('timeoutSignal')) timer.unref();
-  return timer;
-}, setTimeoutAsIs) as typeof setTimeout;
 
 const verbose = process.env.REAL_CLIENT_VERBOSE === '1';
 (sdkGlobalLogger as unknown as { setLevel(level: string): void }).setLevel(verbose ? 'debug' : 'silent');

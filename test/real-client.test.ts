@@ -5,6 +5,7 @@
  * On the embedded default, on PostgreSQL, and on one homeserver run as two processes on PostgreSQL
  * and Redis with alice and bob on different processes.
  */
+import './helpers/sdk-node.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -29,36 +30,6 @@ import t, { type Test } from 'tap';
 import { databaseBackends, testRedisUrl } from './helpers/backends.ts';
 import { startServerProcess } from './helpers/process.ts';
 import { PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
-
-// matrix-js-sdk declares Node >= 22 and calls Promise.withResolvers (ES2024, in Node 22, not in
-// Node 20). Supplying that standard method is all it needs to run here; the SDK itself is as
-// published.
-if (!('withResolvers' in Promise)) {
-  Object.defineProperty(Promise, 'withResolvers', {
-    configurable: true,
-    writable: true,
-    value<T>() {
-      let resolve!: (value: T | PromiseLike<T>) => void;
-      let reject!: (reason?: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
-
-// Every request the SDK makes with a local timeout (each /sync: the poll timeout + 80 s) arms a
-// timer that nothing clears when the response comes (timeoutSignal in src/http-api/utils.ts).
-// In a browser that is harmless; in Node those timers would keep this process alive for 90 s after
-// the clients stopped. Unref them: they still fire while the process lives, but do not hold it.
-const setTimeoutAsIs = globalThis.setTimeout;
-globalThis.setTimeout = Object.assign((...args: Parameters<typeof setTimeout>) => {
-  const timer = setTimeoutAsIs(...args);
-  if ((args[1] ?? 0) >= 60_000 && new Error().stack?.includes('timeoutSignal')) timer.unref();
-  return timer;
-}, setTimeoutAsIs) as typeof setTimeout;
 
 const MESSAGES = 100;
 /** The clients' long-poll timeout: short enough that a missed wake-up costs seconds, not 30. */

@@ -119,6 +119,22 @@ for (const backend of databaseBackends()) {
       t.same(await c.next(), { type: 'pong' });
     });
 
+    t.test('to-device messages arrive as frames too', async (t) => {
+      const c = connect(base, '', bob.access_token);
+      await c.opened;
+      t.teardown(() => c.ws.close());
+      await c.next(); // the initial frame
+      const sent = await s.request('PUT', `${V3}/sendToDevice/org.example.ping/ws-td1`, {
+        token: alice.access_token,
+        body: { messages: { [bob.user_id]: { [bob.device_id]: { over: 'the socket' } } } },
+      });
+      t.equal(sent.statusCode, 200);
+      const frame = await c.next();
+      t.same(frame.to_device.events, [
+        { sender: alice.user_id, type: 'org.example.ping', content: { over: 'the socket' } },
+      ]);
+    });
+
     t.test('a slow reader is closed with 4008 and resumes without losing anything', async (t) => {
       const c = connect(base, '', bob.access_token);
       await c.opened;

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { type Login, startTestServer, type TestServer } from './helpers/server.ts';
+import { type Login, startTestServer, syncOnce } from './helpers/server.ts';
 
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
@@ -8,12 +8,7 @@ const enc = encodeURIComponent;
 // biome-ignore lint/suspicious/noExplicitAny: sync bodies are read loosely in tests
 type Json = Record<string, any>;
 
-async function sync(s: TestServer, who: Login, params: Record<string, string | number> = {}): Promise<Json> {
-  const qs = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
-  const res = await s.request('GET', `${V3}/sync${qs ? `?${qs}` : ''}`, { token: who.access_token });
-  if (res.statusCode !== 200) throw new Error(`sync ${res.statusCode} ${res.body}`);
-  return res.json();
-}
+const sync = syncOnce;
 
 const bodies = (room: Json | undefined) =>
   (room?.timeline?.events ?? [])

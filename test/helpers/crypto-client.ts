@@ -109,11 +109,13 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
 export async function startHttpTestServer(
   t: Teardownable,
   backend: DatabaseBackend,
-): Promise<{ server: TestServer; baseUrl: string }> {
-  const server = await startTestServer(t, backend);
+): Promise<{ server: TestServer; baseUrl: string; logs: string[] }> {
+  // Everything the server logs, at every level, so tests can show no secret ever reaches it.
+  const logs: string[] = [];
+  const server = await startTestServer(t, backend, {}, { logStream: { write: (line) => logs.push(line) } });
   await server.app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = server.app.server.address() as AddressInfo;
-  return { server, baseUrl: `http://127.0.0.1:${port}` };
+  return { server, baseUrl: `http://127.0.0.1:${port}`, logs };
 }
 
 /** One HTTP exchange of an SDK client with the server. */
@@ -217,6 +219,11 @@ export class CryptoHarness {
     });
     // The clients stop before the server closes: tap runs teardowns last-registered first.
     t.teardown(() => this.stopAll());
+  }
+
+  /** The access tokens of every client made so far (to show they never reach a log). */
+  accessTokens(): string[] {
+    return this.clients.map((c) => c.client.getAccessToken()).filter((tok): tok is string => !!tok);
   }
 
   /** The exchanges that failed. */

@@ -41,6 +41,10 @@ export async function startTestServer(
   t: Teardownable,
   backend: DatabaseBackend,
   overrides: Partial<Config> = {},
+  opts: {
+    /** Receives every log line the app writes, at every level (trace and up). */
+    logStream?: { write(line: string): void };
+  } = {},
 ): Promise<TestServer> {
   const database = await backend.create();
   const config: Config = {
@@ -59,7 +63,10 @@ export async function startTestServer(
     pgliteInMemory: true,
     ...(database.pgliteTemplate ? { pgliteTemplate: database.pgliteTemplate } : {}),
   });
-  const app = await buildApp(runtime.services);
+  const app = await buildApp(
+    runtime.services,
+    opts.logStream ? { logger: { level: 'trace', stream: opts.logStream } } : {},
+  );
   t.teardown(async () => {
     await app.close();
     await runtime.close();
@@ -92,4 +99,19 @@ export async function startTestServer(
   };
 
   return { app, runtime, config, backend: backend.name, request, register };
+}
+
+/** GET /sync for `who` with the given query parameters; throws on anything but 200. */
+export async function syncOnce(
+  s: Pick<TestServer, 'request'>,
+  who: Pick<Login, 'access_token'>,
+  params: Record<string, string | number> = {},
+  // biome-ignore lint/suspicious/noExplicitAny: sync bodies are read loosely in tests
+): Promise<Record<string, any>> {
+  const qs = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
+  const res = await s.request('GET', `/_matrix/client/v3/sync${qs ? `?${qs}` : ''}`, {
+    token: who.access_token,
+  });
+  if (res.statusCode !== 200) throw new Error(`sync ${res.statusCode} ${res.body}`);
+  return res.json();
 }
