@@ -180,11 +180,10 @@ export class EventsService {
         };
       }
     }
-    const room = await rooms.findRoom(trx, input.roomId);
-    if (!room) throw errors.notFound('Unknown room');
-    const rv = getRoomVersion(room.room_version)!;
-    const extremities = await rooms.forwardExtremities(trx, input.roomId);
-    const prevRows = await rooms.getEventRows(trx, extremities);
+    const version = await this.reader.roomVersionOf(trx, input.roomId);
+    if (version === undefined) throw errors.notFound('Unknown room');
+    const rv = getRoomVersion(version)!;
+    const prevRows = await rooms.forwardExtremityRows(trx, input.roomId);
     if (prevRows.length === 0) throw errors.notFound('Unknown room');
     const latest = prevRows.reduce((a, b) => (a.stream_ordering > b.stream_ordering ? a : b));
     const stateIds = await this.reader.stateIdsAt(trx, latest.state_group_after);
@@ -246,7 +245,7 @@ export class EventsService {
       if (refusal !== undefined) throw errors.forbidden(refusal);
     }
 
-    const chainLength = await rooms.chainLengthOf(trx, latest.state_group_after);
+    const chainLength = await this.reader.chainLengthOf(trx, latest.state_group_after);
     const persisted = await this.persist(trx, rv, input.roomId, event, {
       stateBefore: { id: latest.state_group_after, chainLength, state: stateIds },
     });

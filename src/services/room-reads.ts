@@ -35,6 +35,35 @@ export class RoomReader {
   private readonly groups = new Lru<number, rooms.StateIds>(CACHE_LIMIT);
   private readonly events = new Lru<string, EventRow>(CACHE_LIMIT * 4);
 
+  private readonly chainLengths = new Lru<number, number>(CACHE_LIMIT);
+
+  /** How many deltas a state group sits on (fixed once written). */
+  async chainLengthOf(db: Executor, groupId: number): Promise<number> {
+    let n = this.chainLengths.get(groupId);
+    if (n === undefined) {
+      n = await rooms.chainLengthOf(db, groupId);
+      this.chainLengths.set(groupId, n);
+    }
+    return n;
+  }
+
+  private readonly roomVersions = new Map<string, string>();
+
+  /**
+   * A room's version (fixed at creation), or undefined when there is no such room. Rooms are
+   * never deleted, so a known version is kept for good.
+   */
+  async roomVersionOf(db: Executor, roomId: string): Promise<string | undefined> {
+    const known = this.roomVersions.get(roomId);
+    if (known !== undefined) return known;
+    const room = await rooms.findRoom(db, roomId);
+    if (room) {
+      if (this.roomVersions.size >= 100_000) this.roomVersions.clear();
+      this.roomVersions.set(roomId, room.room_version);
+    }
+    return room?.room_version;
+  }
+
   async stateIdsAt(db: Executor, groupId: number): Promise<rooms.StateIds> {
     let state = this.groups.get(groupId);
     if (!state) {

@@ -302,7 +302,8 @@ export class RoomsService {
 
   private async requireRoom(roomId: string): Promise<void> {
     if (!isValidRoomId(roomId)) throw errors.invalidParam('Not a valid room ID');
-    if (!(await rooms.findRoom(this.db, roomId))) throw errors.notFound('Unknown room');
+    if ((await this.reader.roomVersionOf(this.db, roomId)) === undefined)
+      throw errors.notFound('Unknown room');
   }
 
   /** PUT /rooms/{roomId}/send/{eventType}/{txnId} */

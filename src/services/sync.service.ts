@@ -636,7 +636,11 @@ export class SyncService {
     const known = this.membershipCache.get(userId);
     if (mayReuse && known && known.at <= upTo) {
       const window = this.notifier.changes?.window(known.at, upTo);
-      if (window && !window.concernsUser(userId, 'event')) return known.rows;
+      if (window && !window.concernsUser(userId, 'event')) {
+        // Still right at upTo: the next check need only look past it.
+        known.at = upTo;
+        return known.rows;
+      }
     }
     const rows = await this.db
       .selectFrom('memberships')

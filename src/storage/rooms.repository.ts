@@ -116,13 +116,25 @@ export async function forwardExtremities(db: Executor, roomId: string): Promise<
   return rows.map((r) => r.event_id);
 }
 
+/** The rows of the room's forward extremities (the events new events point back to). */
+export function forwardExtremityRows(db: Executor, roomId: string): Promise<EventRow[]> {
+  return db
+    .selectFrom('room_forward_extremities as f')
+    .innerJoin('events as e', 'e.event_id', 'f.event_id')
+    .selectAll('e')
+    .where('f.room_id', '=', roomId)
+    .execute();
+}
+
+/** Makes `eventId` the room's only forward extremity (one statement: one round trip). */
 export async function replaceForwardExtremities(
   db: Executor,
   roomId: string,
   eventId: string,
 ): Promise<void> {
-  await db.deleteFrom('room_forward_extremities').where('room_id', '=', roomId).execute();
-  await db.insertInto('room_forward_extremities').values({ room_id: roomId, event_id: eventId }).execute();
+  await sql`
+    with gone as (delete from room_forward_extremities where room_id = ${roomId})
+    insert into room_forward_extremities (room_id, event_id) values (${roomId}, ${eventId})`.execute(db);
 }
 
 export async function setCurrentState(
