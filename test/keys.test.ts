@@ -285,17 +285,35 @@ for (const backend of databaseBackends()) {
 
     let aliceCs = crossSigning(alice.user_id);
     const bobCs = crossSigning(bob.user_id);
-    const signingUpload = (who: Login, body: unknown) => post(who, '/keys/device_signing/upload', body);
+    const signingUploadRaw = (who: Login, body: unknown) => post(who, '/keys/device_signing/upload', body);
+    /** Uploads, answering a UIA challenge with the user's password. */
+    const signingUpload = async (who: Login, body: Json) => {
+      const first = await signingUploadRaw(who, body);
+      if (first.statusCode !== 401 || body.auth !== undefined || !first.json().session) return first;
+      return signingUploadRaw(who, {
+        ...body,
+        auth: {
+          type: 'm.login.password',
+          session: first.json().session,
+          identifier: { type: 'm.id.user', user: who.user_id },
+          password: PASSWORD,
+        },
+      });
+    };
 
-    t.test('POST /keys/device_signing/upload: a first upload needs no UIA', async (t) => {
+    t.test('POST /keys/device_signing/upload: even a first upload needs the password', async (t) => {
       const before = await position();
+      const challenge = await signingUploadRaw(alice, aliceCs.body);
+      t.equal(challenge.statusCode, 401, 'a first upload is challenged (stricter than the spec)');
+      t.same(challenge.json().flows, [{ stages: ['m.login.password'] }]);
+      t.same((await query(alice, { [alice.user_id]: [] })).json().master_keys, {}, 'nothing stored yet');
       const res = await signingUpload(alice, aliceCs.body);
       t.equal(res.statusCode, 200, res.body);
       t.equal((await signingUpload(bob, bobCs.body)).statusCode, 200);
       const changes = await keys.deviceListChanges(bob.user_id, before, await position());
       t.same(changes.changed, [alice.user_id, bob.user_id].sort(), 'a device list change for each');
-      const again = await signingUpload(alice, aliceCs.body);
-      t.equal(again.statusCode, 200, 'the same keys again need no UIA either');
+      const again = await signingUploadRaw(alice, aliceCs.body);
+      t.equal(again.statusCode, 200, 'the same keys again need no UIA (a retried request)');
 
       const asAlice = (await query(alice, { [alice.user_id]: [], [bob.user_id]: [] })).json();
       t.same(asAlice.master_keys[alice.user_id], { ...aliceCs.body.master_key, signatures: {} });
@@ -314,11 +332,11 @@ for (const backend of databaseBackends()) {
 
     t.test('POST /keys/device_signing/upload: replacing keys needs the password', async (t) => {
       const next = crossSigning(alice.user_id);
-      const challenge = await signingUpload(alice, next.body);
+      const challenge = await signingUploadRaw(alice, next.body);
       t.equal(challenge.statusCode, 401);
       t.same(challenge.json().flows, [{ stages: ['m.login.password'] }]);
       const session = challenge.json().session;
-      const wrong = await signingUpload(alice, {
+      const wrong = await signingUploadRaw(alice, {
         ...next.body,
         auth: {
           type: 'm.login.password',

@@ -325,8 +325,8 @@ export class KeysService {
   // POST /keys/device_signing/upload
 
   /**
-   * Publishes cross-signing keys. A first upload (no master key yet) and an exact repeat of the
-   * stored keys need no user-interactive authentication; replacing keys needs the password.
+   * Publishes cross-signing keys after user-interactive authentication with the password, the
+   * first upload too; an exact repeat of the stored keys (a retried request) needs none.
    */
   async uploadCrossSigningKeys(
     session: Session,
@@ -382,12 +382,11 @@ export class KeysService {
       return !old || !sameJson(old.key, key.key);
     });
     if (changes.length === 0) return;
-    const write = () => this.storeCrossSigningKeys(userId, uploads, existing);
-    if (!existing.has('master')) {
-      await write();
-      return;
-    }
-    await this.accounts.withPassword(session, 'device_signing', auth, address, write);
+    // Stricter than the spec (v1.11 lets a first upload through without UIA): whoever holds a
+    // stolen access token must not be able to give a user cross-signing keys of their choosing.
+    await this.accounts.withPassword(session, 'device_signing', auth, address, () =>
+      this.storeCrossSigningKeys(userId, uploads, existing),
+    );
   }
 
   private async storeCrossSigningKeys(
