@@ -90,6 +90,35 @@ for (const backend of databaseBackends()) {
       t.ok(left.device_lists.left.includes(bob.user_id), 'alice no longer shares a room with bob');
     });
 
+    t.test('keys and secrets reach the server only encrypted', async (t) => {
+      const put = (type: string, content: unknown) =>
+        s.request('PUT', `${V3}/user/${encodeURIComponent(alice.user_id)}/account_data/${type}`, {
+          token: alice.access_token,
+          body: content,
+        });
+      for (const type of ['m.cross_signing.master', 'm.megolm_backup.v1']) {
+        const plain = await put(type, { key: 'a private key in the clear' });
+        t.equal(plain.statusCode, 400, `${type} in the clear is refused`);
+        t.equal(plain.json().errcode, 'M_BAD_JSON');
+        const mixed = await put(type, { encrypted: { k: { iv: 'i', ciphertext: 'c', mac: 'm' } }, key: 'x' });
+        t.equal(mixed.statusCode, 400, `${type} with a clear field beside the encrypted one is refused`);
+      }
+      const encrypted = await put('m.cross_signing.master', {
+        encrypted: { keyid: { iv: 'aXY', ciphertext: 'Y2lwaGVy', mac: 'bWFj' } },
+      });
+      t.equal(encrypted.statusCode, 200, 'encrypted for secret storage, it is stored');
+      const since = (await sync(s, bob)).next_batch;
+      for (const type of ['m.room_key', 'm.forwarded_room_key', 'm.secret.send']) {
+        const res = await s.request('PUT', `${V3}/sendToDevice/${type}/plain-${type}`, {
+          token: alice.access_token,
+          body: { messages: { [bob.user_id]: { BOBDEV: { room_id: room, session_key: 'secret' } } } },
+        });
+        t.equal(res.statusCode, 400, `a ${type} to-device message in the clear is refused`);
+        t.equal(res.json().errcode, 'M_INVALID_PARAM');
+      }
+      t.same((await sync(s, bob, { since })).to_device.events, [], 'and nothing of them is delivered');
+    });
+
     t.test('one-time key counts and fallback key types follow uploads and claims', async (t) => {
       const device = testDevice(carol);
       await s.request('POST', `${V3}/keys/upload`, {

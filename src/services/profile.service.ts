@@ -7,6 +7,7 @@ import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
 import type { EventsService } from './events.service.ts';
+import { isEncryptedSecret, SECRET_ACCOUNT_DATA_TYPES } from './secret-policy.ts';
 
 /** Profiles (display name, avatar URL) and account data, global and per room. */
 export class ProfileService {
@@ -91,6 +92,11 @@ export class ProfileService {
     if (type === 'm.fully_read' || type === 'm.push_rules') {
       // The spec answers 405 with M_BAD_JSON: these types are set by their own endpoints.
       throw new MatrixError(405, 'M_BAD_JSON', `Cannot set ${type} through this API`);
+    }
+    if (SECRET_ACCOUNT_DATA_TYPES.has(type) && !isEncryptedSecret(content)) {
+      throw errors.badJson(
+        `${type} holds a private key: store it only encrypted for secret storage ({"encrypted": {...}})`,
+      );
     }
     const position = await this.db.transaction().execute(async (trx) => {
       const p = await nextPosition(trx);

@@ -7,6 +7,7 @@ import * as repo from '../storage/keys.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
+import { ENCRYPTED_ONLY_TO_DEVICE_TYPES } from './secret-policy.ts';
 
 /** The device ID that addresses every device of a user. */
 export const ALL_DEVICES = '*';
@@ -36,6 +37,9 @@ export class ToDeviceService {
     txnId: string,
     messages: Record<string, Record<string, JsonObject>>,
   ): Promise<void> {
+    if (ENCRYPTED_ONLY_TO_DEVICE_TYPES.has(type)) {
+      throw errors.invalidParam(`${type} carries keys: send it Olm-encrypted, as m.room.encrypted`);
+    }
     const local: Array<[string, Record<string, JsonObject>]> = [];
     for (const [userId, byDevice] of Object.entries(messages)) {
       const parsed = parseUserId(userId);
