@@ -2,6 +2,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
 import { federationRoutes } from '../federation/routes/index.ts';
+import { errors } from './errors.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { parseJsonBody } from './http/json-body.ts';
 import { clientRoutes } from './routes/client/index.ts';
@@ -76,6 +77,19 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
       );
     });
   }
+
+  // Path and query parameters holding U+0000 name nothing that can exist, and PostgreSQL cannot
+  // even compare them: refuse them before any handler looks anything up.
+  app.addHook('preValidation', async (request) => {
+    const holdsNul = (v: unknown): boolean =>
+      typeof v === 'string' ? v.includes('\u0000') : Array.isArray(v) && v.some(holdsNul);
+    for (const part of [request.params, request.query]) {
+      if (typeof part !== 'object' || part === null) continue;
+      for (const value of Object.values(part)) {
+        if (holdsNul(value)) throw errors.invalidParam('Parameters may not hold U+0000');
+      }
+    }
+  });
 
   installErrorHandling(app);
   await app.register(clientRoutes);

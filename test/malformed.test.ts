@@ -105,6 +105,17 @@ for (const backend of databaseBackends()) {
             'M_BAD_JSON',
           );
           assertMatrixError(t, await send('{"n": 1e400}'), 'infinite number', 400, 'M_BAD_JSON');
+          // Neither text nor jsonb in PostgreSQL can hold these: refused before anything is stored.
+          assertMatrixError(t, await send('{"s": "a\\u0000b"}'), 'U+0000 in a string', 400, 'M_BAD_JSON');
+          assertMatrixError(t, await send('{"a\\u0000": 1}'), 'U+0000 in a key', 400, 'M_BAD_JSON');
+          assertMatrixError(t, await send('{"s": "a\\ud800b"}'), 'an unpaired surrogate', 400, 'M_BAD_JSON');
+          assertMatrixError(
+            t,
+            await send('{"s": {"t": ["\\udc00"]}}'),
+            'a deep unpaired surrogate',
+            400,
+            'M_BAD_JSON',
+          );
           const huge = JSON.stringify({ s: 'x'.repeat(MAX_BYTES * 2) });
           assertMatrixError(t, await send(huge), 'body over the limit', 413, 'M_TOO_LARGE');
           if (bodySchema?.type === 'object') {
@@ -143,6 +154,19 @@ for (const backend of databaseBackends()) {
         });
       }
     }
+
+    t.test('U+0000 in any path parameter is refused, never a 500', async (t) => {
+      for (const route of routes.filter((r) => r.url.includes(':'))) {
+        const url = route.url.replace(/:[A-Za-z]+/g, 'x%00y');
+        const res = await s.app.inject({
+          method: route.method,
+          url,
+          ...(route.method === 'GET' || route.method === 'DELETE' ? {} : { payload: '{}' }),
+          headers: { authorization: `Bearer ${alice.access_token}`, 'content-type': 'application/json' },
+        });
+        assertMatrixError(t, res, `${route.method} ${route.url}`, 400, 'M_INVALID_PARAM');
+      }
+    });
 
     t.test('bad URLs', async (t) => {
       const bad = await s.request('GET', '/_matrix/client/v3/devices/%zz', { token: alice.access_token });

@@ -35,8 +35,12 @@ for (const backend of databaseBackends()) {
       const from = await position();
       const content = {
         algorithm: 'm.olm.v1.curve25519-aes-sha2',
-        ciphertext: { k: { type: 0, body: 'x\u0000y' } },
+        ciphertext: { k: { type: 0, body: 'x\u00e9y \ud83d\ude00' } },
       };
+      const nul = await send(alice, 'm.room.encrypted', 'txn0', {
+        [bob.user_id]: { BOBLAPTOP: { ciphertext: 'x\u0000y' } },
+      });
+      t.equal(nul.statusCode, 400, 'U+0000 is refused (it is not text; PostgreSQL cannot store it)');
       const res = await send(alice, 'm.room.encrypted', 'txn1', { [bob.user_id]: { BOBLAPTOP: content } });
       t.equal(res.statusCode, 200, res.body);
       t.same(res.json(), {});

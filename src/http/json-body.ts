@@ -29,10 +29,15 @@ export function parseJsonBody(raw: Buffer): unknown {
   return value;
 }
 
+/** U+0000, or a surrogate that is not half of a pair. */
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /**
  * Walks a parsed value without recursion and refuses what Matrix cannot hold faithfully: nesting
- * deeper than MAX_JSON_DEPTH and integers outside ±(2^53-1), whose value JSON.parse has already
- * lost. Fractional numbers are left to the schema of each route (some account data carries them).
+ * deeper than MAX_JSON_DEPTH; integers outside ±(2^53-1), whose value JSON.parse has already
+ * lost; and strings or keys holding U+0000 or an unpaired surrogate (escaped as \u0000 or
+ * \ud800), which are not Unicode text and which PostgreSQL cannot store in text or jsonb.
+ * Fractional numbers are left to the schema of each route (some account data carries them).
  */
 export function checkJsonLimits(value: unknown): void {
   const stack: Array<[unknown, number]> = [[value, 0]];
@@ -42,10 +47,18 @@ export function checkJsonLimits(value: unknown): void {
       if (!Number.isFinite(v) || (Number.isInteger(v) && !Number.isSafeInteger(v))) {
         throw errors.badJson('Integers must lie within ±(2^53-1)');
       }
+    } else if (typeof v === 'string') {
+      if (UNSTORABLE.test(v)) throw errors.badJson('Strings may not hold U+0000 or unpaired surrogates');
     } else if (typeof v === 'object' && v !== null) {
       if (depth >= MAX_JSON_DEPTH) throw errors.badJson(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
-      const children = Array.isArray(v) ? v : Object.values(v);
-      for (const child of children) stack.push([child, depth + 1]);
+      if (Array.isArray(v)) {
+        for (const child of v) stack.push([child, depth + 1]);
+      } else {
+        for (const [key, child] of Object.entries(v)) {
+          if (UNSTORABLE.test(key)) throw errors.badJson('Keys may not hold U+0000 or unpaired surrogates');
+          stack.push([child, depth + 1]);
+        }
+      }
     }
   }
 }
