@@ -29,8 +29,10 @@ export function parseJsonBody(raw: Buffer): unknown {
   return value;
 }
 
-/** U+0000, or a surrogate that is not half of a pair. */
-const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Whether a string holds U+0000 or a surrogate that is not half of a pair. */
+const unstorable = (s: string) => s.includes('\u0000') || UNPAIRED_SURROGATE.test(s);
 
 /**
  * Walks a parsed value without recursion and refuses what Matrix cannot hold faithfully: nesting
@@ -48,14 +50,14 @@ export function checkJsonLimits(value: unknown): void {
         throw errors.badJson('Integers must lie within ±(2^53-1)');
       }
     } else if (typeof v === 'string') {
-      if (UNSTORABLE.test(v)) throw errors.badJson('Strings may not hold U+0000 or unpaired surrogates');
+      if (unstorable(v)) throw errors.badJson('Strings may not hold U+0000 or unpaired surrogates');
     } else if (typeof v === 'object' && v !== null) {
       if (depth >= MAX_JSON_DEPTH) throw errors.badJson(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
       if (Array.isArray(v)) {
         for (const child of v) stack.push([child, depth + 1]);
       } else {
         for (const [key, child] of Object.entries(v)) {
-          if (UNSTORABLE.test(key)) throw errors.badJson('Keys may not hold U+0000 or unpaired surrogates');
+          if (unstorable(key)) throw errors.badJson('Keys may not hold U+0000 or unpaired surrogates');
           stack.push([child, depth + 1]);
         }
       }
