@@ -11,7 +11,7 @@
  * Loopback only.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -41,6 +41,9 @@ interface Result {
   max: number;
   sentPerSecond: number;
   deliveredPerSecond: number;
+  /** CPU used while sending and delivering, in cores: the bench's own clients, and the servers. */
+  clientCores: number;
+  serverCores: number;
 }
 
 async function api(base: string, method: string, url: string, token?: string, body?: unknown) {
@@ -57,7 +60,7 @@ async function api(base: string, method: string, url: string, token?: string, bo
 
 async function startServers(
   mode: 'embedded' | 'postgres',
-): Promise<{ bases: string[]; stop(): Promise<void> }> {
+): Promise<{ bases: string[]; pids: number[]; stop(): Promise<void> }> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conclave-bench-'));
   const env: Record<string, string> = {
     CONCLAVE_BIND_ADDRESS: '127.0.0.1',
@@ -104,12 +107,24 @@ async function startServers(
   }
   return {
     bases,
+    pids: procs.map((p) => p.child.pid ?? 0),
     async stop() {
       for (const p of procs) await p.stop();
       await dropDb();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); NaN elsewhere. */
+function cpuSecondsOf(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -173,6 +188,8 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
     await new Promise((r) => setTimeout(r, 200));
 
     const total = RATE * SECONDS;
+    const clientCpuAtStart = process.cpuUsage();
+    const serverCpuAtStart = servers.pids.map(cpuSecondsOf);
     const startedAt = now();
     let sent = 0;
     const sends: Promise<unknown>[] = [];
@@ -203,6 +220,11 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
     const deadline = now() + 15_000;
     while (delivered < expected && now() < deadline) await new Promise((r) => setTimeout(r, 100));
     const deliverSeconds = (now() - startedAt) / 1000;
+    const clientCpu = process.cpuUsage(clientCpuAtStart);
+    const clientCores = (clientCpu.user + clientCpu.system) / 1e6 / deliverSeconds;
+    const serverCores =
+      servers.pids.reduce((sum, pid, i) => sum + cpuSecondsOf(pid) - serverCpuAtStart[i]!, 0) /
+      deliverSeconds;
     stopping = true;
     await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, 6000))]);
     latencies.sort((a, b) => a - b);
@@ -216,6 +238,8 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
       max: latencies.at(-1) ?? Number.NaN,
       sentPerSecond: sent / sendSeconds,
       deliveredPerSecond: delivered / deliverSeconds,
+      clientCores,
+      serverCores,
     };
   } finally {
     await servers.stop();
@@ -229,10 +253,12 @@ for (const mode of modes) results.push(await run(mode));
 console.log(
   `\n${USERS} users in one room, ${RATE} messages/s for ${SECONDS} s, on ${os.cpus().length} cores\n`,
 );
-console.log('| set-up | deliveries | p50 ms | p99 ms | max ms | sent/s | delivered events/s |');
-console.log('| --- | --- | --- | --- | --- | --- | --- |');
+console.log(
+  '| set-up | deliveries | p50 ms | p99 ms | max ms | sent/s | delivered events/s | CPU cores: clients / servers |',
+);
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const r of results) {
   console.log(
-    `| ${r.mode} | ${r.samples}/${r.expected} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${r.sentPerSecond.toFixed(1)} | ${r.deliveredPerSecond.toFixed(0)} |`,
+    `| ${r.mode} | ${r.samples}/${r.expected} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${r.sentPerSecond.toFixed(1)} | ${r.deliveredPerSecond.toFixed(0)} | ${r.clientCores.toFixed(2)} / ${r.serverCores.toFixed(2)} |`,
   );
 }
