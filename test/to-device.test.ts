@@ -1,4 +1,5 @@
 import t from 'tap';
+import { ToDeviceService, TXN_KEPT_MS } from '../src/services/to-device.service.ts';
 import { currentPosition } from '../src/streams/positions.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import { type Login, PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
@@ -147,6 +148,25 @@ for (const backend of databaseBackends()) {
         (await toDevice.messagesFor(bob.user_id, 'BOBPHONE', 0, await position())).length > 0,
         'other devices keep theirs',
       );
+    });
+
+    t.test('transaction IDs are forgotten after a day', async (t) => {
+      // The same service over the same database and notifier, with a clock the test moves.
+      let clock = Date.now();
+      const { config, notifier: n } = s.runtime.services;
+      const later = new ToDeviceService(db, config, n, () => clock);
+      const session = { userId: alice.user_id, deviceId: alice.device_id, tokenHash: '', isAdmin: false };
+      const count = async () =>
+        (await toDevice.messagesFor(bob.user_id, 'BOBLAPTOP', 0, await position())).filter(
+          (m) => m.type === 'm.aged',
+        ).length;
+      await later.send(session, 'm.aged', 'aged-txn', { [bob.user_id]: { BOBLAPTOP: { n: 1 } } });
+      await later.send(session, 'm.aged', 'aged-txn', { [bob.user_id]: { BOBLAPTOP: { n: 1 } } });
+      t.equal(await count(), 1, 'a retry within the day stores nothing');
+      clock += TXN_KEPT_MS + 2 * 60 * 60 * 1000;
+      await later.send(session, 'm.aged', 'another-txn', { [bob.user_id]: { BOBLAPTOP: { n: 2 } } });
+      await later.send(session, 'm.aged', 'aged-txn', { [bob.user_id]: { BOBLAPTOP: { n: 1 } } });
+      t.equal(await count(), 3, 'after a day the ID is free again');
     });
 
     t.test('a message wakes the recipient, not others', async (t) => {

@@ -9,6 +9,10 @@ import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
 import { ENCRYPTED_ONLY_TO_DEVICE_TYPES } from './secret-policy.ts';
 
+/** How long a to-device transaction ID is remembered, and how often old ones are forgotten. */
+export const TXN_KEPT_MS = 24 * 60 * 60 * 1000;
+const TXN_CLEANUP_EVERY_MS = 60 * 60 * 1000;
+
 /** The device ID that addresses every device of a user. */
 export const ALL_DEVICES = '*';
 
@@ -69,6 +73,20 @@ export class ToDeviceService {
       return { position, userIds: [...new Set(targets.map((t) => t.userId))] };
     });
     if (written) await this.notifier.notify({ kind: 'to_device', ...written });
+    await this.forgetOldTxnIds();
+  }
+
+  private lastTxnCleanup = 0;
+
+  /**
+   * Transaction IDs guard against a client retrying a request it is unsure went through, which it
+   * does within minutes: after a day they are forgotten (checked at most once an hour per process).
+   */
+  private async forgetOldTxnIds(): Promise<void> {
+    const now = this.now();
+    if (now - this.lastTxnCleanup < TXN_CLEANUP_EVERY_MS) return;
+    this.lastTxnCleanup = now;
+    await repo.deleteToDeviceTxnsBefore(this.db, now - TXN_KEPT_MS);
   }
 
   /** The to-device events for a device with position in (from, upTo], in position order. */

@@ -543,6 +543,11 @@ export async function insertToDeviceTxn(
   return Number(result.numInsertedOrUpdatedRows ?? 0) === 1;
 }
 
+/** Forgets to-device transaction IDs recorded before `before` (epoch ms). */
+export async function deleteToDeviceTxnsBefore(db: Executor, before: number): Promise<void> {
+  await db.deleteFrom('to_device_txns').where('created_ts', '<', before).execute();
+}
+
 export async function insertToDeviceMessages(
   db: Executor,
   rows: ReadonlyArray<{
