@@ -187,6 +187,25 @@ for (const backend of databaseBackends()) {
       t.same(c.incremental, c.fresh);
     });
 
+    t.test('a redaction reaches a timeline served again from an older token', async (t) => {
+      // The first sync reads the message (and keeps its row); after the redaction the same range
+      // must come back redacted, not from a stale copy.
+      const before = (await sync(s, bob, { since: bobSince })).next_batch;
+      const sent = await send(alice, roomId, 'soon redacted', 'red1');
+      const eventId = sent.json().event_id;
+      const first = await sync(s, bob, { since: before });
+      t.same(bodies(first.rooms.join[roomId]), ['soon redacted']);
+      await s.request('PUT', `${V3}/rooms/${enc(roomId)}/redact/${enc(eventId)}/red1`, {
+        token: alice.access_token,
+        body: {},
+      });
+      const again = await sync(s, bob, { since: before });
+      const event = again.rooms.join[roomId].timeline.events.find((e: Json) => e.event_id === eventId);
+      t.same(event?.content, {}, 'the message comes back redacted');
+      t.ok(event?.unsigned?.redacted_because, 'with the redaction that did it');
+      bobSince = again.next_batch;
+    });
+
     t.test('account data comes through sync and wakes a long-poll', async (t) => {
       const started = performance.now();
       const pending = sync(s, bob, { since: bobSince, timeout: 10_000 });

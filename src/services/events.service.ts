@@ -369,7 +369,17 @@ export class EventsService {
 /** The announcement of a persisted event: its room, and the member it concerns, if any. */
 function eventChange(input: NewEvent, persisted: PersistedEvent): StreamChange {
   const target = input.type === 'm.room.member' && input.stateKey ? [input.stateKey] : [];
-  return { kind: 'event', position: persisted.streamOrdering, roomId: input.roomId, userIds: target };
+  const redacts =
+    input.type === 'm.room.redaction'
+      ? (input.redacts ?? (typeof input.content.redacts === 'string' ? input.content.redacts : undefined))
+      : undefined;
+  return {
+    kind: 'event',
+    position: persisted.streamOrdering,
+    roomId: input.roomId,
+    userIds: target,
+    ...(redacts !== undefined ? { redacts } : {}),
+  };
 }
 
 /** Event content must be canonical JSON (no floats, integers within ±(2^53-1)): else M_BAD_JSON. */

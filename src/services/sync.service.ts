@@ -32,6 +32,8 @@ export interface SyncFilter {
 }
 
 export const DEFAULT_TIMELINE_LIMIT = 10;
+/** Recent event rows kept in memory for timelines. */
+const RECENT_ROWS = 10_000;
 /** Events read per query when building a timeline (at least; twice the limit when that is more). */
 const TIMELINE_BATCH = 20;
 export const MAX_SYNC_TIMEOUT_MS = 60_000;
@@ -85,6 +87,7 @@ export class SyncService {
     notifier.onChange((change) => {
       if (change.kind === 'event') {
         for (const userId of change.userIds ?? []) this.membershipCache.delete(userId);
+        if (change.redacts !== undefined) this.forgetRow(change.redacts);
       } else if (change.kind === 'keys' || change.kind === 'device_list') {
         for (const userId of change.userIds ?? []) {
           this.keyEpochs.set(userId, (this.keyEpochs.get(userId) ?? 0) + 1);
@@ -436,9 +439,65 @@ export class SyncService {
     return value;
   }
 
-  private eventsBetween(roomId: string, lower: number, upper: number, limit: number): Promise<EventRow[]> {
-    return this.sharedRead(`ev|${roomId}|${lower}|${upper}|${limit}`, () =>
-      this.db
+  /**
+   * Rows of recent events by stream position, as read from the database. Only an event's
+   * redaction mark can change after it is written: a redaction announces its target (`redacts`),
+   * whose row is then dropped, and a read that raced a redaction is not kept.
+   */
+  private readonly recentRows = new Map<number, EventRow>();
+  private readonly recentPositions = new Map<string, number>();
+  private redactionEpoch = 0;
+
+  private forgetRow(eventId: string): void {
+    this.redactionEpoch++;
+    const position = this.recentPositions.get(eventId);
+    if (position === undefined) return;
+    this.recentPositions.delete(eventId);
+    this.recentRows.delete(position);
+  }
+
+  private rememberRows(rows: EventRow[]): void {
+    for (const row of rows) {
+      this.recentRows.set(row.stream_ordering, row);
+      this.recentPositions.set(row.event_id, row.stream_ordering);
+    }
+    while (this.recentRows.size > RECENT_ROWS) {
+      const [position, row] = this.recentRows.entries().next().value as [number, EventRow];
+      this.recentRows.delete(position);
+      this.recentPositions.delete(row.event_id);
+    }
+  }
+
+  /**
+   * The room's newest `limit` events in (lower, upper], newest first. When the change cache holds
+   * the range and every event of the room in it was read before, no query is needed: many syncs
+   * ask for the same new events, each from its own `since`.
+   */
+  private async eventsBetween(
+    roomId: string,
+    lower: number,
+    upper: number,
+    limit: number,
+  ): Promise<EventRow[]> {
+    const window = this.notifier.changes?.window(lower, upper);
+    if (window) {
+      const rows: EventRow[] = [];
+      let complete = true;
+      for (const [position, change] of window.newestFirst()) {
+        if (change.kind !== 'event' || change.roomId !== roomId) continue;
+        const row = this.recentRows.get(position);
+        if (!row) {
+          complete = false;
+          break;
+        }
+        rows.push(row);
+        if (rows.length >= limit) break;
+      }
+      if (complete) return rows;
+    }
+    return this.sharedRead(`ev|${roomId}|${lower}|${upper}|${limit}`, async () => {
+      const epoch = this.redactionEpoch;
+      const rows = await this.db
         .selectFrom('events')
         .selectAll()
         .where('room_id', '=', roomId)
@@ -446,8 +505,10 @@ export class SyncService {
         .where('stream_ordering', '<=', upper)
         .orderBy('stream_ordering', 'desc')
         .limit(limit)
-        .execute(),
-    );
+        .execute();
+      if (epoch === this.redactionEpoch) this.rememberRows(rows);
+      return rows;
+    });
   }
 
   /** The last `limit` visible events of the room in (lower, upper]. */

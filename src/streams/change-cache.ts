@@ -112,6 +112,14 @@ export class ChangeWindow {
     readonly upTo: number,
   ) {}
 
+  /** The changes with their positions, newest first. */
+  *newestFirst(): Iterable<[number, StreamChange]> {
+    for (let p = this.upTo; p > this.from; p--) {
+      const c = this.entries[p - this.low - 1];
+      if (c) yield [p, c];
+    }
+  }
+
   *changes(): Iterable<StreamChange> {
     for (let p = this.from + 1; p <= this.upTo; p++) {
       const c = this.entries[p - this.low - 1];

@@ -17,6 +17,8 @@ export interface StreamChange {
   roomId?: string;
   /** Users the change concerns directly (a membership target, an account data owner, ...). */
   userIds?: string[];
+  /** For a redaction: the event it redacts (whose cached copies must go). */
+  redacts?: string;
 }
 
 export type StreamChangeKind =
