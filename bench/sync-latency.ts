@@ -2,10 +2,12 @@
  * Send-to-delivery latency and throughput of /sync for N users in one room.
  *
  *   npm run bench -- [--users 50] [--rate 50] [--seconds 20] [--mode embedded|postgres|both]
+ *                    [--transport poll|ws|both]
  *
  * Starts real server processes (the embedded default: one process on PGlite; postgres: two
  * processes on PostgreSQL + Redis from BENCH_DATABASE_URL / BENCH_REDIS_URL, defaulting to the
- * TEST_ ones), registers N users who all join one room and long-poll /sync, then one sender
+ * TEST_ ones), registers N users who all join one room and long-poll /sync (or, with
+ * --transport ws, hold a WebSocket to /_conclave/client/v1/sync), then one sender
  * posts messages at the given rate. Every recipient records when each message arrived; the
  * table gives p50/p99 over every (message, recipient) pair and the delivered events per second.
  * Loopback only.
@@ -16,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import WebSocket from 'ws';
 import { type RunningProcess, startServerProcess } from '../test/helpers/process.ts';
 
 const { values } = parseArgs({
@@ -24,8 +27,13 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '50' },
     seconds: { type: 'string', default: '20' },
     mode: { type: 'string', default: 'both' },
+    transport: { type: 'string', default: 'both' },
   },
 });
+/** How recipients receive: long-polling /sync, or the WebSocket transport (our extension). */
+type Transport = 'poll' | 'ws';
+const TRANSPORTS: Transport[] =
+  values.transport === 'both' ? ['poll', 'ws'] : [values.transport === 'ws' ? 'ws' : 'poll'];
 const USERS = Number(values.users);
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
@@ -132,7 +140,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
+async function run(mode: 'embedded' | 'postgres', transport: Transport): Promise<Result> {
   const servers = await startServers(mode);
   try {
     const users: Array<{ base: string; token: string; userId: string }> = [];
@@ -160,8 +168,39 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
     // Every recipient finishes its initial sync before the first message is sent, so each
     // message reaches every recipient through an incremental sync and is counted.
     let ready = 0;
+    // biome-ignore lint/suspicious/noExplicitAny: a loose client for the benchmark
+    const record = (r: Record<string, any>) => {
+      const arrived = now();
+      for (const e of r.rooms?.join?.[roomId]?.timeline?.events ?? []) {
+        if (e.type === 'm.room.message' && typeof e.content.sent_at_us === 'number') {
+          latencies.push(arrived - e.content.sent_at_us / 1000);
+          delivered++;
+        }
+      }
+    };
+    const sockets: WebSocket[] = [];
     const loops = recipients.map(async (u) => {
       let since: string = (await api(u.base, 'GET', `${V3}/sync?filter=${filter}`, u.token)).next_batch;
+      if (transport === 'ws') {
+        // Frames from the token of the initial sync on: each new message arrives as a frame.
+        const socket = new WebSocket(
+          `${u.base.replace('http', 'ws')}/_conclave/client/v1/sync?since=${since}&filter=${filter}`,
+          { headers: { authorization: `Bearer ${u.token}` } },
+        );
+        sockets.push(socket);
+        await new Promise<void>((resolve, reject) => {
+          socket.once('open', () => resolve());
+          socket.once('error', reject);
+        });
+        socket.on('message', (data) => {
+          // biome-ignore lint/suspicious/noExplicitAny: a loose client for the benchmark
+          const frame = JSON.parse(String(data)) as Record<string, any>;
+          if (frame.type === 'sync') record(frame);
+        });
+        ready++;
+        await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+        return;
+      }
       ready++;
       while (!stopping) {
         const r = await api(
@@ -170,13 +209,7 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
           `${V3}/sync?since=${since}&timeout=5000&filter=${filter}`,
           u.token,
         );
-        const arrived = now();
-        for (const e of r.rooms?.join?.[roomId]?.timeline?.events ?? []) {
-          if (e.type === 'm.room.message' && typeof e.content.sent_at_us === 'number') {
-            latencies.push(arrived - e.content.sent_at_us / 1000);
-            delivered++;
-          }
-        }
+        record(r);
         since = r.next_batch;
       }
     });
@@ -226,11 +259,12 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
       servers.pids.reduce((sum, pid, i) => sum + cpuSecondsOf(pid) - serverCpuAtStart[i]!, 0) /
       deliverSeconds;
     stopping = true;
+    for (const socket of sockets) socket.close();
     await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, 6000))]);
     latencies.sort((a, b) => a - b);
     if (failures.length > 0) console.error(`${failures.length} failed syncs, e.g. ${failures[0]}`);
     return {
-      mode: mode === 'embedded' ? 'embedded (PGlite, 1 process)' : 'PostgreSQL + Redis, 2 processes',
+      mode: `${mode === 'embedded' ? 'embedded (PGlite, 1 process)' : 'PostgreSQL + Redis, 2 processes'}, ${transport === 'ws' ? 'WebSocket' : '/sync long-poll'}`,
       samples: latencies.length,
       expected,
       p50: percentile(latencies, 50),
@@ -249,7 +283,7 @@ async function run(mode: 'embedded' | 'postgres'): Promise<Result> {
 const modes: Array<'embedded' | 'postgres'> =
   values.mode === 'both' ? ['embedded', 'postgres'] : [values.mode as 'embedded' | 'postgres'];
 const results: Result[] = [];
-for (const mode of modes) results.push(await run(mode));
+for (const mode of modes) for (const transport of TRANSPORTS) results.push(await run(mode, transport));
 console.log(
   `\n${USERS} users in one room, ${RATE} messages/s for ${SECONDS} s, on ${os.cpus().length} cores\n`,
 );
