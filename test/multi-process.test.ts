@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import WebSocket from 'ws';
 import { databaseBackends, testRedisUrl } from './helpers/backends.ts';
 import { testDevice } from './helpers/e2ee.ts';
 import { type RunningProcess, startServerProcess } from './helpers/process.ts';
@@ -101,6 +102,97 @@ t.test(
       );
       bobSince = r.next_batch;
     });
+
+    t.test(
+      'a message, typing and a receipt sent on one process reach a WebSocket on the other',
+      async (t) => {
+        const frames: Json[] = [];
+        const since = (await api(p2.base, 'GET', `${V3}/sync`, bob.access_token)).next_batch;
+        const socket = new WebSocket(
+          `${p2.base.replace('http', 'ws')}/_conclave/client/v1/sync?since=${since}`,
+          {
+            headers: { authorization: `Bearer ${bob.access_token}` },
+          },
+        );
+        t.teardown(() => socket.close());
+        socket.on('message', (d) => frames.push(JSON.parse(String(d))));
+        await new Promise<void>((resolve, reject) => {
+          socket.once('open', () => resolve());
+          socket.once('error', reject);
+        });
+        const arrival = async (what: (f: Json) => boolean) => {
+          const started = performance.now();
+          while (performance.now() - started < 5000) {
+            if (frames.some(what)) return performance.now() - started;
+            await new Promise((r) => setTimeout(r, 5));
+          }
+          return undefined;
+        };
+        const room = (f: Json) => f.rooms?.join?.[roomId];
+
+        const sent = api(
+          p1.base,
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/send/m.room.message/ws1`,
+          alice.access_token,
+          {
+            msgtype: 'm.text',
+            body: 'to a socket on the other process',
+          },
+        );
+        const message = await arrival((f) =>
+          (room(f)?.timeline.events ?? []).some(
+            (e: Json) => e.content?.body === 'to a socket on the other process',
+          ),
+        );
+        await sent;
+        t.ok(
+          message !== undefined && message < 1000,
+          `the message arrives as a frame (${Math.round(message ?? -1)} ms)`,
+        );
+
+        await api(
+          p1.base,
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`,
+          alice.access_token,
+          {
+            typing: true,
+            timeout: 5000,
+          },
+        );
+        const typing = await arrival((f) =>
+          (room(f)?.ephemeral?.events ?? []).some(
+            (e: Json) => e.type === 'm.typing' && e.content.user_ids.includes(alice.user_id),
+          ),
+        );
+        t.ok(
+          typing !== undefined && typing < 1000,
+          `typing arrives as a frame (${Math.round(typing ?? -1)} ms)`,
+        );
+
+        const last = frames
+          .flatMap((f) => room(f)?.timeline.events ?? [])
+          .filter((e: Json) => e.type === 'm.room.message')
+          .at(-1).event_id;
+        await api(
+          p1.base,
+          'POST',
+          `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(last)}`,
+          alice.access_token,
+          {},
+        );
+        const receipt = await arrival((f) =>
+          (room(f)?.ephemeral?.events ?? []).some(
+            (e: Json) => e.type === 'm.receipt' && e.content[last]?.['m.read']?.[alice.user_id],
+          ),
+        );
+        t.ok(
+          receipt !== undefined && receipt < 1000,
+          `the receipt arrives as a frame (${Math.round(receipt ?? -1)} ms)`,
+        );
+      },
+    );
 
     t.test('typing and receipts cross processes', async (t) => {
       const poll = api(p2.base, 'GET', `${V3}/sync?since=${bobSince}&timeout=10000`, bob.access_token);
