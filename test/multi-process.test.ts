@@ -81,6 +81,13 @@ t.test(
     await api(p2.base, 'POST', `${V3}/join/${enc(roomId)}`, bob.access_token, {});
     await api(p2.base, 'POST', `${V3}/join/${enc(roomId)}`, carol.access_token, {});
 
+    /** alice, through process 1, starts typing for 5 s. */
+    const aliceTypes = () =>
+      api(p1.base, 'PUT', `${V3}/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`, alice.access_token, {
+        typing: true,
+        timeout: 5000,
+      });
+
     let bobSince: string = (await api(p2.base, 'GET', `${V3}/sync`, bob.access_token)).next_batch;
 
     t.test('a message sent on one process wakes a long-poll on the other within a second', async (t) => {
@@ -151,16 +158,7 @@ t.test(
           `the message arrives as a frame (${Math.round(message ?? -1)} ms)`,
         );
 
-        await api(
-          p1.base,
-          'PUT',
-          `${V3}/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`,
-          alice.access_token,
-          {
-            typing: true,
-            timeout: 5000,
-          },
-        );
+        await aliceTypes();
         const typing = await arrival((f) =>
           (room(f)?.ephemeral?.events ?? []).some(
             (e: Json) => e.type === 'm.typing' && e.content.user_ids.includes(alice.user_id),
@@ -198,16 +196,7 @@ t.test(
       const poll = api(p2.base, 'GET', `${V3}/sync?since=${bobSince}&timeout=10000`, bob.access_token);
       await new Promise((r) => setTimeout(r, 200));
       const sentAt = performance.now();
-      await api(
-        p1.base,
-        'PUT',
-        `${V3}/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`,
-        alice.access_token,
-        {
-          typing: true,
-          timeout: 5000,
-        },
-      );
+      await aliceTypes();
       const r = await poll;
       const typing = r.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === 'm.typing');
       t.same(typing?.content.user_ids, [alice.user_id]);
