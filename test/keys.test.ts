@@ -697,15 +697,7 @@ for (const backend of databaseBackends()) {
     });
 
     t.test('deleting a device deletes its keys and records a device list change', async (t) => {
-      const phone = await s.request('POST', `${V3}/login`, {
-        body: {
-          type: 'm.login.password',
-          identifier: { type: 'm.id.user', user: 'bob' },
-          password: PASSWORD,
-          device_id: 'BOBPHONE',
-        },
-      });
-      const bobPhone = phone.json() as Login;
+      const bobPhone = await s.login('bob', { deviceId: 'BOBPHONE' });
       const phoneDevice = testDevice(bobPhone);
       await upload(bobPhone, {
         device_keys: phoneDevice.deviceKeys,
@@ -734,16 +726,7 @@ for (const backend of databaseBackends()) {
       t.same((await keys.deviceListChanges(alice.user_id, before, await position())).changed, [bob.user_id]);
 
       // logout does the same.
-      const tablet = (
-        await s.request('POST', `${V3}/login`, {
-          body: {
-            type: 'm.login.password',
-            identifier: { type: 'm.id.user', user: 'bob' },
-            password: PASSWORD,
-            device_id: 'BOBTABLET',
-          },
-        })
-      ).json() as Login;
+      const tablet = await s.login('bob', { deviceId: 'BOBTABLET' });
       await upload(tablet, { device_keys: testDevice(tablet).deviceKeys });
       const beforeLogout = await position();
       t.equal((await post(tablet, '/logout', {})).statusCode, 200);

@@ -5,6 +5,7 @@
  * On the embedded default, on PostgreSQL, and on one homeserver run as two processes on PostgreSQL
  * and Redis with alice and bob on different processes.
  */
+
 import './helpers/sdk-node.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -25,10 +26,11 @@ import {
   RoomMemberEvent,
   SyncState,
 } from 'matrix-js-sdk';
-import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
+import { logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
 import t, { type Test } from 'tap';
 import { databaseBackends, testRedisUrl } from './helpers/backends.ts';
 import { startServerProcess } from './helpers/process.ts';
+import { recordingLogger } from './helpers/sdk-node.ts';
 import { PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
 
 const MESSAGES = 100;
@@ -55,31 +57,6 @@ const tolerated = (f: Failure) =>
   f.path === '/_matrix/client/unstable/org.matrix.msc4143/rtc/transports' &&
   f.status === 404 &&
   f.body.includes('M_UNRECOGNIZED');
-
-/** A logger that keeps the SDK's warnings and errors for the report instead of printing them. */
-function recordingLogger(who: string, sink: { level: string; line: string }[], prefix = ''): Logger {
-  const name = prefix ? `${who} [${prefix}]` : who;
-  const text = (m: unknown) =>
-    m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m);
-  const keep =
-    (level: string) =>
-    (...msg: unknown[]) => {
-      const line = `${name} ${level}: ${msg.map(text).join(' ')}`;
-      sink.push({ level, line });
-      if (VERBOSE) console.error(line);
-    };
-  const quiet = (...msg: unknown[]) => {
-    if (VERBOSE) console.error(`${name}:`, ...msg);
-  };
-  return {
-    trace: quiet,
-    debug: quiet,
-    info: quiet,
-    warn: keep('warn'),
-    error: keep('error'),
-    getChild: (ns: string) => recordingLogger(who, sink, prefix ? `${prefix}:${ns}` : ns),
-  };
-}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -189,7 +166,7 @@ for (const setup of setups) {
         const client = createClient({
           baseUrl: baseUrlOf(who),
           fetchFn: recordingFetch(who),
-          logger: recordingLogger(who, sdkLog),
+          logger: recordingLogger(who, sdkLog, VERBOSE),
           timelineSupport: true,
           ...(session
             ? { userId: session.user_id, accessToken: session.access_token, deviceId: session.device_id }

@@ -2,7 +2,7 @@ import t from 'tap';
 import { ToDeviceService, TXN_KEPT_MS } from '../src/services/to-device.service.ts';
 import { currentPosition } from '../src/streams/positions.ts';
 import { databaseBackends } from './helpers/backends.ts';
-import { type Login, PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
+import { type Login, SERVER_NAME, startTestServer } from './helpers/server.ts';
 
 const V3 = '/_matrix/client/v3';
 
@@ -14,16 +14,7 @@ for (const backend of databaseBackends()) {
     const alice = await s.register('alice', { deviceId: 'ALICEPHONE' });
     const bob = await s.register('bob', { deviceId: 'BOBLAPTOP' });
     const mallory = await s.register('mallory', { deviceId: 'MALLORYDEV' });
-    const bobPhone = (
-      await s.request('POST', `${V3}/login`, {
-        body: {
-          type: 'm.login.password',
-          identifier: { type: 'm.id.user', user: 'bob' },
-          password: PASSWORD,
-          device_id: 'BOBPHONE',
-        },
-      })
-    ).json() as Login;
+    const bobPhone = await s.login('bob', { deviceId: 'BOBPHONE' });
 
     const send = (who: Login, type: string, txn: string, messages: unknown) =>
       s.request('PUT', `${V3}/sendToDevice/${encodeURIComponent(type)}/${encodeURIComponent(txn)}`, {

@@ -65,9 +65,18 @@ export class ProfileService {
       .where('user_id', '=', userId)
       .where('membership', '=', 'join')
       .execute();
+    const current = new Map(
+      (
+        await rooms.getEventRows(
+          this.db,
+          joined.map((m) => m.event_id),
+        )
+      ).map((r) => [r.event_id, r]),
+    );
     for (const m of joined) {
-      const current = await rooms.getEventRow(this.db, m.event_id);
-      const content: JsonObject = { ...((current?.json.content as JsonObject | undefined) ?? {}) };
+      const content: JsonObject = {
+        ...((current.get(m.event_id)?.json.content as JsonObject | undefined) ?? {}),
+      };
       if (content[field] === (value ?? undefined)) continue;
       if (value === null) delete content[field];
       else content[field] = value;

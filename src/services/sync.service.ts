@@ -91,15 +91,17 @@ export class SyncService {
       } else if (change.kind === 'keys' || change.kind === 'device_list') {
         for (const userId of change.userIds ?? []) {
           this.keyEpochs.set(userId, (this.keyEpochs.get(userId) ?? 0) + 1);
-          for (const key of this.keyCountCache.keys())
-            if (key.startsWith(`${userId}\u0000`)) this.keyCountCache.delete(key);
+          this.keyCountCache.delete(userId);
         }
       }
     });
   }
 
-  /** Each device's one-time key counts and unused fallback key types, as last read. */
-  private readonly keyCountCache = new Map<string, { counts: Record<string, number>; fallback: string[] }>();
+  /** Each device's one-time key counts and unused fallback key types, as last read, by user. */
+  private readonly keyCountCache = new Map<
+    string,
+    Map<string, { counts: Record<string, number>; fallback: string[] }>
+  >();
   /** Bumped on every change of a user's keys, so a read that raced one is not kept. */
   private readonly keyEpochs = new Map<string, number>();
   /** When each device last acknowledged its to-device messages here, and up to where. */
@@ -297,7 +299,7 @@ export class SyncService {
       }
     }
 
-    let counts = this.keyCountCache.get(device);
+    let counts = this.keyCountCache.get(userId)?.get(deviceId);
     if (!counts) {
       const epoch = this.keyEpochs.get(userId) ?? 0;
       counts = {
@@ -306,7 +308,12 @@ export class SyncService {
       };
       if ((this.keyEpochs.get(userId) ?? 0) === epoch) {
         if (this.keyCountCache.size >= 100_000) this.keyCountCache.clear();
-        this.keyCountCache.set(device, counts);
+        let devices = this.keyCountCache.get(userId);
+        if (!devices) {
+          devices = new Map();
+          this.keyCountCache.set(userId, devices);
+        }
+        devices.set(deviceId, counts);
       }
     }
     response.device_one_time_keys_count = counts.counts;

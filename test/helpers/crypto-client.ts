@@ -15,6 +15,7 @@
  *
  * Nothing here logs an access token, a key or a message body.
  */
+
 import './sdk-node.ts';
 import type { AddressInfo } from 'node:net';
 import {
@@ -49,6 +50,7 @@ import {
 import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
 import { VerificationMethod } from 'matrix-js-sdk/lib/types.js';
 import type { DatabaseBackend } from './backends.ts';
+import { recordingLogger } from './sdk-node.ts';
 import { type Login, PASSWORD, startTestServer, type TestServer } from './server.ts';
 
 /** CRYPTO_CLIENT_VERBOSE=1 prints every request (method, path, status) and the SDK's own log. */
@@ -132,31 +134,6 @@ export interface Exchange {
   requestBody?: string;
 }
 
-/** A logger that keeps the SDK's warnings and errors for the report instead of printing them. */
-function recordingLogger(who: string, sink: { level: string; line: string }[], prefix = ''): Logger {
-  const name = prefix ? `${who} [${prefix}]` : who;
-  const text = (m: unknown) =>
-    m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m);
-  const keep =
-    (level: string) =>
-    (...msg: unknown[]) => {
-      const line = `${name} ${level}: ${msg.map(text).join(' ')}`;
-      sink.push({ level, line });
-      if (VERBOSE) console.error(line);
-    };
-  const quiet = (...msg: unknown[]) => {
-    if (VERBOSE) console.error(`${name}:`, ...msg);
-  };
-  return {
-    trace: quiet,
-    debug: quiet,
-    info: quiet,
-    warn: keep('warn'),
-    error: keep('error'),
-    getChild: (ns: string) => recordingLogger(who, sink, prefix ? `${prefix}:${ns}` : ns),
-  };
-}
-
 /**
  * Password UIA for POST /keys/device_signing/upload: first without auth (a server may accept a
  * first upload without it), then, on a 401 challenge, with m.login.password in the given session.
@@ -215,7 +192,7 @@ export class CryptoHarness {
     this.anonymous = createClient({
       baseUrl,
       fetchFn: this.recordingFetch('anonymous'),
-      logger: recordingLogger('anonymous', this.sdkLog),
+      logger: recordingLogger('anonymous', this.sdkLog, VERBOSE),
     });
     // The clients stop before the server closes: tap runs teardowns last-registered first.
     t.teardown(() => this.stopAll());
@@ -295,7 +272,7 @@ export class CryptoHarness {
       login,
       password: PASSWORD,
       fetchFn: this.recordingFetch(who),
-      logger: recordingLogger(who, this.sdkLog),
+      logger: recordingLogger(who, this.sdkLog, VERBOSE),
       ...(opts.recoveryKey !== undefined ? { recoveryKey: opts.recoveryKey } : {}),
     });
     this.clients.push(c);

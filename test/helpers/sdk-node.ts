@@ -1,7 +1,10 @@
 /**
  * What unmodified matrix-js-sdk needs to run in Node 20, as a side-effect import: test files that
- * drive the SDK import this module before using it.
+ * drive the SDK import this module before using it. It also holds the logger those tests give
+ * the SDK.
  */
+
+import type { Logger } from 'matrix-js-sdk/lib/logger.js';
 
 // matrix-js-sdk declares Node >= 22 and calls Promise.withResolvers (ES2024, in Node 22, not in
 // Node 20). Supplying that standard method is all it needs to run here; the SDK itself is as
@@ -38,4 +41,37 @@ if (!global[marker]) {
     if ((args[1] ?? 0) >= 60_000 && /[\\/]matrix-js-sdk[\\/]/.test(new Error().stack ?? '')) timer.unref();
     return timer;
   }, setTimeoutAsIs) as typeof setTimeout;
+}
+
+/**
+ * A matrix-js-sdk logger that keeps the SDK's warnings and errors in `sink` (for a test's report)
+ * instead of printing them; with `verbose`, it prints every level too.
+ */
+export function recordingLogger(
+  who: string,
+  sink: { level: string; line: string }[],
+  verbose: boolean,
+  prefix = '',
+): Logger {
+  const name = prefix ? `${who} [${prefix}]` : who;
+  const text = (m: unknown) =>
+    m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m);
+  const keep =
+    (level: string) =>
+    (...msg: unknown[]) => {
+      const line = `${name} ${level}: ${msg.map(text).join(' ')}`;
+      sink.push({ level, line });
+      if (verbose) console.error(line);
+    };
+  const quiet = (...msg: unknown[]) => {
+    if (verbose) console.error(`${name}:`, ...msg);
+  };
+  return {
+    trace: quiet,
+    debug: quiet,
+    info: quiet,
+    warn: keep('warn'),
+    error: keep('error'),
+    getChild: (ns: string) => recordingLogger(who, sink, verbose, prefix ? `${prefix}:${ns}` : ns),
+  };
 }

@@ -25,6 +25,8 @@ export interface TestServer {
   ): Promise<LightMyRequestResponse>;
   /** Registers a user (open registration) and returns its login. */
   register(localpart: string, opts?: { password?: string; deviceId?: string }): Promise<Login>;
+  /** Logs an existing user in with PASSWORD, as the given device (a new one by default). */
+  login(localpart: string, opts?: { deviceId?: string }): Promise<Login>;
 }
 
 export interface Login {
@@ -98,7 +100,20 @@ export async function startTestServer(
     return res.json() as Login;
   };
 
-  return { app, runtime, config, backend: backend.name, request, register };
+  const login: TestServer['login'] = async (localpart, opts = {}) => {
+    const res = await request('POST', '/_matrix/client/v3/login', {
+      body: {
+        type: 'm.login.password',
+        identifier: { type: 'm.id.user', user: localpart },
+        password: PASSWORD,
+        ...(opts.deviceId ? { device_id: opts.deviceId } : {}),
+      },
+    });
+    if (res.statusCode !== 200) throw new Error(`login ${localpart}: ${res.statusCode} ${res.body}`);
+    return res.json() as Login;
+  };
+
+  return { app, runtime, config, backend: backend.name, request, register, login };
 }
 
 /** GET /sync for `who` with the given query parameters; throws on anything but 200. */
