@@ -1,4 +1,5 @@
 import { errors, MatrixError } from '../errors.ts';
+import type { EventsService } from '../events/events.service.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
@@ -6,7 +7,6 @@ import * as rooms from '../storage/rooms.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
-import type { EventsService } from './events.service.ts';
 import { isEncryptedSecret, SECRET_ACCOUNT_DATA_TYPES } from './secret-policy.ts';
 
 /** Profiles (display name, avatar URL) and account data, global and per room. */

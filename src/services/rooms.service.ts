@@ -1,15 +1,18 @@
 import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
-import { stateTuple } from '../protocol/event.ts';
+import type { EventsService, NewEvent, PersistedEvent } from '../events/events.service.ts';
+import { stateTuple, stateTuple as tuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import { namedLevel, userPowerLevel } from '../protocol/power-levels.ts';
 import { DEFAULT_ROOM_VERSION, getRoomVersion } from '../protocol/room-versions.ts';
+import type { Executor } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
+import * as txns from '../storage/event-txns.repository.ts';
+import * as eventStore from '../storage/events.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
-import type { EventsService, PersistedEvent } from './events.service.ts';
 import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
 
@@ -96,7 +99,8 @@ export class RoomsService {
       creator,
       rv.id,
       creationContent,
-      async ({ roomId, trx, send: sendEvent }) => {
+      async ({ roomId, lock, send: sendEvent }) => {
+        const { trx } = lock;
         const send = (type: string, content: JsonObject, stateKey?: string) =>
           sendEvent({ type, sender: creator, content, ...(stateKey !== undefined ? { stateKey } : {}) });
 
@@ -310,14 +314,38 @@ export class RoomsService {
   async sendMessage(session: Session, roomId: string, type: string, txnId: string, content: JsonObject) {
     await this.requireRoom(roomId);
     if (type === 'm.room.redaction') throw errors.badJson('Use the /redact endpoint to redact');
-    const result = await this.events.send({
-      roomId,
+    const result = await this.sendOnce(session, roomId, txnId, {
       type,
       sender: session.userId,
       content,
-      txn: { deviceId: session.deviceId, txnId },
     });
     return { event_id: result.event.event_id };
+  }
+
+  /**
+   * Sends a client's event once per (device, transaction ID): a retry returns the first event
+   * (client-server API: Transaction identifiers). Checked and recorded under the room's lock.
+   */
+  private sendOnce(
+    session: Session,
+    roomId: string,
+    txnId: string,
+    input: Omit<NewEvent, 'roomId'>,
+  ): Promise<PersistedEvent> {
+    return this.events.transact(roomId, async ({ lock, send }) => {
+      const key = { user_id: session.userId, device_id: session.deviceId, room_id: roomId, txn_id: txnId };
+      const earlier = await txns.findEvent(lock.trx, key);
+      if (earlier) {
+        return {
+          event: rooms.toRoomEvent(earlier),
+          streamOrdering: earlier.stream_ordering,
+          deduplicated: true,
+        };
+      }
+      const sent = await send(input);
+      await txns.record(lock.trx, { ...key, event_id: sent.event.event_id, created_ts: this.now() });
+      return sent;
+    });
   }
 
   /** PUT /rooms/{roomId}/state/{eventType}/{stateKey} */
@@ -329,9 +357,31 @@ export class RoomsService {
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
     }
     if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
-    // m.room.encryption: EventsService.send keeps an encrypted room encrypted (room-encryption.ts).
-    const result = await this.events.send({ roomId, type, sender: session.userId, content, stateKey });
+    const input = { roomId, type, sender: session.userId, content, stateKey };
+    const result =
+      type === 'm.room.encryption' && stateKey === ''
+        ? await this.events.send(input, (built, lock) =>
+            this.keepEncryption(lock.trx, built.stateBefore, content),
+          )
+        : await this.events.send(input);
     return { event_id: result.event.event_id };
+  }
+
+  /**
+   * An encrypted room stays encrypted with its algorithm (room-encryption.ts). Checked under the
+   * room's lock, so two concurrent changes cannot both pass, and after the auth rules, so a
+   * sender who may not send it at all learns nothing about the room.
+   */
+  private async keepEncryption(trx: Executor, state: rooms.StateIds, content: JsonObject): Promise<void> {
+    const currentId = state.get(tuple('m.room.encryption', ''));
+    // The stored JSON is the original content even after a redaction: the room stays encrypted
+    // with the algorithm it had.
+    const current =
+      currentId === undefined
+        ? undefined
+        : (await this.reader.eventRows(trx, [currentId], true)).get(currentId);
+    const refusal = encryptionChangeRefusal(current?.json.content as JsonObject | undefined, content);
+    if (refusal !== undefined) throw errors.forbidden(refusal);
   }
 
   private async checkCanonicalAlias(roomId: string, content: JsonObject): Promise<void> {
@@ -383,14 +433,12 @@ export class RoomsService {
         throw errors.forbidden("You may not redact other users' events");
       }
     }
-    const result = await this.events.send({
-      roomId,
+    // Transaction IDs are scoped per endpoint: a /send txnId never names a redaction.
+    const result = await this.sendOnce(session, roomId, `redact:${txnId}`, {
       type: 'm.room.redaction',
       sender: session.userId,
       content: reason !== undefined ? { reason } : {},
       redacts: eventId,
-      // Transaction IDs are scoped per endpoint: a /send txnId never names a redaction.
-      txn: { deviceId: session.deviceId, txnId: `redact:${txnId}` },
     });
     return { event_id: result.event.event_id };
   }
@@ -431,11 +479,11 @@ export class RoomsService {
     return (await rooms.joinPositions(this.db, roomId, userId)).length > 0;
   }
 
+  /** The room's current state: resolved across its forward extremities by the pipeline. */
   async currentGroup(roomId: string): Promise<number> {
-    const ext = await rooms.forwardExtremities(this.db, roomId);
-    const rows = await rooms.getEventRows(this.db, ext);
-    if (rows.length === 0) throw errors.notFound('Unknown room');
-    return rows.reduce((a, b) => (a.stream_ordering > b.stream_ordering ? a : b)).state_group_after;
+    const group = await eventStore.roomCurrentStateGroup(this.db, roomId);
+    if (group === undefined) throw errors.notFound('Unknown room');
+    return group;
   }
 
   /** GET /rooms/{roomId}/state */

@@ -75,6 +75,8 @@ export interface RoomsTable {
   creator: string;
   published: Generated<boolean>;
   created_ts: number;
+  /** The state resolved across the room's forward extremities (migration 0005). */
+  current_state_group: number | null;
 }
 
 export interface StateGroupsTable {
@@ -103,8 +105,83 @@ export interface EventsTable {
   origin_server_ts: number;
   state_group_before: number;
   state_group_after: number;
+  /** The room's resolved current state group once this event was persisted. */
+  room_state_group: number;
   json: ColumnType<JsonObject, string, string>;
   redacted_by: string | null;
+}
+
+/**
+ * Every event this server holds (migration 0005): the timeline (`events` is the view of the rows
+ * with a stream position), outliers, rejected and soft-failed events.
+ */
+export interface PdusTable {
+  stream_ordering: number | null;
+  event_id: string;
+  room_id: string;
+  type: string;
+  state_key: string | null;
+  sender: string;
+  membership: string | null;
+  depth: number;
+  origin_server_ts: number;
+  state_group_before: number | null;
+  state_group_after: number | null;
+  json: ColumnType<JsonObject, string, string>;
+  redacted_by: string | null;
+  outlier: Generated<boolean>;
+  rejected_reason: string | null;
+  soft_failed: Generated<boolean>;
+  origin: string | null;
+  received_ts: number | null;
+  redacts: string | null;
+  room_state_group: number | null;
+}
+
+export interface EventEdgesTable {
+  event_id: string;
+  prev_event_id: string;
+  room_id: string;
+}
+
+export interface EventAuthEdgesTable {
+  event_id: string;
+  auth_event_id: string;
+}
+
+export interface RoomBackwardExtremitiesTable {
+  room_id: string;
+  event_id: string;
+}
+
+export interface FederationDestinationsTable {
+  destination: string;
+  retry_last_ts: number | null;
+  retry_interval_ms: Generated<number>;
+  failure_count: Generated<number>;
+  last_success_ts: number | null;
+  last_successful_stream_ordering: number | null;
+}
+
+export interface FederationDestinationRoomsTable {
+  destination: string;
+  room_id: string;
+  stream_ordering: number;
+}
+
+export interface FederationQueuedEdusTable {
+  id: Generated<number>;
+  destination: string;
+  edu_type: string;
+  content: ColumnType<JsonObject, string, string>;
+  created_ts: number;
+}
+
+export interface FederationReceivedTxnsTable {
+  origin: string;
+  txn_id: string;
+  response: ColumnType<JsonObject, string, string>;
+  received_ts: number;
 }
 
 export interface RoomForwardExtremitiesTable {
@@ -264,7 +341,16 @@ export interface Database {
   rooms: RoomsTable;
   state_groups: StateGroupsTable;
   state_group_entries: StateGroupEntriesTable;
+  /** The timeline: a view of `pdus` (rows with a stream position). */
   events: EventsTable;
+  pdus: PdusTable;
+  event_edges: EventEdgesTable;
+  event_auth_edges: EventAuthEdgesTable;
+  room_backward_extremities: RoomBackwardExtremitiesTable;
+  federation_destinations: FederationDestinationsTable;
+  federation_destination_rooms: FederationDestinationRoomsTable;
+  federation_queued_edus: FederationQueuedEdusTable;
+  federation_received_txns: FederationReceivedTxnsTable;
   room_forward_extremities: RoomForwardExtremitiesTable;
   current_state: CurrentStateTable;
   memberships: MembershipsTable;
@@ -292,6 +378,7 @@ export type RegistrationTokenRow = Selectable<RegistrationTokensTable>;
 export type UiaSessionRow = Selectable<UiaSessionsTable>;
 export type ServerSigningKeyRow = Selectable<ServerSigningKeysTable>;
 export type EventRow = Selectable<EventsTable>;
+export type PduRow = Selectable<PdusTable>;
 export type MembershipRow = Selectable<MembershipsTable>;
 export type RoomRow = Selectable<RoomsTable>;
 export type RoomKeyBackupVersionRow = Selectable<RoomKeyBackupVersionsTable>;

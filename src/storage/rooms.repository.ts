@@ -1,7 +1,6 @@
 import { sql } from 'kysely';
 import type { RoomEvent, StateTuple } from '../protocol/event.ts';
 import { stateTuple } from '../protocol/event.ts';
-import type { JsonObject } from '../protocol/json.ts';
 import type { Executor } from './accounts.repository.ts';
 import type { EventRow, RoomRow } from './database.ts';
 
@@ -84,16 +83,6 @@ export async function chainLengthOf(db: Executor, groupId: number): Promise<numb
   return row.chain_length;
 }
 
-export async function insertEvent(
-  db: Executor,
-  row: Omit<EventRow, 'json' | 'redacted_by'> & { json: JsonObject },
-) {
-  await db
-    .insertInto('events')
-    .values({ ...row, json: JSON.stringify(row.json), redacted_by: null })
-    .execute();
-}
-
 export function getEventRows(db: Executor, eventIds: readonly string[]): Promise<EventRow[]> {
   if (eventIds.length === 0) return Promise.resolve([]);
   return db
@@ -107,15 +96,6 @@ export function getEventRow(db: Executor, eventId: string): Promise<EventRow | u
   return db.selectFrom('events').selectAll().where('event_id', '=', eventId).executeTakeFirst();
 }
 
-export async function forwardExtremities(db: Executor, roomId: string): Promise<string[]> {
-  const rows = await db
-    .selectFrom('room_forward_extremities')
-    .select('event_id')
-    .where('room_id', '=', roomId)
-    .execute();
-  return rows.map((r) => r.event_id);
-}
-
 /** The rows of the room's forward extremities (the events new events point back to). */
 export function forwardExtremityRows(db: Executor, roomId: string): Promise<EventRow[]> {
   return db
@@ -123,31 +103,6 @@ export function forwardExtremityRows(db: Executor, roomId: string): Promise<Even
     .innerJoin('events as e', 'e.event_id', 'f.event_id')
     .selectAll('e')
     .where('f.room_id', '=', roomId)
-    .execute();
-}
-
-/** Makes `eventId` the room's only forward extremity (one statement: one round trip). */
-export async function replaceForwardExtremities(
-  db: Executor,
-  roomId: string,
-  eventId: string,
-): Promise<void> {
-  await sql`
-    with gone as (delete from room_forward_extremities where room_id = ${roomId})
-    insert into room_forward_extremities (room_id, event_id) values (${roomId}, ${eventId})`.execute(db);
-}
-
-export async function setCurrentState(
-  db: Executor,
-  roomId: string,
-  type: string,
-  stateKey: string,
-  eventId: string,
-) {
-  await db
-    .insertInto('current_state')
-    .values({ room_id: roomId, type, state_key: stateKey, event_id: eventId })
-    .onConflict((c) => c.columns(['room_id', 'type', 'state_key']).doUpdateSet({ event_id: eventId }))
     .execute();
 }
 
@@ -183,7 +138,10 @@ export function toRoomEvent(row: Pick<EventRow, 'event_id' | 'json'>): RoomEvent
   return { ...(row.json as unknown as RoomEvent), event_id: row.event_id };
 }
 
-/** The state group after the room's last event at or before `position`, if there is one. */
+/**
+ * The room's state at `position`: its current state group (resolved across its forward
+ * extremities) once the last event at or before `position` was persisted.
+ */
 export async function stateGroupAtPosition(
   db: Executor,
   roomId: string,
@@ -191,13 +149,13 @@ export async function stateGroupAtPosition(
 ): Promise<number | undefined> {
   const row = await db
     .selectFrom('events')
-    .select('state_group_after')
+    .select('room_state_group')
     .where('room_id', '=', roomId)
     .where('stream_ordering', '<=', position)
     .orderBy('stream_ordering', 'desc')
     .limit(1)
     .executeTakeFirst();
-  return row?.state_group_after;
+  return row?.room_state_group;
 }
 
 /** Stream positions of every join of `userId` to the room. */

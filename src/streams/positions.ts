@@ -23,3 +23,15 @@ export async function currentPosition(db: Executor): Promise<number> {
     .executeTakeFirstOrThrow();
   return Number(row.position);
 }
+
+/**
+ * A position for a backfilled event: below zero and below every earlier backfill, so history in
+ * position order puts it before what the server already had, and no incremental sync (which reads
+ * above a non-negative token) delivers it as new.
+ */
+export async function nextBackfillPosition(trx: Executor): Promise<number> {
+  const row = await sql<{ position: number }>`select nextval('backfill_ordering_seq') as position`.execute(
+    trx,
+  );
+  return Number(row.rows[0]!.position);
+}

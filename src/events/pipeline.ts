@@ -1,0 +1,460 @@
+import { checkAuth, checkAuthAgainstAuthEvents, selectAuthEvents } from '../protocol/auth-rules.ts';
+import { type RoomEvent, type StateMap, stateTuple } from '../protocol/event.ts';
+import { checkContentHash, computeEventId, roomIdFromCreateEvent } from '../protocol/hashes.ts';
+import { redactEvent } from '../protocol/redaction.ts';
+import type { RoomVersion } from '../protocol/room-versions.ts';
+import type { RoomReader } from '../services/room-reads.ts';
+import type { PduRow } from '../storage/database.ts';
+import * as store from '../storage/events.repository.ts';
+import * as rooms from '../storage/rooms.repository.ts';
+import type { StreamChange } from '../streams/notifier.ts';
+import { nextBackfillPosition, nextPosition } from '../streams/positions.ts';
+import { formatProblem } from './checks.ts';
+import { applyRedactions, redactsOf } from './redactions.ts';
+import type { RoomLock } from './room-lock.ts';
+import { type ResolvedState, resolveGroups, type StateResolver, stateDelta } from './state.ts';
+
+/**
+ * The one entrance for room events. A local send (built and signed here), an event a remote
+ * server pushed, one we fetched as an auth or state event (outlier) and one we backfilled all go
+ * through `ingest`, which runs the checks of the server-server API ("Checks performed on receipt
+ * of a PDU") in order:
+ *   1. format and size;
+ *   2. content hash (a mismatch redacts the event) and signatures (a failure drops it);
+ *   3. auth against the event's own auth events (a failure rejects it);
+ *   4. auth against the state before it, resolved across all its prev events (rejects);
+ *   5. for new events, auth against the room's current state (a failure soft-fails it);
+ * then persists it with its state, moves the forward extremities and the current state by a
+ * computed delta, applies redactions, and returns the stream change to announce.
+ */
+
+export type IngestKind = 'new' | 'outlier' | 'backfill';
+
+export interface EventInput {
+  kind: IngestKind;
+  /** The server that gave us the event (ours for local sends). */
+  origin: string;
+  event: RoomEvent;
+  /**
+   * The state before the event when some of its prev events are not held (fetched with
+   * /state_ids, as outliers); otherwise it is computed from the prev events.
+   */
+  stateBefore?: rooms.StateIds;
+}
+
+export type IngestOutcome =
+  | { status: 'persisted'; event: RoomEvent; position: number; change?: StreamChange }
+  | { status: 'outlier'; event: RoomEvent }
+  | { status: 'soft_failed'; event: RoomEvent; reason: string }
+  | { status: 'rejected'; event: RoomEvent; reason: string }
+  /** Not stored: malformed, badly signed, or (for a retry) already held. */
+  | { status: 'dropped'; reason: string }
+  | { status: 'duplicate'; event: RoomEvent; position: number | null }
+  /** Not stored: events it needs (auth events, or prev events without `stateBefore`) are not held. */
+  | { status: 'missing'; event: RoomEvent; authEvents: string[]; prevEvents: string[] };
+
+/** Checks the signatures an event needs; the key ring implements it (src/federation/keys). */
+export interface EventSignatureVerifier {
+  verifyEvent(
+    pdu: object,
+    rv: RoomVersion,
+    servers: string[],
+    atTs: number,
+  ): Promise<{ ok: true } | { ok: false; reason: string }>;
+}
+
+export interface PipelineDeps {
+  serverName: string;
+  reader: RoomReader;
+  resolver: StateResolver;
+  verifier: EventSignatureVerifier;
+  now: () => number;
+}
+
+const AUTHORISER_KEY = 'join_authorised_via_users_server';
+
+export class EventPipeline {
+  constructor(private readonly deps: PipelineDeps) {}
+
+  async ingest(lock: RoomLock, rv: RoomVersion, input: EventInput): Promise<IngestOutcome> {
+    let event = input.event;
+    const { trx } = lock;
+
+    // The event ID is ours to compute: a claimed one that differs is a different event.
+    const computedId = computeEventId(withoutId(event), rv);
+    if (computedId !== event.event_id)
+      return { status: 'dropped', reason: 'event ID does not match its content' };
+    // A local event was just built (its ID is new); anything else may be held already.
+    if (input.origin !== this.deps.serverName) {
+      const [held] = await store.getPdus(trx, [event.event_id]);
+      if (held && !(held.outlier && input.kind !== 'outlier')) {
+        return { status: 'duplicate', event: store.toEvent(held), position: held.stream_ordering };
+      }
+    }
+
+    // 1. Format and size.
+    const roomIdOfEvent =
+      event.type === 'm.room.create' && rv.roomIdFromCreateEvent
+        ? roomIdFromCreateEvent(withoutId(event), rv)
+        : event.room_id;
+    if (roomIdOfEvent !== lock.roomId) return { status: 'dropped', reason: 'event is not in this room' };
+    const problem = formatProblem(event, lock.roomId, rv);
+    if (problem !== undefined) return { status: 'dropped', reason: problem };
+
+    // 2. Signatures (over the redacted form), then the content hash.
+    const servers = requiredSigners(event);
+    const signed = await this.deps.verifier.verifyEvent(
+      withoutId(event),
+      rv,
+      servers,
+      event.origin_server_ts,
+    );
+    if (!signed.ok) return { status: 'dropped', reason: `signature check failed: ${signed.reason}` };
+    if (!checkContentHash(withoutId(event))) {
+      event = { ...(redactEvent(withoutId(event), rv) as RoomEvent), event_id: event.event_id };
+    }
+    const options = { verifyEventSignature: (_ev: unknown, server: string) => servers.includes(server) };
+
+    // 3. Against its own auth events.
+    const authRows = await this.pdus(lock, event.auth_events);
+    const missingAuth = event.auth_events.filter((id) => !authRows.has(id));
+    let createEvent: RoomEvent | undefined;
+    if (rv.roomIdFromCreateEvent && event.type !== 'm.room.create') {
+      const createId = `$${lock.roomId.slice(1)}`;
+      const createRow = (await this.pdus(lock, [createId])).get(createId);
+      if (!createRow) missingAuth.push(createId);
+      else createEvent = store.toEvent(createRow);
+    }
+    if (missingAuth.length > 0) {
+      return { status: 'missing', event, authEvents: missingAuth, prevEvents: [] };
+    }
+    const authEvents = event.auth_events.map((id) => store.toEvent(authRows.get(id)!));
+    const rejectedIds = new Set(
+      [...authRows.values()].filter((r) => r.rejected_reason !== null).map((r) => r.event_id),
+    );
+    const own = checkAuthAgainstAuthEvents(event, authEvents, rv, {
+      ...options,
+      isRejected: (e) => rejectedIds.has(e.event_id),
+      ...(createEvent ? { createEvent } : {}),
+    });
+    if (input.kind === 'outlier') {
+      await this.write(lock, rv, input, event, {
+        streamOrdering: null,
+        before: null,
+        after: null,
+        roomState: null,
+        outlier: true,
+        rejected: own.allowed ? null : `${own.reason} (rule ${own.rule})`,
+        softFailed: false,
+      });
+      if (!own.allowed) return { status: 'rejected', event, reason: own.reason };
+      return { status: 'outlier', event };
+    }
+
+    // 4. Against the state before it, resolved across all its prev events.
+    const prevRows = await this.pdus(lock, event.prev_events);
+    const missingPrev = event.prev_events.filter((id) => {
+      const row = prevRows.get(id);
+      return row === undefined || row.state_group_after === null;
+    });
+    let stateBefore: ResolvedState;
+    if (event.type === 'm.room.create') {
+      stateBefore = {
+        group: (await rooms.createStateGroup(trx, lock.roomId, null, [])).id,
+        state: new Map(),
+      };
+    } else if (missingPrev.length > 0 || event.prev_events.length === 0) {
+      if (!input.stateBefore) {
+        return { status: 'missing', event, authEvents: [], prevEvents: missingPrev };
+      }
+      const given = input.stateBefore;
+      const entries = [...given].map(([key, event_id]) => {
+        const [type, state_key] = key.split('\u0000') as [string, string];
+        return { type, state_key, event_id };
+      });
+      stateBefore = {
+        group: (await rooms.createStateGroup(trx, lock.roomId, null, entries)).id,
+        state: given,
+      };
+    } else {
+      stateBefore = await this.stateBeforePrevs(lock, rv, event, prevRows);
+    }
+    const before = await this.authState(lock, event, stateBefore.state, rv);
+    const verdict = own.allowed ? checkAuth(event, before, rv, options) : own;
+    if (!verdict.allowed) {
+      const reason = `${verdict.reason} (rule ${verdict.rule})`;
+      await this.write(lock, rv, input, event, {
+        streamOrdering: null,
+        before: stateBefore.group,
+        after: stateBefore.group,
+        roomState: null,
+        outlier: false,
+        rejected: reason,
+        softFailed: false,
+      });
+      return { status: 'rejected', event, reason };
+    }
+    const isState = typeof event.state_key === 'string';
+    const after: ResolvedState = isState ? await this.stateAfter(lock, stateBefore, event) : stateBefore;
+
+    // 5. Soft failure: a new event that the current state no longer allows.
+    const currentGroup = await store.roomCurrentStateGroup(trx, lock.roomId);
+    if (input.kind === 'new' && currentGroup !== undefined && currentGroup !== stateBefore.group) {
+      const currentState = await this.deps.reader.stateIdsAt(trx, currentGroup);
+      const now = checkAuth(event, await this.authState(lock, event, currentState, rv), rv, options);
+      if (!now.allowed) {
+        const reason = `${now.reason} (rule ${now.rule})`;
+        await this.write(lock, rv, input, event, {
+          streamOrdering: null,
+          before: stateBefore.group,
+          after: after.group,
+          roomState: null,
+          outlier: false,
+          rejected: null,
+          softFailed: true,
+        });
+        return { status: 'soft_failed', event, reason };
+      }
+    }
+
+    // Persist in the timeline, with the forward extremities and the current state it leads to.
+    const position = input.kind === 'backfill' ? await nextBackfillPosition(trx) : await nextPosition(trx);
+    const affectedUsers = new Set<string>();
+    if (event.type === 'm.room.member' && isState) affectedUsers.add(event.state_key!);
+    let roomState = currentGroup ?? after.group;
+    let extremities: string[] | undefined;
+    if (input.kind === 'new') {
+      const old = await store.forwardExtremityIds(trx, lock.roomId);
+      const prevs = new Set(event.prev_events);
+      extremities = old.filter((id) => !prevs.has(id));
+      // An event that a held event already points back to arrived late: it is no extremity.
+      const late = input.origin !== this.deps.serverName && (await store.hasSuccessor(trx, event.event_id));
+      if (!late) extremities.push(event.event_id);
+      roomState = await this.resolveCurrent(lock, rv, extremities, event.event_id, after.group);
+    }
+    await this.write(lock, rv, input, event, {
+      streamOrdering: position,
+      before: stateBefore.group,
+      after: after.group,
+      roomState,
+      outlier: false,
+      rejected: null,
+      softFailed: false,
+    });
+    if (extremities !== undefined) {
+      await store.setForwardExtremities(
+        trx,
+        lock.roomId,
+        event.prev_events,
+        extremities.includes(event.event_id) ? event.event_id : undefined,
+      );
+      if (roomState !== currentGroup)
+        await this.moveCurrentState(lock, currentGroup, roomState, position, affectedUsers);
+    }
+    if (missingPrev.length > 0 || input.origin !== this.deps.serverName) {
+      await store.updateBackwardExtremities(trx, lock.roomId, event.event_id, missingPrev);
+    }
+
+    const loadEvents = (ids: string[]) => this.events(lock, ids);
+    const loadState = (group: number) => this.deps.reader.stateIdsAt(trx, group);
+    const redacted = await applyRedactions(lock, loadEvents, loadState, rv, event, stateBefore.state, {
+      // Nothing can have named a local event we just built, so only remote events look back.
+      lookBack: input.origin !== this.deps.serverName,
+    });
+    if (input.kind === 'backfill') return { status: 'persisted', event, position };
+    const change: StreamChange = {
+      kind: 'event',
+      position,
+      roomId: lock.roomId,
+      userIds: [...affectedUsers],
+      ...(redacted.length > 0 ? { redacts: redacted[0] } : {}),
+    };
+    return { status: 'persisted', event, position, change };
+  }
+
+  /** The state before an event whose prev events are all held: resolved across their states. */
+  private async stateBeforePrevs(
+    lock: RoomLock,
+    rv: RoomVersion,
+    event: RoomEvent,
+    prevRows: Map<string, PduRow>,
+  ): Promise<ResolvedState> {
+    const groups = event.prev_events.map((id) => prevRows.get(id)!.state_group_after!);
+    // The common case: an event on top of all the room's forward extremities has the room's
+    // current state before it, which is their resolution already.
+    if (new Set(groups).size > 1) {
+      const extremities = await store.forwardExtremityIds(lock.trx, lock.roomId);
+      const current = await store.roomCurrentStateGroup(lock.trx, lock.roomId);
+      if (current !== undefined && sameSet(extremities, event.prev_events)) {
+        return { group: current, state: await this.deps.reader.stateIdsAt(lock.trx, current) };
+      }
+    }
+    return resolveGroups(lock, this.deps.reader, this.deps.resolver, rv, groups);
+  }
+
+  private async stateAfter(lock: RoomLock, before: ResolvedState, event: RoomEvent): Promise<ResolvedState> {
+    const chainLength = await this.deps.reader.chainLengthOf(lock.trx, before.group);
+    const group = await rooms.createStateGroup(
+      lock.trx,
+      lock.roomId,
+      { id: before.group, chainLength, state: before.state },
+      [{ type: event.type, state_key: event.state_key!, event_id: event.event_id }],
+    );
+    const state = new Map(before.state);
+    state.set(stateTuple(event.type, event.state_key!), event.event_id);
+    return { group: group.id, state };
+  }
+
+  /** The state resolved across the given forward extremities (the new event among them). */
+  private async resolveCurrent(
+    lock: RoomLock,
+    rv: RoomVersion,
+    extremities: readonly string[],
+    eventId: string,
+    eventGroup: number,
+  ): Promise<number> {
+    const others = extremities.filter((id) => id !== eventId);
+    const rows = await this.pdus(lock, others);
+    const groups = others.map((id) => rows.get(id)!.state_group_after!);
+    if (extremities.includes(eventId)) groups.push(eventGroup);
+    return (await resolveGroups(lock, this.deps.reader, this.deps.resolver, rv, groups)).group;
+  }
+
+  /** Writes the change of current state to `current_state` and `memberships`, as a delta. */
+  private async moveCurrentState(
+    lock: RoomLock,
+    previous: number | undefined,
+    next: number,
+    position: number,
+    affectedUsers: Set<string>,
+  ): Promise<void> {
+    const { trx } = lock;
+    const old = previous === undefined ? new Map() : await this.deps.reader.stateIdsAt(trx, previous);
+    const { changed, removed } = stateDelta(old, await this.deps.reader.stateIdsAt(trx, next));
+    await store.applyCurrentStateDelta(trx, lock.roomId, changed, removed);
+    const members = changed.filter((c) => c.type === 'm.room.member');
+    const rows = await this.pdus(
+      lock,
+      members.map((m) => m.event_id),
+    );
+    for (const m of members) {
+      const row = rows.get(m.event_id);
+      if (!row?.membership) continue;
+      affectedUsers.add(m.state_key);
+      await rooms.setMembership(trx, {
+        room_id: lock.roomId,
+        user_id: m.state_key,
+        membership: row.membership,
+        event_id: m.event_id,
+        stream_ordering: position,
+      });
+    }
+    for (const r of removed) {
+      if (r.type !== 'm.room.member') continue;
+      affectedUsers.add(r.state_key);
+      await trx
+        .deleteFrom('memberships')
+        .where('room_id', '=', lock.roomId)
+        .where('user_id', '=', r.state_key)
+        .execute();
+    }
+    await store.setRoomCurrentStateGroup(trx, lock.roomId, next);
+  }
+
+  /** The events the auth rules read for `event`, taken from a state (IDs) map. */
+  private async authState(
+    lock: RoomLock,
+    event: RoomEvent,
+    state: rooms.StateIds,
+    rv: RoomVersion,
+  ): Promise<StateMap> {
+    const keys = selectAuthEvents(event, rv).map((k) => stateTuple(k.type, k.state_key));
+    keys.push(stateTuple('m.room.create', ''));
+    const ids = keys.map((k) => state.get(k)).filter((id): id is string => id !== undefined);
+    const events = await this.events(lock, ids);
+    const out: StateMap = new Map();
+    for (const e of events.values()) out.set(stateTuple(e.type, e.state_key ?? ''), e);
+    return out;
+  }
+
+  /** Held events by ID: timeline rows through the reader's cache, then any other held row. */
+  private async pdus(lock: RoomLock, ids: readonly string[]): Promise<Map<string, PduRow>> {
+    const out = new Map<string, PduRow>();
+    if (ids.length === 0) return out;
+    for (const row of await store.getPdus(lock.trx, ids)) out.set(row.event_id, row);
+    return out;
+  }
+
+  private async events(lock: RoomLock, ids: readonly string[]): Promise<Map<string, RoomEvent>> {
+    const out = new Map<string, RoomEvent>();
+    const cached = await this.deps.reader.eventRows(lock.trx, ids, true);
+    for (const row of cached.values()) out.set(row.event_id, rooms.toRoomEvent(row));
+    const rest = ids.filter((id) => !out.has(id));
+    for (const row of await store.getPdus(lock.trx, rest)) out.set(row.event_id, store.toEvent(row));
+    return out;
+  }
+
+  private async write(
+    lock: RoomLock,
+    rv: RoomVersion,
+    input: EventInput,
+    event: RoomEvent,
+    w: {
+      streamOrdering: number | null;
+      before: number | null;
+      after: number | null;
+      roomState: number | null;
+      outlier: boolean;
+      rejected: string | null;
+      softFailed: boolean;
+    },
+  ): Promise<void> {
+    // Stored as received (the full event when its hash matched), so it can be served onwards.
+    await store.insertPdu(lock.trx, {
+      event,
+      roomId: lock.roomId,
+      origin: input.origin,
+      receivedTs: this.deps.now(),
+      streamOrdering: w.streamOrdering,
+      stateGroupBefore: w.before,
+      stateGroupAfter: w.after,
+      roomStateGroup: w.roomState,
+      outlier: w.outlier,
+      rejectedReason: w.rejected,
+      softFailed: w.softFailed,
+      redacts: redactsOf(event, rv) ?? null,
+    });
+  }
+}
+
+/**
+ * The servers whose signatures an event needs (server-server API: Validating hashes and
+ * signatures on received events): the sender's, and for a restricted join the authorising
+ * user's server.
+ */
+export function requiredSigners(event: RoomEvent): string[] {
+  const servers = new Set<string>();
+  const senderServer = event.sender.slice(event.sender.indexOf(':') + 1);
+  servers.add(senderServer);
+  const authoriser = event.content[AUTHORISER_KEY];
+  if (
+    event.type === 'm.room.member' &&
+    event.content.membership === 'join' &&
+    typeof authoriser === 'string' &&
+    authoriser.includes(':')
+  ) {
+    servers.add(authoriser.slice(authoriser.indexOf(':') + 1));
+  }
+  return [...servers];
+}
+
+function withoutId(event: RoomEvent): Omit<RoomEvent, 'event_id'> {
+  const { event_id: _omit, ...pdu } = event;
+  return pdu;
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const s = new Set(a);
+  return b.every((x) => s.has(x));
+}

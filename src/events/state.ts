@@ -1,0 +1,89 @@
+import type { RoomEvent, StateTuple } from '../protocol/event.ts';
+import type { RoomVersion } from '../protocol/room-versions.ts';
+import type { RoomReader } from '../services/room-reads.ts';
+import * as store from '../storage/events.repository.ts';
+import * as rooms from '../storage/rooms.repository.ts';
+import type { RoomLock } from './room-lock.ts';
+
+/**
+ * State resolution as the pipeline calls it: pure code over preloaded events
+ * (src/protocol/state-res), given every event of the state sets and of their auth chains.
+ */
+export type StateResolver = (
+  rv: RoomVersion,
+  input: {
+    stateSets: ReadonlyArray<ReadonlyMap<StateTuple, string>>;
+    events: ReadonlyMap<string, RoomEvent>;
+  },
+) => Map<StateTuple, string>;
+
+export interface ResolvedState {
+  group: number;
+  state: rooms.StateIds;
+}
+
+/**
+ * The state resolved across several state groups (the state after each prev event, or after each
+ * forward extremity). One distinct group is returned as it is; otherwise the resolution is
+ * written as a new group.
+ */
+export async function resolveGroups(
+  lock: RoomLock,
+  reader: RoomReader,
+  resolver: StateResolver,
+  rv: RoomVersion,
+  groups: readonly number[],
+): Promise<ResolvedState> {
+  const distinct = [...new Set(groups)];
+  if (distinct.length === 0) throw new Error('resolveGroups needs at least one state group');
+  if (distinct.length === 1) {
+    return { group: distinct[0]!, state: await reader.stateIdsAt(lock.trx, distinct[0]!) };
+  }
+  const stateSets = await Promise.all(distinct.map((g) => reader.stateIdsAt(lock.trx, g)));
+  const resolved = await resolveStateSets(lock, resolver, rv, stateSets);
+  const group = await writeGroup(lock, resolved);
+  return { group, state: resolved };
+}
+
+/** Loads what the resolver needs (the events of the sets and their auth chains) and runs it. */
+export async function resolveStateSets(
+  lock: RoomLock,
+  resolver: StateResolver,
+  rv: RoomVersion,
+  stateSets: ReadonlyArray<ReadonlyMap<StateTuple, string>>,
+): Promise<rooms.StateIds> {
+  const ids = new Set<string>();
+  for (const set of stateSets) for (const id of set.values()) ids.add(id);
+  for (const id of await store.authChainIds(lock.trx, [...ids])) ids.add(id);
+  const events = new Map<string, RoomEvent>();
+  for (const row of await store.getPdus(lock.trx, [...ids])) events.set(row.event_id, store.toEvent(row));
+  return resolver(rv, { stateSets, events });
+}
+
+/** Writes a state map as a new group (a full snapshot: a resolution may drop keys). */
+export async function writeGroup(lock: RoomLock, state: rooms.StateIds): Promise<number> {
+  const entries = [...state].map(([key, event_id]) => {
+    const [type, state_key] = key.split('\u0000') as [string, string];
+    return { type, state_key, event_id };
+  });
+  return (await rooms.createStateGroup(lock.trx, lock.roomId, null, entries)).id;
+}
+
+/** The keys whose event differs between two states: what changed and what is gone. */
+export function stateDelta(before: rooms.StateIds, after: rooms.StateIds) {
+  const changed: Array<{ type: string; state_key: string; event_id: string }> = [];
+  const removed: Array<{ type: string; state_key: string }> = [];
+  for (const [key, id] of after) {
+    if (before.get(key) !== id) {
+      const [type, state_key] = key.split('\u0000') as [string, string];
+      changed.push({ type, state_key, event_id: id });
+    }
+  }
+  for (const key of before.keys()) {
+    if (!after.has(key)) {
+      const [type, state_key] = key.split('\u0000') as [string, string];
+      removed.push({ type, state_key });
+    }
+  }
+  return { changed, removed };
+}
