@@ -16,8 +16,8 @@ export interface RoomVersion {
   creatorsHaveInfinitePower: boolean;
   /** v12: the create event is not listed in auth_events (the room ID implies it). */
   createEventInAuthEvents: boolean;
-  /** State resolution algorithm: v2 for 10 and 11, v2.1 for 12. */
-  stateResolution: 'v2' | 'v2.1';
+  /** State resolution algorithm: v1 for room version 1, v2 for 2 to 11, v2.1 for 12. */
+  stateResolution: 'v1' | 'v2' | 'v2.1';
   /**
    * v11+: the room creator is the create event's `sender`; in v10 it is `content.creator`, which
    * auth rule 1.4 requires.
