@@ -6,9 +6,10 @@ import { computeEventId } from '../src/protocol/hashes.ts';
 import type { JsonObject } from '../src/protocol/json.ts';
 import { getRoomVersion, type RoomVersion } from '../src/protocol/room-versions.ts';
 import { generateSigningKey, type SigningKey } from '../src/protocol/signing.ts';
+import { resolveState } from '../src/protocol/state-res/index.ts';
 import * as store from '../src/storage/events.repository.ts';
 import { databaseBackends } from './helpers/backends.ts';
-import { startTestServer } from './helpers/server.ts';
+import { startTestServer, syncOnce } from './helpers/server.ts';
 
 /**
  * The event pipeline on its own, fed events of a second server ("remote.test") signed with a key
@@ -48,9 +49,7 @@ for (const backend of databaseBackends()) {
     const pipeline = new EventPipeline({
       serverName: s.config.serverName,
       reader: services.reader,
-      resolver: () => {
-        throw new Error('these cases need no state resolution');
-      },
+      resolver: resolveState,
       verifier,
       now: Date.now,
     });
@@ -162,6 +161,66 @@ for (const backend of databaseBackends()) {
         const ids = await timelineIds();
         t.ok(ids.includes(a.event_id) && ids.includes(b.event_id), 'both branches are in the history');
         expectStatus(t, await ingest(a), 'duplicate', 'a retried event is a duplicate');
+      },
+    );
+
+    t.test(
+      'conflicting state on two branches: the current state is resolved, whatever arrives last',
+      async (t) => {
+        const [base] = await extremities();
+        const asAlice = { key: local, server: s.config.serverName, prev: [base!] };
+        const now = Date.now();
+        const topic = (text: string, ts: number) =>
+          remoteEvent(
+            { type: 'm.room.topic', sender: alice.user_id, state_key: '', content: { topic: text } },
+            { ...asAlice, ts },
+          );
+        const early = await topic('early branch', now);
+        const late = await topic('late branch', now + 1000);
+        // The later one (by origin_server_ts, both senders equal in power) wins state resolution v2.1
+        // even though it arrives first and the other branch arrives last.
+        expectStatus(t, await ingest(late), 'persisted', 'the later topic arrives first');
+        expectStatus(t, await ingest(early), 'persisted', 'the earlier topic arrives last');
+        t.same(new Set(await extremities()), new Set([early.event_id, late.event_id]), 'two extremities');
+        t.equal(
+          (await state()).get(stateTuple('m.room.topic', '')),
+          late.event_id,
+          'resolved, not the newest',
+        );
+        const r = await s.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.topic`, {
+          token: bob.access_token,
+        });
+        t.equal(r.json().topic, 'late branch', 'clients read the resolved state');
+        // The timeline ends on the branch that arrived last; state_after (use_state_after, spec
+        // v1.16) says what the room's state is there.
+        const first = await syncOnce(s, bob, { use_state_after: 'true' });
+        const after = first.rooms.join[roomId].state_after.events as Array<{
+          type: string;
+          content: JsonObject;
+        }>;
+        t.equal(
+          after.find((e) => e.type === 'm.room.topic')?.content.topic,
+          'late branch',
+          'initial state_after',
+        );
+        t.notOk(first.rooms.join[roomId].state, 'state is left out');
+        const again = await syncOnce(s, bob, {
+          use_state_after: 'true',
+          since: first.next_batch,
+          timeout: 0,
+        });
+        t.notOk(again.rooms.join[roomId], 'nothing new since');
+        const next = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/t0`, {
+          token: alice.access_token,
+          body: { body: 'after the merge' },
+        });
+        t.equal(next.statusCode, 200, 'a new event merges the branches');
+        t.same(await extremities(), [next.json().event_id]);
+        t.equal(
+          (await state()).get(stateTuple('m.room.topic', '')),
+          late.event_id,
+          'the merge keeps the resolution',
+        );
       },
     );
 

@@ -7,6 +7,7 @@ import { hashAndSignEvent } from '../protocol/event-signing.ts';
 import { computeEventId, roomIdFromCreateEvent } from '../protocol/hashes.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
+import { resolveState } from '../protocol/state-res/index.ts';
 import type { RoomReader } from '../services/room-reads.ts';
 import type { ServerKeysService } from '../services/server-keys.service.ts';
 import type { Db } from '../storage/connect.ts';
@@ -62,7 +63,7 @@ export class EventsService {
     private readonly serverKeys: ServerKeysService,
     private readonly notifier: Notifier,
     private readonly reader: RoomReader,
-    private readonly resolver: StateResolver = unavailableResolver,
+    private readonly resolver: StateResolver = resolveState,
     verifier: EventSignatureVerifier = new OwnKeyVerifier(serverKeys),
     private readonly now: () => number = Date.now,
   ) {
@@ -244,11 +245,6 @@ export class EventsService {
     return hashAndSignEvent(pdu, rv, this.config.serverName, key.keyId, key.seed) as Pdu;
   }
 }
-
-/** Until state resolution is wired in, a fork that needs it is refused rather than guessed. */
-const unavailableResolver: StateResolver = () => {
-  throw new MatrixError(500, 'M_UNKNOWN', 'State resolution is not available');
-};
 
 /** Event content must be canonical JSON (no floats, integers within ±(2^53-1)): else M_BAD_JSON. */
 function assertCanonical(content: JsonObject): void {

@@ -230,7 +230,7 @@ export class EventPipeline {
       // An event that a held event already points back to arrived late: it is no extremity.
       const late = input.origin !== this.deps.serverName && (await store.hasSuccessor(trx, event.event_id));
       if (!late) extremities.push(event.event_id);
-      roomState = await this.resolveCurrent(lock, rv, extremities, event.event_id, after.group);
+      roomState = await this.resolveCurrent(lock, rv, extremities, event, after.group);
     }
     await this.write(lock, rv, input, event, {
       streamOrdering: position,
@@ -310,14 +310,14 @@ export class EventPipeline {
     lock: RoomLock,
     rv: RoomVersion,
     extremities: readonly string[],
-    eventId: string,
+    event: RoomEvent,
     eventGroup: number,
   ): Promise<number> {
-    const others = extremities.filter((id) => id !== eventId);
+    const others = extremities.filter((id) => id !== event.event_id);
     const rows = await this.pdus(lock, others);
     const groups = others.map((id) => rows.get(id)!.state_group_after!);
-    if (extremities.includes(eventId)) groups.push(eventGroup);
-    return (await resolveGroups(lock, this.deps.reader, this.deps.resolver, rv, groups)).group;
+    if (extremities.includes(event.event_id)) groups.push(eventGroup);
+    return (await resolveGroups(lock, this.deps.reader, this.deps.resolver, rv, groups, [event])).group;
   }
 
   /** Writes the change of current state to `current_state` and `memberships`, as a delta. */

@@ -33,6 +33,8 @@ export async function resolveGroups(
   resolver: StateResolver,
   rv: RoomVersion,
   groups: readonly number[],
+  /** Events not written yet (the one being persisted) that the state sets may name. */
+  pending: readonly RoomEvent[] = [],
 ): Promise<ResolvedState> {
   const distinct = [...new Set(groups)];
   if (distinct.length === 0) throw new Error('resolveGroups needs at least one state group');
@@ -40,7 +42,7 @@ export async function resolveGroups(
     return { group: distinct[0]!, state: await reader.stateIdsAt(lock.trx, distinct[0]!) };
   }
   const stateSets = await Promise.all(distinct.map((g) => reader.stateIdsAt(lock.trx, g)));
-  const resolved = await resolveStateSets(lock, resolver, rv, stateSets);
+  const resolved = await resolveStateSets(lock, resolver, rv, stateSets, pending);
   const group = await writeGroup(lock, resolved);
   return { group, state: resolved };
 }
@@ -51,12 +53,15 @@ export async function resolveStateSets(
   resolver: StateResolver,
   rv: RoomVersion,
   stateSets: ReadonlyArray<ReadonlyMap<StateTuple, string>>,
+  pending: readonly RoomEvent[] = [],
 ): Promise<rooms.StateIds> {
   const ids = new Set<string>();
   for (const set of stateSets) for (const id of set.values()) ids.add(id);
+  for (const e of pending) for (const id of e.auth_events) ids.add(id);
   for (const id of await store.authChainIds(lock.trx, [...ids])) ids.add(id);
-  const events = new Map<string, RoomEvent>();
-  for (const row of await store.getPdus(lock.trx, [...ids])) events.set(row.event_id, store.toEvent(row));
+  const events = new Map<string, RoomEvent>(pending.map((e) => [e.event_id, e]));
+  const wanted = [...ids].filter((id) => !events.has(id));
+  for (const row of await store.getPdus(lock.trx, wanted)) events.set(row.event_id, store.toEvent(row));
   return resolver(rv, { stateSets, events });
 }
 

@@ -29,6 +29,12 @@ export interface SyncFilter {
   lazyLoadMembers?: boolean;
   includeLeave?: boolean;
   roomIncluded?: (roomId: string) => boolean;
+  /**
+   * `use_state_after` (spec v1.16): joined rooms carry `state_after`, the state at the end of the
+   * timeline (the room's resolved state there, which a forked history may not end on), instead of
+   * `state`.
+   */
+  useStateAfter?: boolean;
 }
 
 export const DEFAULT_TIMELINE_LIMIT = 10;
@@ -416,6 +422,10 @@ export class SyncService {
       account_data: { events: roomData.map((r) => ({ type: r.type, content: r.content })) },
       unread_notifications: await this.unreadCounts(session.userId, roomId, opts),
     };
+    if (opts.filter.useStateAfter) {
+      delete result.state;
+      result.state_after = { events: await this.stateAfter(session, roomId, timelineRows, opts) };
+    }
     if (
       opts.initial ||
       stateRows.some((r) => r.type === 'm.room.member') ||
@@ -556,6 +566,31 @@ export class SyncService {
       if (limited || batch.length < Math.max(limit * 2, TIMELINE_BATCH)) break;
     }
     return { events: picked.reverse(), limited };
+  }
+
+  /**
+   * `state_after`: the room's state at the end of the timeline, all of it on an initial sync, else
+   * what differs from its state at `from`.
+   */
+  private async stateAfter(
+    session: Session,
+    roomId: string,
+    timelineRows: EventRow[],
+    opts: { from: number; upTo: number; initial: boolean; filter: SyncFilter },
+  ): Promise<JsonObject[]> {
+    const end = await this.reader.stateIdsAt(this.db, await this.groupAt(roomId, opts.upTo));
+    const startGroup = opts.initial
+      ? undefined
+      : await roomStore.stateGroupAtPosition(this.db, roomId, opts.from);
+    const start = startGroup === undefined ? new Map() : await this.reader.stateIdsAt(this.db, startGroup);
+    const ids = [...end].filter(([key, id]) => start.get(key) !== id).map(([, id]) => id);
+    const rows = await this.reader.eventRows(this.db, ids);
+    let picked = ids.map((id) => rows.get(id)).filter((r): r is EventRow => r !== undefined);
+    if (opts.initial && opts.filter.lazyLoadMembers) {
+      const senders = new Set(timelineRows.map((r) => r.sender).concat(session.userId));
+      picked = picked.filter((r) => r.type !== 'm.room.member' || senders.has(r.state_key ?? ''));
+    }
+    return (await this.reader.toClientMany(this.db, picked, { now: this.now() })) as unknown as JsonObject[];
   }
 
   private async groupAt(roomId: string, position: number): Promise<number> {

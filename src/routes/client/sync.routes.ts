@@ -34,7 +34,10 @@ export async function syncRoutes(fastify: FastifyInstance): Promise<void> {
     },
     async (request) => {
       const q = request.query;
-      const filter: SyncFilter = await syncFilterFor(app, request.session.userId, q.filter);
+      const filter: SyncFilter = {
+        ...(await syncFilterFor(app, request.session.userId, q.filter)),
+        ...(q.use_state_after ? { useStateAfter: true } : {}),
+      };
       // Stop waiting when the client goes away. (The request's 'close' also fires after every
       // normal answer; a given reason spares building a DOMException each time.)
       const abort = new AbortController();
