@@ -3,6 +3,7 @@ import * as m0001 from './0001_initial.ts';
 import * as m0002 from './0002_rooms.ts';
 import * as m0003 from './0003_e2ee_keys.ts';
 import * as m0004 from './0004_key_backup.ts';
+import * as m0006 from './0006_federation_keys.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
 export const migrations: Record<string, Migration> = {
@@ -10,4 +11,5 @@ export const migrations: Record<string, Migration> = {
   '0002_rooms': m0002,
   '0003_e2ee_keys': m0003,
   '0004_key_backup': m0004,
+  '0006_federation_keys': m0006,
 };
