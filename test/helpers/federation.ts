@@ -163,8 +163,8 @@ export function rawServerKeys(
 export interface TestCa {
   dir: string;
   caFile: string;
-  /** Issues a certificate for an IP address or a DNS name; returns the PEM file paths. */
-  issue(name: string): { certFile: string; keyFile: string };
+  /** Issues a certificate for IP addresses or DNS names; returns the PEM file paths. */
+  issue(name: string, ...more: string[]): { certFile: string; keyFile: string };
 }
 
 export function makeTestCa(t: Teardownable): TestCa {
@@ -195,10 +195,10 @@ export function makeTestCa(t: Teardownable): TestCa {
   return {
     dir,
     caFile,
-    issue(name) {
+    issue(name, ...more) {
       serial++;
       const base = `leaf${serial}`;
-      const san = net.isIP(name) ? `IP:${name}` : `DNS:${name}`;
+      const san = [name, ...more].map((n) => (net.isIP(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
       writeFileSync(
         path.join(dir, `${base}.ext`),
         `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=${san}\n`,
