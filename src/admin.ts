@@ -18,6 +18,9 @@ commands:
       Creates a registration token (for CONCLAVE_REGISTRATION=token) and prints it.
   list-tokens
       Lists registration tokens with their uses and expiry.
+  rotate-key
+      Retires the server's signing key (it stays published as an old key and still verifies
+      what it signed) and makes a new one current. Restart running server processes afterwards.
 `;
 
 export async function runAdmin(argv: string[], out: (line: string) => void): Promise<number> {
@@ -73,6 +76,11 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
           const expiry = row.expiry_time !== null ? new Date(row.expiry_time).toISOString() : 'never';
           out(`${row.token}\tused ${row.completed}/${row.uses_allowed ?? 'unlimited'}\texpires ${expiry}`);
         }
+        return 0;
+      }
+      case 'rotate-key': {
+        const { previous, current } = await runtime.services.serverKeys.rotate();
+        out(`retired ${previous}; the signing key is now ${current}`);
         return 0;
       }
       default:

@@ -1,8 +1,9 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
-import { federationRoutes } from '../federation/routes/index.ts';
 import { errors } from './errors.ts';
+import { createFederation, type Federation } from './federation/index.ts';
+import { federationRoutes } from './federation/routes/index.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { parseJsonBody } from './http/json-body.ts';
 import { clientRoutes } from './routes/client/index.ts';
@@ -11,6 +12,8 @@ import type { Services } from './services/index.ts';
 declare module 'fastify' {
   interface FastifyInstance {
     services: Services;
+    /** The outbound client and key ring (src/federation). */
+    federation: Federation;
   }
   interface FastifyRequest {
     /** The body exactly as it arrived, for anything whose hash or signature depends on the bytes. */
@@ -24,7 +27,14 @@ export type App = FastifyInstance;
  * Builds the HTTP application over a set of services. It does not listen: server.ts does, and
  * tests use inject().
  */
-export async function buildApp(services: Services, opts: { logger?: FastifyServerOptions['logger'] } = {}) {
+export async function buildApp(
+  services: Services,
+  opts: {
+    logger?: FastifyServerOptions['logger'];
+    /** The runtime's federation; without one the app builds its own over HTTPS. */
+    federation?: Federation;
+  } = {},
+) {
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: services.config.maxRequestBytes,
@@ -37,6 +47,11 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorate('services', services);
+  const federation =
+    opts.federation ??
+    createFederation({ config: services.config, db: services.db, serverKeys: services.serverKeys });
+  app.decorate('federation', federation);
+  if (!opts.federation) app.addHook('onClose', async () => federation.close());
   app.decorateRequest('session');
   app.decorateRequest('rawBody');
 

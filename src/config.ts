@@ -33,6 +33,24 @@ export interface Config {
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** A file with this server's signing key (`ed25519 <version> <base64 seed>`); empty: generated. */
+  signingKeyPath: string;
+  /** Notary servers asked for keys that a server does not serve itself. Empty: none. */
+  trustedKeyServers: TrustedKeyServer[];
+  /** A PEM bundle of CAs trusted for outbound federation in addition to the system's. */
+  federationCaFile: string;
+  /** Certificate and key (PEM) of the federation TLS listener; both empty: no TLS listener. */
+  federationTlsCertificate: string;
+  federationTlsKey: string;
+  /** Address of the federation TLS listener; empty means bind_address. */
+  federationBindAddress: string;
+  federationPort: number;
+}
+
+export interface TrustedKeyServer {
+  serverName: string;
+  /** Key ID -> unpadded base64 public key; when given, the notary's answers must be signed by one. */
+  verifyKeys: Record<string, string>;
 }
 
 export class ConfigError extends Error {
@@ -91,18 +109,17 @@ function urlWithScheme(schemes: string[]) {
   };
 }
 
+/** A setting whose value is any text (paths, addresses). */
+function textField(key: keyof Config, env: string, yaml: string): Field {
+  return { key, env, yaml, parse: (raw, source) => str(raw, source) };
+}
+
 const FIELDS: Field[] = [
   {
     key: 'serverName',
     env: 'CONCLAVE_SERVER_NAME',
     yaml: 'server_name',
-    parse: (raw, source) => {
-      const s = str(raw, source);
-      if (!SERVER_NAME_RE.test(s) || s.length > 255) {
-        throw new ConfigError(`${source} is not a valid Matrix server name: ${JSON.stringify(s)}`);
-      }
-      return s;
-    },
+    parse: (raw, source) => serverName(raw, source),
   },
   {
     key: 'bindAddress',
@@ -184,7 +201,67 @@ const FIELDS: Field[] = [
     yaml: 'log_level',
     parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
   },
+  textField('signingKeyPath', 'CONCLAVE_SIGNING_KEY_PATH', 'signing_key_path'),
+  {
+    key: 'trustedKeyServers',
+    env: 'CONCLAVE_TRUSTED_KEY_SERVERS',
+    yaml: 'trusted_key_servers',
+    parse: trustedKeyServers,
+  },
+  textField('federationCaFile', 'CONCLAVE_FEDERATION_CA_FILE', 'federation_ca_file'),
+  textField('federationTlsCertificate', 'CONCLAVE_FEDERATION_TLS_CERTIFICATE', 'federation_tls_certificate'),
+  textField('federationTlsKey', 'CONCLAVE_FEDERATION_TLS_KEY', 'federation_tls_key'),
+  textField('federationBindAddress', 'CONCLAVE_FEDERATION_BIND_ADDRESS', 'federation_bind_address'),
+  { key: 'federationPort', env: 'CONCLAVE_FEDERATION_PORT', yaml: 'federation_port', parse: int(0, 65535) },
 ];
+
+const KEY_ID_RE = /^ed25519:[A-Za-z0-9_]+$/;
+
+function serverName(raw: unknown, source: string): string {
+  const s = str(raw, source);
+  if (!SERVER_NAME_RE.test(s) || s.length > 255) {
+    throw new ConfigError(`${source} is not a valid Matrix server name: ${JSON.stringify(s)}`);
+  }
+  return s;
+}
+
+/**
+ * `trusted_key_servers`: in YAML a list of server names or of `{server_name, verify_keys}`
+ * mappings; in the environment a comma-separated list of server names.
+ */
+function trustedKeyServers(raw: unknown, source: string): TrustedKeyServer[] {
+  const items =
+    typeof raw === 'string'
+      ? raw
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '')
+      : raw;
+  if (!Array.isArray(items)) throw new ConfigError(`${source} must be a list of server names`);
+  return items.map((item, i) => {
+    if (typeof item === 'string') return { serverName: serverName(item, `${source}[${i}]`), verifyKeys: {} };
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+      throw new ConfigError(`${source}[${i}] must be a server name or a mapping with server_name`);
+    }
+    const entry = item as Record<string, unknown>;
+    for (const k of Object.keys(entry)) {
+      if (k !== 'server_name' && k !== 'verify_keys')
+        throw new ConfigError(`${source}[${i}]: unknown key ${k}`);
+    }
+    const verifyKeys: Record<string, string> = {};
+    const given = entry.verify_keys ?? {};
+    if (typeof given !== 'object' || given === null || Array.isArray(given)) {
+      throw new ConfigError(`${source}[${i}].verify_keys must map key IDs to base64 public keys`);
+    }
+    for (const [keyId, key] of Object.entries(given)) {
+      if (!KEY_ID_RE.test(keyId) || typeof key !== 'string' || !/^[A-Za-z0-9+/]{43}=?$/.test(key)) {
+        throw new ConfigError(`${source}[${i}].verify_keys: ${keyId} must map to a base64 ed25519 key`);
+      }
+      verifyKeys[keyId] = key;
+    }
+    return { serverName: serverName(entry.server_name, `${source}[${i}].server_name`), verifyKeys };
+  });
+}
 
 export function defaultConfig(): Config {
   return {
@@ -204,6 +281,13 @@ export function defaultConfig(): Config {
     wsMaxBufferedBytes: 1024 * 1024,
     publicBaseUrl: '',
     logLevel: 'info',
+    signingKeyPath: '',
+    trustedKeyServers: [],
+    federationCaFile: '',
+    federationTlsCertificate: '',
+    federationTlsKey: '',
+    federationBindAddress: '',
+    federationPort: 8448,
   };
 }
 
@@ -240,6 +324,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   Object.assign(config, overrides);
   if (config.databaseUrl === '' && config.dataDir === '')
     throw new ConfigError('CONCLAVE_DATA_DIR must not be empty');
+  if ((config.federationTlsCertificate === '') !== (config.federationTlsKey === '')) {
+    throw new ConfigError('federation_tls_certificate and federation_tls_key must be given together');
+  }
   return config;
 }
 

@@ -1,5 +1,6 @@
 import { type Bus, openBus } from './bus/index.ts';
 import { type Config, pgliteDirectory } from './config.ts';
+import { createFederation, type Federation, type FederationTransport } from './federation/index.ts';
 import { createServices, type Services } from './services/index.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from './storage/connect.ts';
 
@@ -8,13 +9,19 @@ export interface Runtime {
   database: DatabaseHandle;
   bus: Bus;
   services: Services;
+  /** The outbound federation client and the key ring; hand it to buildApp. */
+  federation: Federation;
   close(): Promise<void>;
 }
 
 /** Opens the database (migrating it), the bus and the services a process needs. */
 export async function startRuntime(
   config: Config,
-  opts: { pgliteInMemory?: boolean } = {},
+  opts: {
+    pgliteInMemory?: boolean;
+    /** Where outbound federation requests go; HTTPS with server discovery by default. */
+    federationTransport?: FederationTransport;
+  } = {},
 ): Promise<Runtime> {
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
@@ -25,13 +32,21 @@ export async function startRuntime(
     await migrateToLatest(database.db);
     bus = await openBus(config.redisUrl);
     const services = await createServices({ config, db: database.db, bus });
+    const federation = createFederation({
+      config,
+      db: database.db,
+      serverKeys: services.serverKeys,
+      ...(opts.federationTransport ? { transport: opts.federationTransport } : {}),
+    });
     const openedBus = bus;
     return {
       config,
       database,
       bus: openedBus,
       services,
+      federation,
       async close() {
+        federation.close();
         await services.stop();
         await openedBus.close();
         await database.close();

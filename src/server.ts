@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
 import { buildApp } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { startRuntime } from './runtime.ts';
@@ -16,6 +18,7 @@ async function main(): Promise<void> {
   }
   const runtime = await startRuntime(config);
   const app = await buildApp(runtime.services, {
+    federation: runtime.federation,
     logger: {
       level: config.logLevel,
       // Defence in depth: even if a header were ever logged, its secret parts are not.
@@ -25,8 +28,24 @@ async function main(): Promise<void> {
   if (config.registration === 'open') {
     app.log.warn('registration is open: anyone who can reach this server can create an account');
   }
+  // The optional TLS listener for federation: the same application, but only the server-server
+  // paths; everything else is 404 there.
+  let federationServer: https.Server | undefined;
+  if (config.federationTlsCertificate !== '') {
+    federationServer = https.createServer(
+      { cert: readFileSync(config.federationTlsCertificate), key: readFileSync(config.federationTlsKey) },
+      (req, res) => {
+        if (/^\/_matrix\/(federation|key)\//.test(req.url ?? '')) return app.routing(req, res);
+        res.writeHead(404, { 'content-type': 'application/json', 'access-control-allow-origin': '*' });
+        res.end(
+          JSON.stringify({ errcode: 'M_UNRECOGNIZED', error: 'Not served on the federation listener' }),
+        );
+      },
+    );
+  }
   const shutdown = async (signal: string) => {
     app.log.info({ signal }, 'shutting down');
+    if (federationServer) await new Promise((resolve) => federationServer.close(resolve));
     await new Promise((resolve) => app.server.close(resolve));
     await app.close();
     await runtime.close();
@@ -47,6 +66,16 @@ async function main(): Promise<void> {
     `Conclave ${config.serverName} listening on http://${config.bindAddress === '0.0.0.0' ? 'localhost' : config.bindAddress}:${port}` +
       ` | database: ${runtime.database.description} | bus: ${runtime.bus.description}`,
   );
+  if (federationServer) {
+    const host = config.federationBindAddress || config.bindAddress;
+    await new Promise<void>((resolve, reject) => {
+      federationServer.once('error', reject);
+      federationServer.listen({ host, port: config.federationPort }, resolve);
+    });
+    const fed = federationServer.address();
+    const fedPort = typeof fed === 'object' && fed ? fed.port : config.federationPort;
+    app.log.info(`federation listening on https://${host.includes(':') ? `[${host}]` : host}:${fedPort}`);
+  }
 }
 
 main().catch((err: unknown) => {

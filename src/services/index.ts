@@ -58,13 +58,14 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   const { config, db } = deps;
   const uia = new UiaService(db);
   const registrationTokens = new RegistrationTokensService(db);
-  const serverKeys = new ServerKeysService(db, config.serverName);
+  const serverKeys = new ServerKeysService(db, config.serverName, Date.now, config.signingKeyPath);
   await serverKeys.init();
-  // Every process of this homeserver shares the signing key (it lives in the database), and no
-  // other homeserver has it: its fingerprint keeps our bus channels apart from theirs.
+  // Every process of this homeserver shares the signing keys (they live in the database), and no
+  // other homeserver has them: the first key's fingerprint, which rotation keeps, keeps our bus
+  // channels apart from theirs.
   const bus = new NamespacedBus(
     deps.bus,
-    `conclave.${createHash('sha256').update(serverKeys.key.publicKey).digest('hex').slice(0, 16)}`,
+    `conclave.${createHash('sha256').update(serverKeys.firstPublicKey).digest('hex').slice(0, 16)}`,
   );
   const sessions = new SessionCache(bus);
   await sessions.start();

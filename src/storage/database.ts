@@ -64,6 +64,23 @@ export interface ServerSigningKeysTable {
   expired_ts: number | null;
 }
 
+export interface RemoteServerKeysTable {
+  server_name: string;
+  key_id: string;
+  public_key: string;
+  valid_until_ts: number | null;
+  expired_ts: number | null;
+  fetched_ts: number;
+  fetched_from: string;
+}
+
+export interface RemoteServerKeyResponsesTable {
+  server_name: string;
+  response: string;
+  valid_until_ts: number;
+  fetched_ts: number;
+}
+
 export interface StreamPositionsTable {
   name: string;
   position: number;
@@ -337,6 +354,8 @@ export interface Database {
   registration_tokens: RegistrationTokensTable;
   uia_sessions: UiaSessionsTable;
   server_signing_keys: ServerSigningKeysTable;
+  remote_server_keys: RemoteServerKeysTable;
+  remote_server_key_responses: RemoteServerKeyResponsesTable;
   stream_positions: StreamPositionsTable;
   rooms: RoomsTable;
   state_groups: StateGroupsTable;
@@ -377,6 +396,7 @@ export type NewDeviceRow = Insertable<DevicesTable>;
 export type RegistrationTokenRow = Selectable<RegistrationTokensTable>;
 export type UiaSessionRow = Selectable<UiaSessionsTable>;
 export type ServerSigningKeyRow = Selectable<ServerSigningKeysTable>;
+export type RemoteServerKeyRow = Selectable<RemoteServerKeysTable>;
 export type EventRow = Selectable<EventsTable>;
 export type PduRow = Selectable<PdusTable>;
 export type MembershipRow = Selectable<MembershipsTable>;

@@ -1,6 +1,7 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../src/app.ts';
 import { type Config, defaultConfig } from '../../src/config.ts';
+import type { FederationTransport } from '../../src/federation/index.ts';
 import { type Runtime, startRuntime } from '../../src/runtime.ts';
 import type { DatabaseBackend } from './backends.ts';
 
@@ -46,6 +47,8 @@ export async function startTestServer(
   opts: {
     /** Receives every log line the app writes, at every level (trace and up). */
     logStream?: { write(line: string): void };
+    /** Where the server's outbound federation requests go (test/helpers/federation.ts). */
+    federationTransport?: FederationTransport;
   } = {},
 ): Promise<TestServer> {
   const database = await backend.create();
@@ -64,11 +67,12 @@ export async function startTestServer(
   const runtime = await startRuntime(config, {
     pgliteInMemory: true,
     ...(database.pgliteTemplate ? { pgliteTemplate: database.pgliteTemplate } : {}),
+    ...(opts.federationTransport ? { federationTransport: opts.federationTransport } : {}),
   });
-  const app = await buildApp(
-    runtime.services,
-    opts.logStream ? { logger: { level: 'trace', stream: opts.logStream } } : {},
-  );
+  const app = await buildApp(runtime.services, {
+    federation: runtime.federation,
+    ...(opts.logStream ? { logger: { level: 'trace', stream: opts.logStream } } : {}),
+  });
   t.teardown(async () => {
     await app.close();
     await runtime.close();
