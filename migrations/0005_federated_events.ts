@@ -117,6 +117,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('destination', 'text', (c) => c.notNull())
     .addColumn('room_id', 'text', (c) => c.notNull())
     .addColumn('stream_ordering', 'bigint', (c) => c.notNull())
+    // Only events after this position are sent: a server that joins late gets no earlier history
+    // pushed (it may backfill what the room's history visibility lets it see).
+    .addColumn('since_stream_ordering', 'bigint', (c) => c.notNull())
     .addPrimaryKeyConstraint('federation_destination_rooms_pkey', ['destination', 'room_id'])
     .execute();
   await db.schema

@@ -1,6 +1,6 @@
 import { type Bus, openBus } from './bus/index.ts';
 import { type Config, pgliteDirectory } from './config.ts';
-import { createFederation, type Federation, type FederationTransport } from './federation/index.ts';
+import type { Federation, FederationTransport } from './federation/index.ts';
 import { createServices, type Services } from './services/index.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from './storage/connect.ts';
 
@@ -31,13 +31,13 @@ export async function startRuntime(
   try {
     await migrateToLatest(database.db);
     bus = await openBus(config.redisUrl);
-    const services = await createServices({ config, db: database.db, bus });
-    const federation = createFederation({
+    const services = await createServices({
       config,
       db: database.db,
-      serverKeys: services.serverKeys,
-      ...(opts.federationTransport ? { transport: opts.federationTransport } : {}),
+      bus,
+      ...(opts.federationTransport ? { federationTransport: opts.federationTransport } : {}),
     });
+    const federation = services.federation;
     const openedBus = bus;
     return {
       config,
@@ -46,7 +46,6 @@ export async function startRuntime(
       services,
       federation,
       async close() {
-        federation.close();
         await services.stop();
         await openedBus.close();
         await database.close();

@@ -53,12 +53,23 @@ export interface RoomTransaction {
  * pipeline (src/events/pipeline.ts) as events from other servers; changes are announced once the
  * room's transaction committed.
  */
+/** Where local events go to reach other servers (the federation sender). */
+export interface Outbox {
+  /** In the event's transaction: records who must get it; returns those destinations. */
+  enqueue(lock: RoomLock, event: RoomEvent, position: number): Promise<string[]>;
+  /** After the commit: start sending to them. */
+  wake(destination: string): void;
+}
+
 export class EventsService {
   readonly locks: RoomLocks;
   readonly pipeline: EventPipeline;
+  private outbox: Outbox | undefined;
+  /** Destinations owed events by transactions still open, by lock. */
+  private readonly owed = new WeakMap<RoomLock, Set<string>>();
 
   constructor(
-    db: Db,
+    readonly db: Db,
     private readonly config: Config,
     private readonly serverKeys: ServerKeysService,
     private readonly notifier: Notifier,
@@ -77,6 +88,11 @@ export class EventsService {
     });
   }
 
+  /** Local events are handed to `outbox` from now on (set once federation is built). */
+  setOutbox(outbox: Outbox): void {
+    this.outbox = outbox;
+  }
+
   /** Announces a room change that did not go through the pipeline (e.g. forgetting a room). */
   announce(change: StreamChange): Promise<void> {
     return this.notifier.notify(change);
@@ -85,7 +101,9 @@ export class EventsService {
   /** Runs `fn` holding the room's lock and announces what it persisted once it committed. */
   async transact<T>(roomId: string, fn: (tx: RoomTransaction) => Promise<T>): Promise<T> {
     const changes: StreamChange[] = [];
+    const owed = new Set<string>();
     const result = await this.locks.withRoomLock(roomId, async (lock) => {
+      this.owed.set(lock, owed);
       const rv = await this.versionOf(lock);
       return fn({
         lock,
@@ -97,6 +115,7 @@ export class EventsService {
       });
     });
     for (const change of changes) await this.notifier.notify(change);
+    for (const d of owed) this.outbox?.wake(d);
     return result;
   }
 
@@ -158,7 +177,9 @@ export class EventsService {
     }
     const event: RoomEvent = { ...pdu, event_id: computeEventId(pdu, rv) };
     const changes: StreamChange[] = [];
+    const owed = new Set<string>();
     const created = await this.locks.withRoomLock(roomId, async (lock) => {
+      this.owed.set(lock, owed);
       await rooms.insertRoom(lock.trx, {
         room_id: roomId,
         room_version: rv.id,
@@ -187,6 +208,7 @@ export class EventsService {
     });
     // Announced after the commit, every position in order (the change caches need each one).
     for (const change of changes) await this.notifier.notify(change);
+    for (const d of owed) this.outbox?.wake(d);
     return created;
   }
 
@@ -213,6 +235,11 @@ export class EventsService {
       event: built.event,
     });
     const { persisted, change } = this.expectPersisted(outcome);
+    if (this.outbox) {
+      const destinations = await this.outbox.enqueue(lock, persisted.event, persisted.streamOrdering);
+      const owed = this.owed.get(lock);
+      for (const d of destinations) owed?.add(d);
+    }
     return { persisted, change };
   }
 

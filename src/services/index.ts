@@ -3,6 +3,12 @@ import type { Bus } from '../bus/bus.ts';
 import { NamespacedBus } from '../bus/namespaced-bus.ts';
 import type { Config } from '../config.ts';
 import { EventsService } from '../events/events.service.ts';
+import { PreverifiedSignatures } from '../events/preverified.ts';
+import { FederationRoomsService } from '../federation/inbound/federation-rooms.service.ts';
+import { createFederation, type Federation, type FederationTransport } from '../federation/index.ts';
+import { RemoteJoins } from '../federation/outbound/remote-join.ts';
+import { FederationSender } from '../federation/sender/federation-sender.ts';
+import { resolveState } from '../protocol/state-res/index.ts';
 import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
@@ -50,11 +56,23 @@ export interface Services {
   keyBackup: KeyBackupService;
   keys: KeysService;
   toDevice: ToDeviceService;
+  /** The outbound client and the key ring (src/federation). */
+  federation: Federation;
+  /** The room side of the server-server API as this server answers it. */
+  federationRooms: FederationRoomsService;
+  /** Outbound PDUs, one queue per destination. */
+  sender: FederationSender;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
 
-export async function createServices(deps: { config: Config; db: Db; bus: Bus }): Promise<Services> {
+export async function createServices(deps: {
+  config: Config;
+  db: Db;
+  bus: Bus;
+  /** Where outbound federation requests go; HTTPS with server discovery by default. */
+  federationTransport?: FederationTransport;
+}): Promise<Services> {
   const { config, db } = deps;
   const uia = new UiaService(db);
   const registrationTokens = new RegistrationTokensService(db);
@@ -74,8 +92,30 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   const typing = new TypingService(bus, notifier);
   await typing.start();
   const reader = new RoomReader();
-  const events = new EventsService(db, config, serverKeys, notifier, reader);
+  const federation = createFederation({
+    config,
+    db,
+    serverKeys,
+    ...(deps.federationTransport ? { transport: deps.federationTransport } : {}),
+  });
+  // Remote signatures are checked through the key ring before a room's lock is taken; ours with
+  // our keys in memory (see PreverifiedSignatures).
+  const signatures = new PreverifiedSignatures(serverKeys, federation.keyRing);
+  const events = new EventsService(db, config, serverKeys, notifier, reader, resolveState, signatures);
+  const sender = new FederationSender(db, config.serverName, federation.client);
+  events.setOutbox(sender);
+  const federationRooms = new FederationRoomsService(
+    db,
+    config.serverName,
+    events,
+    reader,
+    signatures,
+    federation.client,
+  );
+  const remoteJoins = new RemoteJoins(config.serverName, serverKeys, events, signatures, federation.client);
   const rooms = new RoomsService(db, config, events, reader);
+  rooms.setRemoteJoins(remoteJoins);
+  await sender.start();
   const deviceLists = new DeviceLists(db, notifier);
   const accounts = new AccountsService(db, config, uia, registrationTokens, deviceLists, sessions);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
@@ -103,7 +143,12 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,
+    federation,
+    federationRooms,
+    sender,
     async stop() {
+      sender.stop();
+      federation.close();
       await typing.stop();
       await sessions.stop();
       await notifier.stop();

@@ -1,6 +1,7 @@
 import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
 import type { EventsService, NewEvent, PersistedEvent } from '../events/events.service.ts';
+import type { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { stateTuple, stateTuple as tuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
@@ -206,10 +207,64 @@ export class RoomsService {
     return (await rooms.membershipOf(this.db, roomId, userId))?.membership;
   }
 
-  /** POST /join/{roomIdOrAlias} and /rooms/{roomId}/join */
-  async join(session: Session, roomIdOrAlias: string, reason?: string): Promise<{ room_id: string }> {
-    const roomId = await this.resolveRoom(roomIdOrAlias);
+  /** Joining rooms held by other servers (set once federation is built). */
+  setRemoteJoins(remote: RemoteJoins): void {
+    this.remote = remote;
+  }
+
+  private remote: RemoteJoins | undefined;
+
+  /**
+   * POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. A room this server is in is joined
+   * through the pipeline here; any other (an alias of another server, a room ID we do not hold,
+   * or a room our users all left) through a resident server: `via`, the alias's server, the
+   * room ID's server, then the servers of its members we know of.
+   */
+  async join(
+    session: Session,
+    roomIdOrAlias: string,
+    reason?: string,
+    via: readonly string[] = [],
+  ): Promise<{ room_id: string }> {
+    let roomId: string;
+    const servers = [...via];
+    const aliasServer = roomIdOrAlias.startsWith('#')
+      ? roomIdOrAlias.slice(roomIdOrAlias.indexOf(':') + 1)
+      : undefined;
+    if (aliasServer !== undefined && aliasServer !== this.config.serverName && this.remote) {
+      const local = await this.db
+        .selectFrom('room_aliases')
+        .select('room_id')
+        .where('alias', '=', roomIdOrAlias)
+        .executeTakeFirst();
+      if (local) roomId = local.room_id;
+      else {
+        if (!isValidRoomAlias(roomIdOrAlias)) throw errors.invalidParam('Not a valid room alias');
+        const resolved = await this.remote.resolveAlias(roomIdOrAlias);
+        roomId = resolved.roomId;
+        servers.push(...resolved.servers);
+      }
+    } else if (!roomIdOrAlias.startsWith('#') && this.remote && isValidRoomId(roomIdOrAlias)) {
+      roomId = roomIdOrAlias;
+    } else {
+      roomId = await this.resolveRoom(roomIdOrAlias);
+    }
     if ((await this.membership(roomId, session.userId)) === 'join') return { room_id: roomId };
+    const profile = await this.profileContent(session.userId);
+    if (this.remote && !(await this.weAreIn(roomId))) {
+      const idServer = roomId.includes(':') ? roomId.slice(roomId.indexOf(':') + 1) : undefined;
+      if (idServer && idServer !== this.config.serverName) servers.push(idServer);
+      servers.push(...(await this.knownServers(roomId)));
+      if (servers.length === 0 && !(await rooms.findRoom(this.db, roomId)))
+        throw errors.notFound('Unknown room');
+      if (servers.length > 0) {
+        await this.remote.join(session.userId, roomId, servers, {
+          ...profile,
+          ...(reason !== undefined ? { reason } : {}),
+        });
+        return { room_id: roomId };
+      }
+    }
     await this.sendMembership(
       session.userId,
       roomId,
@@ -219,6 +274,32 @@ export class RoomsService {
       await this.profileContent(session.userId),
     );
     return { room_id: roomId };
+  }
+
+  /** Whether a user of this server is joined to the room (then our copy of it is live). */
+  private async weAreIn(roomId: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('memberships')
+      .select('user_id')
+      .where('room_id', '=', roomId)
+      .where('membership', '=', 'join')
+      .where('user_id', 'like', `%:${this.config.serverName}`)
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /** Servers of the room's joined members as we last knew them, but ours. */
+  private async knownServers(roomId: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('memberships')
+      .select('user_id')
+      .where('room_id', '=', roomId)
+      .where('membership', '=', 'join')
+      .execute();
+    const servers = new Set(rows.map((r) => r.user_id.slice(r.user_id.indexOf(':') + 1)));
+    servers.delete(this.config.serverName);
+    return [...servers];
   }
 
   /** POST /knock/{roomIdOrAlias} */

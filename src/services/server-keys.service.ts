@@ -31,6 +31,15 @@ export interface OwnVerifyKey {
 export class ServerKeysService {
   private current: SigningKey | undefined;
   private first: Uint8Array | undefined;
+  private known: OwnVerifyKey[] = [];
+
+  /**
+   * Our verify keys as of start-up or the last rotation in this process, without a query (the
+   * event pipeline checks our own signatures inside room transactions with them).
+   */
+  get cachedVerifyKeys(): readonly OwnVerifyKey[] {
+    return this.known;
+  }
 
   constructor(
     private readonly db: Db,
@@ -68,6 +77,7 @@ export class ServerKeysService {
     if (!row) throw new Error('could not create the server signing key');
     this.current = signingKeyFromSeed(row.key_id, decodeBase64(row.seed));
     this.first = decodeBase64((await repo.listOwnKeys(this.db))[0]!.public_key);
+    this.known = await this.verifyKeys();
     return this.current;
   }
 
@@ -112,6 +122,7 @@ export class ServerKeysService {
       await repo.expireOwnKeys(tx, ts, key.keyId);
     });
     this.current = key;
+    this.known = await this.verifyKeys();
     return { previous, current: key.keyId };
   }
 

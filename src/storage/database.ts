@@ -184,6 +184,7 @@ export interface FederationDestinationRoomsTable {
   destination: string;
   room_id: string;
   stream_ordering: number;
+  since_stream_ordering: number;
 }
 
 export interface FederationQueuedEdusTable {

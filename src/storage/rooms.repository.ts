@@ -83,17 +83,46 @@ export async function chainLengthOf(db: Executor, groupId: number): Promise<numb
   return row.chain_length;
 }
 
-export function getEventRows(db: Executor, eventIds: readonly string[]): Promise<EventRow[]> {
-  if (eventIds.length === 0) return Promise.resolve([]);
-  return db
-    .selectFrom('events')
-    .selectAll()
+/**
+ * Events by ID, as the client side reads them: timeline events, and outliers (the state and auth
+ * events a remote join brought, which have no position: they read as position 0 with no state of
+ * their own). Rejected and soft-failed events are never returned.
+ */
+export async function getEventRows(db: Executor, eventIds: readonly string[]): Promise<EventRow[]> {
+  if (eventIds.length === 0) return [];
+  const rows = await db
+    .selectFrom('pdus')
+    .select([
+      'event_id',
+      'room_id',
+      'type',
+      'state_key',
+      'sender',
+      'membership',
+      'depth',
+      'origin_server_ts',
+      'json',
+      'redacted_by',
+      'stream_ordering',
+      'state_group_before',
+      'state_group_after',
+      'room_state_group',
+    ])
     .where('event_id', 'in', [...eventIds])
+    .where('rejected_reason', 'is', null)
+    .where('soft_failed', '=', false)
     .execute();
+  return rows.map((r) => ({
+    ...r,
+    stream_ordering: r.stream_ordering ?? 0,
+    state_group_before: r.state_group_before ?? 0,
+    state_group_after: r.state_group_after ?? 0,
+    room_state_group: r.room_state_group ?? 0,
+  }));
 }
 
-export function getEventRow(db: Executor, eventId: string): Promise<EventRow | undefined> {
-  return db.selectFrom('events').selectAll().where('event_id', '=', eventId).executeTakeFirst();
+export async function getEventRow(db: Executor, eventId: string): Promise<EventRow | undefined> {
+  return (await getEventRows(db, [eventId]))[0];
 }
 
 /** The rows of the room's forward extremities (the events new events point back to). */

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { requireXMatrix } from './auth.ts';
 import { keysRoutes } from './keys.routes.ts';
 import { queryRoutes } from './query.routes.ts';
+import { roomsRoutes } from './rooms.routes.ts';
 import { versionRoutes } from './version.routes.ts';
 
 /**
@@ -16,5 +17,6 @@ export async function federationRoutes(app: FastifyInstance): Promise<void> {
   await app.register(async (signed) => {
     signed.addHook('preValidation', requireXMatrix);
     await signed.register(queryRoutes);
+    await signed.register(roomsRoutes);
   });
 }

@@ -70,8 +70,22 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
   // POST /_matrix/client/v3/join/{roomIdOrAlias}
   app.post(
     `${V3}/join/:roomIdOrAlias`,
-    { onRequest: requireAuth, schema: { params: Type.Object({ roomIdOrAlias: RoomId }) } },
-    async (request) => rooms.join(request.session, request.params.roomIdOrAlias, reasonOf(request.body)),
+    {
+      onRequest: requireAuth,
+      schema: {
+        params: Type.Object({ roomIdOrAlias: RoomId }),
+        querystring: Type.Object({
+          // Servers to join through: `via` (spec v1.12) and its older name `server_name`.
+          via: Type.Optional(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 20 })),
+          server_name: Type.Optional(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 20 })),
+        }),
+      },
+    },
+    async (request) =>
+      rooms.join(request.session, request.params.roomIdOrAlias, reasonOf(request.body), [
+        ...(request.query.via ?? []),
+        ...(request.query.server_name ?? []),
+      ]),
   );
 
   // POST /_matrix/client/v3/rooms/{roomId}/join

@@ -1,0 +1,364 @@
+import { errors, MatrixError } from '../../errors.ts';
+import type { EventsService } from '../../events/events.service.ts';
+import type { IngestOutcome } from '../../events/pipeline.ts';
+import type { PreverifiedSignatures } from '../../events/preverified.ts';
+import { checkAuth, selectAuthEvents, serverNameOf } from '../../protocol/auth-rules.ts';
+import { type RoomEvent, type StateMap, stateTuple } from '../../protocol/event.ts';
+import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
+import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
+import type { RoomReader } from '../../services/room-reads.ts';
+import type { Db } from '../../storage/connect.ts';
+import type { PduRow } from '../../storage/database.ts';
+import * as store from '../../storage/events.repository.ts';
+import * as rooms from '../../storage/rooms.repository.ts';
+import { fromWire, isWireError, toWire } from '../pdu.ts';
+import { type InboundDeps, ingestWithFetching, type Requester } from './fetch-missing.ts';
+
+/** Limits of PUT /send (server-server API: Transactions). */
+export const MAX_TXN_PDUS = 50;
+export const MAX_TXN_EDUS = 100;
+export const MAX_BACKFILL = 100;
+export const MAX_MISSING_EVENTS_LIMIT = 100;
+
+/**
+ * The room side of the server-server API as this server answers it: transactions of PDUs, the
+ * join and leave handshakes, and the reads other servers make (events, state, auth chains,
+ * backfill, missing events). Every event that comes in goes through the event pipeline; every
+ * read is limited to what the asking server may see.
+ */
+export class FederationRoomsService {
+  constructor(
+    private readonly db: Db,
+    private readonly serverName: string,
+    private readonly events: EventsService,
+    private readonly reader: RoomReader,
+    private readonly signatures: PreverifiedSignatures,
+    private readonly requester: Requester | undefined,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private get deps(): InboundDeps {
+    return { events: this.events, signatures: this.signatures, requester: this.requester };
+  }
+
+  // PUT /_matrix/federation/v1/send/{txnId}
+  async receiveTransaction(origin: string, txnId: string, body: JsonObject): Promise<JsonObject> {
+    const pdus = Array.isArray(body.pdus) ? body.pdus : [];
+    const edus = Array.isArray(body.edus) ? body.edus : [];
+    if (pdus.length > MAX_TXN_PDUS || edus.length > MAX_TXN_EDUS) {
+      throw errors.badJson(`A transaction holds at most ${MAX_TXN_PDUS} PDUs and ${MAX_TXN_EDUS} EDUs`);
+    }
+    if (typeof body.origin === 'string' && body.origin !== origin) {
+      throw errors.badJson('The transaction origin is not the server that signed the request');
+    }
+    const earlier = await this.db
+      .selectFrom('federation_received_txns')
+      .select('response')
+      .where('origin', '=', origin)
+      .where('txn_id', '=', txnId)
+      .executeTakeFirst();
+    if (earlier) return earlier.response as JsonObject;
+
+    const results: Record<string, JsonObject> = {};
+    const outcomes: IngestOutcome[] = [];
+    for (const json of pdus) {
+      const roomId = isJsonObject(json) && typeof json.room_id === 'string' ? json.room_id : undefined;
+      const version = roomId ? await this.reader.roomVersionOf(this.db, roomId) : undefined;
+      const rv = version ? getRoomVersion(version) : undefined;
+      if (!roomId || !rv) continue; // A room we are not in: nothing to answer for it.
+      const event = fromWire(json, rv);
+      if (isWireError(event)) continue;
+      try {
+        const all = await ingestWithFetching(this.deps, rv, roomId, origin, event);
+        outcomes.push(...all);
+        results[event.event_id] = resultOf(all.at(-1)!);
+      } catch (err) {
+        results[event.event_id] = {
+          error: err instanceof MatrixError ? err.message : 'could not process the event',
+        };
+      }
+    }
+    await this.events.announceOutcomes(outcomes);
+    const response: JsonObject = { pdus: results };
+    await this.db
+      .insertInto('federation_received_txns')
+      .values({ origin, txn_id: txnId, response: JSON.stringify(response), received_ts: this.now() })
+      .onConflict((c) => c.doNothing())
+      .execute();
+    return response;
+  }
+
+  // GET /_matrix/federation/v1/make_join/{roomId}/{userId} (and make_leave, make_knock)
+  async makeMembership(
+    origin: string,
+    roomId: string,
+    userId: string,
+    membership: 'join' | 'leave' | 'knock',
+    supportedVersions: readonly string[],
+  ): Promise<JsonObject> {
+    if (serverNameOf(userId) !== origin) throw errors.forbidden('The user is not on the requesting server');
+    const rv = await this.roomVersion(roomId);
+    if (membership !== 'leave' && !supportedVersions.includes(rv.id)) {
+      throw new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', `The room is of version ${rv.id}`, {
+        room_version: rv.id,
+      });
+    }
+    return this.events.locks.withRoomLock(roomId, async (lock) => {
+      const extremities = await rooms.forwardExtremityRows(lock.trx, roomId);
+      const group = await store.roomCurrentStateGroup(lock.trx, roomId);
+      if (extremities.length === 0 || group === undefined) throw errors.notFound('Unknown room');
+      const state = await this.reader.stateIdsAt(lock.trx, group);
+      const template = {
+        type: 'm.room.member',
+        room_id: roomId,
+        sender: userId,
+        state_key: userId,
+        content: { membership },
+        origin_server_ts: this.now(),
+        depth: Math.max(...extremities.map((r) => r.depth)) + 1,
+        prev_events: extremities
+          .sort((a, b) => b.depth - a.depth)
+          .slice(0, 20)
+          .map((r) => r.event_id),
+        auth_events: [] as string[],
+      };
+      template.auth_events = selectAuthEvents(template, rv)
+        .map((k) => state.get(stateTuple(k.type, k.state_key)))
+        .filter((id): id is string => id !== undefined);
+      // Refuse up front what the rules would refuse (a banned user, an invite-only room).
+      const authState = await this.authState(lock.trx, state, template, rv);
+      const verdict = checkAuth({ ...template, hashes: { sha256: '' }, signatures: {} }, authState, rv, {
+        verifyEventSignature: () => true,
+      });
+      if (!verdict.allowed) throw errors.forbidden(`You may not ${membership} this room: ${verdict.reason}`);
+      return { event: template, room_version: rv.id };
+    });
+  }
+
+  // PUT /_matrix/federation/v2/send_join/{roomId}/{eventId} (and send_leave, send_knock)
+  async sendMembership(
+    origin: string,
+    roomId: string,
+    eventId: string,
+    membership: 'join' | 'leave' | 'knock',
+    body: JsonObject,
+  ): Promise<JsonObject> {
+    const rv = await this.roomVersion(roomId);
+    const event = fromWire(body, rv);
+    if (isWireError(event)) throw errors.badJson(event.error);
+    if (event.event_id !== eventId) throw errors.badJson('The event ID in the path is not the event sent');
+    if (
+      event.type !== 'm.room.member' ||
+      event.state_key !== event.sender ||
+      event.content.membership !== membership ||
+      event.room_id !== roomId
+    ) {
+      throw errors.badJson(`Not a ${membership} event for this room`);
+    }
+    if (serverNameOf(event.sender) !== origin)
+      throw errors.forbidden('The member is not on the requesting server');
+    const all = await ingestWithFetching(this.deps, rv, roomId, origin, event);
+    await this.events.announceOutcomes(all);
+    const outcome = all.at(-1)!;
+    const [row] = await store.getPdus(this.db, [event.event_id]);
+    const stateBeforeGroup = row?.state_group_before ?? undefined;
+    if (outcome.status !== 'persisted' && outcome.status !== 'duplicate') {
+      throw errors.forbidden(
+        `The ${membership} event was refused: ${'reason' in outcome ? outcome.reason : outcome.status}`,
+      );
+    }
+    if (membership !== 'join') return {};
+    const state = await this.reader.stateIdsAt(this.db, stateBeforeGroup!);
+    const stateRows = await store.getPdus(this.db, [...state.values()]);
+    const chain = await store.authChainIds(this.db, [...state.values(), event.event_id]);
+    const chainRows = await store.getPdus(this.db, chain);
+    const servers = new Set<string>();
+    for (const r of stateRows)
+      if (r.membership === 'join' && r.state_key) servers.add(serverNameOf(r.state_key)!);
+    return {
+      state: stateRows.map((r) => toWire(store.toEvent(r))),
+      auth_chain: chainRows.map((r) => toWire(store.toEvent(r))),
+      event: toWire(event),
+      members_omitted: false,
+      servers_in_room: [...servers].sort(),
+    };
+  }
+
+  // GET /_matrix/federation/v1/event/{eventId}
+  async getEvent(origin: string, eventId: string): Promise<JsonObject> {
+    const [row] = await store.getPdus(this.db, [eventId]);
+    if (!row || !(await this.serverMaySee(origin, row))) throw errors.notFound('Event not found');
+    return { origin: this.serverName, origin_server_ts: this.now(), pdus: [toWire(store.toEvent(row))] };
+  }
+
+  // GET /_matrix/federation/v1/state_ids/{roomId}?event_id= and /state/{roomId}
+  async stateAt(origin: string, roomId: string, eventId: string, full: boolean): Promise<JsonObject> {
+    const [row] = await store.getPdus(this.db, [eventId]);
+    if (!row || row.room_id !== roomId || row.state_group_before === null)
+      throw errors.notFound('Event not found');
+    if (!(await this.serverMaySee(origin, row))) throw errors.forbidden('Your server may not see this room');
+    const state = [...(await this.reader.stateIdsAt(this.db, row.state_group_before)).values()];
+    const chain = await store.authChainIds(this.db, state);
+    if (!full) return { pdu_ids: state, auth_chain_ids: chain };
+    const [stateRows, chainRows] = await Promise.all([
+      store.getPdus(this.db, state),
+      store.getPdus(this.db, chain),
+    ]);
+    return {
+      pdus: stateRows.map((r) => toWire(store.toEvent(r))),
+      auth_chain: chainRows.map((r) => toWire(store.toEvent(r))),
+    };
+  }
+
+  // GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
+  async eventAuth(origin: string, roomId: string, eventId: string): Promise<JsonObject> {
+    const [row] = await store.getPdus(this.db, [eventId]);
+    if (!row || row.room_id !== roomId) throw errors.notFound('Event not found');
+    if (!(await this.serverMaySee(origin, row))) throw errors.forbidden('Your server may not see this room');
+    const chain = await store.getPdus(this.db, await store.authChainIds(this.db, [eventId]));
+    return { auth_chain: chain.map((r) => toWire(store.toEvent(r))) };
+  }
+
+  // GET /_matrix/federation/v1/backfill/{roomId}?v=...&limit=
+  async backfill(
+    origin: string,
+    roomId: string,
+    from: readonly string[],
+    limit: number,
+  ): Promise<JsonObject> {
+    const n = Math.min(Math.max(limit, 0), MAX_BACKFILL);
+    const out = await this.walkBack(roomId, from, n, new Set(), 0);
+    const visible: PduRow[] = [];
+    for (const r of out) if (await this.serverMaySee(origin, r)) visible.push(r);
+    return {
+      origin: this.serverName,
+      origin_server_ts: this.now(),
+      pdus: visible.map((r) => toWire(store.toEvent(r))),
+    };
+  }
+
+  // POST /_matrix/federation/v1/get_missing_events/{roomId}
+  async missingEvents(
+    origin: string,
+    roomId: string,
+    earliest: readonly string[],
+    latest: readonly string[],
+    limit: number,
+    minDepth: number,
+  ): Promise<JsonObject> {
+    const n = Math.min(Math.max(limit, 0), MAX_MISSING_EVENTS_LIMIT);
+    // Walk back from the latest events (not included), stopping at the earliest ones.
+    const latestRows = await store.getPdus(this.db, latest);
+    const starts = latestRows
+      .filter((r) => r.room_id === roomId)
+      .flatMap((r) => store.toEvent(r).prev_events);
+    const out = await this.walkBack(roomId, starts, n, new Set(earliest), minDepth);
+    const visible: PduRow[] = [];
+    for (const r of out) if (await this.serverMaySee(origin, r)) visible.push(r);
+    return { events: visible.sort((a, b) => a.depth - b.depth).map((r) => toWire(store.toEvent(r))) };
+  }
+
+  /** Breadth-first along prev edges from `from` (included), newest depth first, up to `limit`. */
+  private async walkBack(
+    roomId: string,
+    from: readonly string[],
+    limit: number,
+    stop: ReadonlySet<string>,
+    minDepth: number,
+  ): Promise<PduRow[]> {
+    const seen = new Set<string>();
+    const out: PduRow[] = [];
+    let frontier = from.filter((id) => !stop.has(id));
+    while (frontier.length > 0 && out.length < limit) {
+      const rows = (await store.getPdus(this.db, frontier)).filter(
+        (r) => r.room_id === roomId && r.rejected_reason === null && r.depth >= minDepth,
+      );
+      rows.sort((a, b) => b.depth - a.depth);
+      const next: string[] = [];
+      for (const r of rows) {
+        if (seen.has(r.event_id) || out.length >= limit) continue;
+        seen.add(r.event_id);
+        out.push(r);
+        for (const p of store.toEvent(r).prev_events) if (!seen.has(p) && !stop.has(p)) next.push(p);
+      }
+      frontier = next;
+    }
+    return out;
+  }
+
+  /**
+   * Whether `origin` may read an event (server-server API: history visibility applies to servers
+   * too): when the room is world readable at it, or when a user of `origin` was joined at it, or
+   * (history shared) is joined now.
+   */
+  private async serverMaySee(origin: string, row: PduRow): Promise<boolean> {
+    const group = row.state_group_after ?? row.state_group_before;
+    if (group === null) return false;
+    const state = await this.reader.stateIdsAt(this.db, group);
+    const hvId = state.get(stateTuple('m.room.history_visibility', ''));
+    const hv = hvId ? (await store.getPdus(this.db, [hvId]))[0] : undefined;
+    const visibility = (hv?.json as { content?: { history_visibility?: unknown } } | undefined)?.content
+      ?.history_visibility;
+    if (visibility === 'world_readable') return true;
+    const suffix = `:${origin}`;
+    const memberIds = [...state].filter(([k]) => k.startsWith('m.room.member\u0000') && k.endsWith(suffix));
+    const members = await store.getPdus(
+      this.db,
+      memberIds.map(([, id]) => id),
+    );
+    if (
+      members.some((m) => m.membership === 'join' || (visibility === 'invited' && m.membership === 'invite'))
+    )
+      return true;
+    if (visibility === 'joined' || visibility === 'invited') return false;
+    const now = await this.db
+      .selectFrom('memberships')
+      .select('user_id')
+      .where('room_id', '=', row.room_id)
+      .where('membership', '=', 'join')
+      .where('user_id', 'like', `%${suffix}`)
+      .limit(1)
+      .executeTakeFirst();
+    return now !== undefined;
+  }
+
+  private async roomVersion(roomId: string): Promise<RoomVersion> {
+    const version = await this.reader.roomVersionOf(this.db, roomId);
+    if (version === undefined) throw errors.notFound('This server does not know that room');
+    return getRoomVersion(version)!;
+  }
+
+  private async authState(
+    db: Db | import('../../storage/accounts.repository.ts').Executor,
+    state: rooms.StateIds,
+    event: { type: string; sender: string; state_key?: string; content: JsonObject },
+    rv: RoomVersion,
+  ): Promise<StateMap> {
+    const keys = selectAuthEvents(event, rv).map((k) => stateTuple(k.type, k.state_key));
+    keys.push(stateTuple('m.room.create', ''));
+    const ids = keys.map((k) => state.get(k)).filter((id): id is string => id !== undefined);
+    const out: StateMap = new Map();
+    for (const r of await store.getPdus(db, ids)) {
+      const e: RoomEvent = store.toEvent(r);
+      out.set(stateTuple(e.type, e.state_key ?? ''), e);
+    }
+    return out;
+  }
+}
+
+/** The per-PDU result of a transaction: empty on success, else why (server-server API). */
+function resultOf(outcome: IngestOutcome): JsonObject {
+  switch (outcome.status) {
+    case 'persisted':
+    case 'duplicate':
+    case 'outlier':
+      return {};
+    case 'soft_failed':
+      return {};
+    case 'rejected':
+    case 'dropped':
+      return { error: outcome.reason };
+    case 'missing':
+      return { error: 'could not fetch the events it needs' };
+  }
+}

@@ -1,0 +1,183 @@
+import { errors, MatrixError } from '../../errors.ts';
+import type { EventsService } from '../../events/events.service.ts';
+import { type IngestOutcome, requiredSigners } from '../../events/pipeline.ts';
+import type { PreverifiedSignatures } from '../../events/preverified.ts';
+import type { Pdu, RoomEvent } from '../../protocol/event.ts';
+import { stateTuple } from '../../protocol/event.ts';
+import { hashAndSignEvent } from '../../protocol/event-signing.ts';
+import { computeEventId } from '../../protocol/hashes.ts';
+import { isValidServerName } from '../../protocol/identifiers.ts';
+import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
+import { getRoomVersion, ROOM_VERSIONS } from '../../protocol/room-versions.ts';
+import type { ServerKeysService } from '../../services/server-keys.service.ts';
+import * as store from '../../storage/events.repository.ts';
+import * as rooms from '../../storage/rooms.repository.ts';
+import { type Requester, withoutId } from '../inbound/fetch-missing.ts';
+import { fromWire, isWireError, toWire } from '../pdu.ts';
+
+const enc = encodeURIComponent;
+/** A send_join answer larger than this many events is refused (a hostile server's flood). */
+export const MAX_JOIN_STATE_EVENTS = 50_000;
+
+/**
+ * Joining a room held by other servers (server-server API: Joining Rooms): make_join on a
+ * resident server, our signed join event, send_join; then every returned state and auth chain
+ * event goes through the pipeline as an outlier (format, hashes, signatures, auth against its own
+ * auth events), the create event must match the room ID, and the join itself is ingested with the
+ * returned state as the state before it, so it is checked like any other event.
+ */
+export class RemoteJoins {
+  constructor(
+    private readonly serverName: string,
+    private readonly serverKeys: ServerKeysService,
+    private readonly events: EventsService,
+    private readonly signatures: PreverifiedSignatures,
+    private readonly requester: Requester,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** GET /query/directory on the alias's server: the room ID and servers to join through. */
+  async resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }> {
+    const server = alias.slice(alias.indexOf(':') + 1);
+    let res: { room_id?: unknown; servers?: unknown };
+    try {
+      res = await this.requester.request({
+        destination: server,
+        method: 'GET',
+        path: '/_matrix/federation/v1/query/directory',
+        query: { room_alias: alias },
+      });
+    } catch {
+      throw errors.notFound(`Could not resolve ${alias} on ${server}`);
+    }
+    if (typeof res.room_id !== 'string') throw errors.notFound(`${server} does not know ${alias}`);
+    const servers = Array.isArray(res.servers)
+      ? res.servers.filter((s): s is string => typeof s === 'string')
+      : [];
+    return { roomId: res.room_id, servers: servers.length > 0 ? servers : [server] };
+  }
+
+  async join(userId: string, roomId: string, servers: readonly string[], content: JsonObject): Promise<void> {
+    const candidates = [...new Set(servers)].filter((s) => s !== this.serverName && isValidServerName(s));
+    if (candidates.length === 0) throw errors.notFound('No server to join the room through');
+    let lastError: unknown;
+    for (const server of candidates.slice(0, 5)) {
+      try {
+        await this.joinVia(server, userId, roomId, content);
+        return;
+      } catch (err) {
+        lastError = err;
+        if (err instanceof MatrixError && err.status === 403) throw err;
+      }
+    }
+    if (lastError instanceof MatrixError) throw lastError;
+    throw new MatrixError(502, 'M_UNKNOWN', 'No resident server let us join the room');
+  }
+
+  private async joinVia(server: string, userId: string, roomId: string, content: JsonObject): Promise<void> {
+    const made = await this.requester.request<{ event?: unknown; room_version?: unknown }>({
+      destination: server,
+      method: 'GET',
+      path: `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}`,
+      query: { ver: Object.keys(ROOM_VERSIONS) },
+    });
+    const rv = typeof made.room_version === 'string' ? getRoomVersion(made.room_version) : undefined;
+    if (!rv)
+      throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', 'The room is of a version we do not support');
+    const template = made.event;
+    if (!isJsonObject(template) || template.room_id !== roomId || template.state_key !== userId) {
+      throw new MatrixError(502, 'M_UNKNOWN', `${server} gave a bad join template`);
+    }
+    const unsigned: Omit<Pdu, 'hashes' | 'signatures'> = {
+      type: 'm.room.member',
+      room_id: roomId,
+      sender: userId,
+      state_key: userId,
+      content: { ...content, membership: 'join' },
+      origin_server_ts: this.now(),
+      depth: typeof template.depth === 'number' ? template.depth : 1,
+      prev_events: stringList(template.prev_events),
+      auth_events: stringList(template.auth_events),
+    };
+    const key = this.serverKeys.key;
+    const pdu = hashAndSignEvent(unsigned, rv, this.serverName, key.keyId, key.seed) as Pdu;
+    const join: RoomEvent = { ...pdu, event_id: computeEventId(pdu, rv) };
+    const answer = await this.requester.request<{ state?: unknown; auth_chain?: unknown }>({
+      destination: server,
+      method: 'PUT',
+      path: `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(join.event_id)}`,
+      body: toWire(join),
+    });
+    const stateJson = Array.isArray(answer.state) ? answer.state : [];
+    const chainJson = Array.isArray(answer.auth_chain) ? answer.auth_chain : [];
+    if (stateJson.length + chainJson.length > MAX_JOIN_STATE_EVENTS) {
+      throw new MatrixError(502, 'M_UNKNOWN', `${server} answered with too many events`);
+    }
+    const parse = (list: unknown[]) =>
+      list.map((j) => fromWire(j, rv)).filter((e): e is RoomEvent => !isWireError(e));
+    const state = parse(stateJson);
+    const chain = parse(chainJson);
+    const create = [...state, ...chain].find((e) => e.type === 'm.room.create' && e.state_key === '');
+    if (!create) throw new MatrixError(502, 'M_UNKNOWN', `${server} sent no create event`);
+    const createRoomId = rv.roomIdFromCreateEvent ? `!${create.event_id.slice(1)}` : create.room_id;
+    if (createRoomId !== roomId)
+      throw new MatrixError(502, 'M_UNKNOWN', 'The create event is not of this room');
+
+    // Signatures are checked before the room's lock is taken (keys may need fetching).
+    const all = new Map<string, RoomEvent>();
+    for (const e of [...chain, ...state]) all.set(e.event_id, e);
+    const ordered = [...all.values()].sort((a, b) => a.depth - b.depth);
+    await this.signatures.preverify(
+      ordered.map((e) => withoutId(e)),
+      rv,
+      (p) => requiredSigners(p as RoomEvent),
+    );
+    const outcomes: IngestOutcome[] = [];
+    await this.events.locks.withRoomLock(roomId, async (lock) => {
+      if (!(await rooms.findRoom(lock.trx, roomId))) {
+        await rooms.insertRoom(lock.trx, {
+          room_id: roomId,
+          room_version: rv.id,
+          creator: create.sender,
+          created_ts: this.now(),
+        });
+      }
+      // Auth events before the events that cite them: ascending depth.
+      for (const e of ordered) {
+        await this.events.ingest(lock, { kind: 'outlier', origin: server, event: e });
+      }
+      const accepted = new Map(
+        (
+          await store.getPdus(
+            lock.trx,
+            state.map((e) => e.event_id),
+          )
+        )
+          .filter((r) => r.rejected_reason === null && r.state_key !== null)
+          .map((r) => [r.event_id, r]),
+      );
+      const stateBefore: rooms.StateIds = new Map();
+      for (const e of state) {
+        if (accepted.has(e.event_id) && e.state_key !== undefined)
+          stateBefore.set(stateTuple(e.type, e.state_key), e.event_id);
+      }
+      const outcome = await this.events.ingest(lock, {
+        kind: 'new',
+        origin: this.serverName,
+        event: join,
+        stateBefore,
+      });
+      if (outcome.status !== 'persisted' && outcome.status !== 'duplicate') {
+        throw errors.forbidden(
+          `The join was refused: ${'reason' in outcome ? outcome.reason : outcome.status}`,
+        );
+      }
+      outcomes.push(outcome);
+    });
+    await this.events.announceOutcomes(outcomes);
+  }
+}
+
+function stringList(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string').slice(0, 20) : [];
+}
