@@ -9,6 +9,8 @@ import { type Login, syncOnce, type TestServer } from './helpers/server.ts';
  * membership changes seen everywhere, and what a server may not read.
  */
 const V3 = '/_matrix/client/v3';
+// Several homeservers in one process, on a loaded 2-core machine: more than tap's default 120 s.
+t.setTimeout(600_000);
 const enc = encodeURIComponent;
 
 /** Syncs until `done` holds for the room's timeline, or fails after the deadline. */
