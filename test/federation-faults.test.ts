@@ -18,7 +18,7 @@ async function until<T>(
   what: string,
   read: () => Promise<T>,
   done: (v: T) => boolean,
-  timeoutMs = 90_000,
+  timeoutMs = 300_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -105,16 +105,23 @@ export async function ingestWithFetching(
   }
   for (const prevId of outcome.prevEvents) {
     if (budget.events <= 0) return done;
-    const ids = await requester.request<{ pdu_ids?: unknown; auth_chain_ids?: unknown }>({
-      destination: origin,
-      method: 'GET',
-      path: `/_matrix/federation/v1/state_ids/${enc(roomId)}`,
-      query: { event_id: prevId },
-    });
+    let ids: { pdu_ids?: unknown; auth_chain_ids?: unknown };
+    try {
+      ids = await requester.request({
+        destination: origin,
+        method: 'GET',
+        path: `/_matrix/federation/v1/state_ids/${enc(roomId)}`,
+        query: { event_id: prevId },
+      });
+    } catch {
+      return done; // The origin cannot say what the state was: the event stays unaccepted.
+    }
     const pduIds = stringList(ids.pdu_ids);
     const authIds = stringList(ids.auth_chain_ids);
     await fetchAsOutliers(deps, rv, roomId, origin, [...authIds, ...pduIds, prevId], budget);
     const rows = await store.getPdus(events.db, [...pduIds, prevId]);
+    // A state we could not fetch whole would authorise the event against part of it: give up.
+    if (rows.length < pduIds.length + 1) return done;
     const byId = new Map(rows.map((r) => [r.event_id, r]));
     const state = new Map<StateTuple, string>();
     for (const id of pduIds) {

@@ -12,6 +12,7 @@ import { getRoomVersion, ROOM_VERSIONS } from '../../protocol/room-versions.ts';
 import type { ServerKeysService } from '../../services/server-keys.service.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
+import { FederationError } from '../client/transport.ts';
 import { type Requester, withoutId } from '../inbound/fetch-missing.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
 
@@ -68,6 +69,9 @@ export class RemoteJoins {
       } catch (err) {
         lastError = err;
         if (err instanceof MatrixError && err.status === 403) throw err;
+        // A resident server's refusal (banned, invite only, unsupported version) is final.
+        const refusal = remoteRefusal(err);
+        if (refusal) throw refusal;
       }
     }
     if (lastError instanceof MatrixError) throw lastError;
@@ -176,6 +180,17 @@ export class RemoteJoins {
     });
     await this.events.announceOutcomes(outcomes);
   }
+}
+
+/** A FederationError that carries a resident server's 403 or 400 answer, as our MatrixError. */
+function remoteRefusal(err: unknown): MatrixError | undefined {
+  if (!(err instanceof FederationError)) return undefined;
+  if (err.status !== 403 && err.status !== 400) return undefined;
+  return new MatrixError(
+    err.status,
+    err.errcode ?? 'M_FORBIDDEN',
+    `The room's server refused the join: ${err.message}`,
+  );
 }
 
 function stringList(value: unknown): string[] {
