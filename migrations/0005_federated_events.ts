@@ -38,6 +38,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   // The server the event came from (ours for local events): for logs and hostile-server audits.
   await sql`alter table pdus add column origin text`.execute(db);
   await sql`alter table pdus add column received_ts bigint`.execute(db);
+  // Whether this server sends the event to the room's other servers: its own events, and the
+  // membership events it accepted through send_join, send_leave and send_knock.
+  await sql`alter table pdus add column outbound boolean not null default false`.execute(db);
+  await sql`update pdus set outbound = true`.execute(db);
   // For m.room.redaction: the event it names (a redaction may arrive before its target).
   await sql`alter table pdus add column redacts text`.execute(db);
   await sql`create index pdus_redacts_idx on pdus (redacts) where redacts is not null`.execute(db);
@@ -169,6 +173,7 @@ export async function down(db: Kysely<unknown>): Promise<void> {
     'soft_failed',
     'origin',
     'received_ts',
+    'outbound',
     'redacts',
     'room_state_group',
   ]) {

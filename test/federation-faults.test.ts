@@ -25,7 +25,7 @@ async function until<T>(
     const v = await read();
     if (done(v)) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, 500));
   }
 }
 
@@ -62,6 +62,21 @@ for (const backend of databaseBackends()) {
         body: {},
       });
       t.equal(j.statusCode, 200, j.body);
+    }
+    // Everyone knows everyone before the network fails.
+    for (const [s, who] of [
+      [hs1, alice],
+      [hs2, bob],
+      [hs3, carol],
+    ] as const) {
+      await until(
+        `${s.config.serverName} to see all three members`,
+        async () =>
+          (
+            await s.request('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, { token: who.access_token })
+          ).json(),
+        (m) => [alice, bob, carol].every((u) => m.joined?.[u.user_id]),
+      );
     }
     const send = async (s: TestServer, who: Login, body: string) => {
       const r = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/${body}`, {

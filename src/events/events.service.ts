@@ -56,7 +56,7 @@ export interface RoomTransaction {
 /** Where local events go to reach other servers (the federation sender). */
 export interface Outbox {
   /** In the event's transaction: records who must get it; returns those destinations. */
-  enqueue(lock: RoomLock, event: RoomEvent, position: number): Promise<string[]>;
+  enqueue(lock: RoomLock, event: RoomEvent, position: number, except?: string): Promise<string[]>;
   /** After the commit: start sending to them. */
   wake(destination: string): void;
 }
@@ -91,6 +91,19 @@ export class EventsService {
   /** Local events are handed to `outbox` from now on (set once federation is built). */
   setOutbox(outbox: Outbox): void {
     this.outbox = outbox;
+  }
+
+  /**
+   * Passes on an event a remote server handed us as the room's resident server (a membership
+   * through send_join, send_leave or send_knock) to the room's other servers, but `except`.
+   */
+  async forward(roomId: string, event: RoomEvent, position: number, except: string): Promise<void> {
+    const outbox = this.outbox;
+    if (!outbox) return;
+    const destinations = await this.locks.withRoomLock(roomId, (lock) =>
+      outbox.enqueue(lock, event, position, except),
+    );
+    for (const d of destinations) outbox.wake(d);
   }
 
   /** Announces a room change that did not go through the pipeline (e.g. forgetting a room). */

@@ -427,6 +427,8 @@ export class EventPipeline {
       outlier: w.outlier,
       rejectedReason: w.rejected,
       softFailed: w.softFailed,
+      // Our own timeline events go out to the room's other servers.
+      outbound: input.origin === this.deps.serverName && w.streamOrdering !== null,
       redacts: redactsOf(event, rv) ?? null,
     });
   }

@@ -151,6 +151,7 @@ export interface PdusTable {
   soft_failed: Generated<boolean>;
   origin: string | null;
   received_ts: number | null;
+  outbound: Generated<boolean>;
   redacts: string | null;
   room_state_group: number | null;
 }

@@ -22,6 +22,7 @@ export interface NewPdu {
   outlier: boolean;
   rejectedReason: string | null;
   softFailed: boolean;
+  outbound: boolean;
   redacts: string | null;
 }
 
@@ -50,6 +51,7 @@ export async function insertPdu(db: Executor, p: NewPdu): Promise<void> {
     outlier: p.outlier,
     rejected_reason: p.rejectedReason,
     soft_failed: p.softFailed,
+    outbound: p.outbound,
     origin: p.origin,
     received_ts: p.receivedTs,
     redacts: p.redacts,
@@ -69,6 +71,7 @@ export async function insertPdu(db: Executor, p: NewPdu): Promise<void> {
           outlier: row.outlier,
           rejected_reason: row.rejected_reason,
           soft_failed: row.soft_failed,
+          outbound: row.outbound,
         })
         .where('pdus.outlier', '=', true),
     )

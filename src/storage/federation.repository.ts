@@ -70,12 +70,11 @@ export async function destinationsWithBacklog(db: Executor): Promise<string[]> {
   return rows.rows.map((r) => r.destination);
 }
 
-/** The next events of this server that `destination` must get, in stream order. */
+/** The next events this server sends out that `destination` must get, in stream order. */
 export async function pendingEvents(
   db: Executor,
   name: string,
   after: number,
-  self: string,
   limit: number,
 ): Promise<PduRow[]> {
   const rows = await sql<PduRow>`
@@ -84,7 +83,7 @@ export async function pendingEvents(
     where p.stream_ordering > ${after}
       and p.stream_ordering > r.since_stream_ordering
       and p.stream_ordering <= r.stream_ordering
-      and p.origin = ${self}
+      and p.outbound
     order by p.stream_ordering
     limit ${limit}`.execute(db);
   return rows.rows.map((r) => ({ ...r, stream_ordering: Number(r.stream_ordering) }));
@@ -128,4 +127,9 @@ export async function resetBackoff(db: Executor, name: string): Promise<void> {
     .set({ retry_interval_ms: 0, retry_last_ts: null })
     .where('destination', '=', name)
     .execute();
+}
+
+/** Marks an event as one this server sends to the room's other servers. */
+export async function markOutbound(db: Executor, eventId: string): Promise<void> {
+  await db.updateTable('pdus').set({ outbound: true }).where('event_id', '=', eventId).execute();
 }

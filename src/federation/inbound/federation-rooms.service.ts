@@ -167,6 +167,8 @@ export class FederationRoomsService {
         `The ${membership} event was refused: ${'reason' in outcome ? outcome.reason : outcome.status}`,
       );
     }
+    // As the resident server we pass the membership on to the room's other servers.
+    if (outcome.status === 'persisted') await this.events.forward(roomId, event, outcome.position, origin);
     if (membership !== 'join') return {};
     const state = await this.reader.stateIdsAt(this.db, stateBeforeGroup!);
     const stateRows = await store.getPdus(this.db, [...state.values()]);

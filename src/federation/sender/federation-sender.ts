@@ -36,12 +36,18 @@ export class FederationSender {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Called in the transaction that persists a local event: marks its destinations. */
-  async enqueue(lock: RoomLock, event: RoomEvent, position: number): Promise<string[]> {
+  /**
+   * Called in the transaction that persists a local event (or accepts a remote user's membership
+   * through send_join, send_leave or send_knock, which the resident server passes on): marks its
+   * destinations, but `except` (the server it came from).
+   */
+  async enqueue(lock: RoomLock, event: RoomEvent, position: number, except?: string): Promise<string[]> {
+    if (except !== undefined) await outbox.markOutbound(lock.trx, event.event_id);
     const destinations = new Set(await outbox.joinedServers(lock.trx, lock.roomId, this.serverName));
+    if (except !== undefined) destinations.delete(except);
     if (event.type === 'm.room.member' && typeof event.state_key === 'string') {
       const target = event.state_key.slice(event.state_key.indexOf(':') + 1);
-      if (target !== this.serverName) destinations.add(target);
+      if (target !== this.serverName && target !== except) destinations.add(target);
     }
     for (const d of destinations) await outbox.markRoomForDestination(lock.trx, d, lock.roomId, position);
     return [...destinations];
@@ -104,7 +110,7 @@ export class FederationSender {
     const row = await outbox.destination(this.db, destination);
     if (!row) return 'empty';
     const after = row.last_successful_stream_ordering ?? 0;
-    const pending = await outbox.pendingEvents(this.db, destination, after, this.serverName, 50);
+    const pending = await outbox.pendingEvents(this.db, destination, after, 50);
     if (pending.length === 0) return 'empty';
     const upTo = pending.at(-1)!.stream_ordering!;
     try {
