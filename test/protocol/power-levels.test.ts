@@ -6,6 +6,7 @@ import {
   isRoomCreator,
   namedLevel,
   notificationLevel,
+  parsePowerLevel,
   requiredLevelForEvent,
   roomCreator,
   roomCreators,
@@ -120,4 +121,48 @@ t.test('canSendEvent and isPowerLevelValue', async (t) => {
   t.notOk(isPowerLevelValue('1'));
   t.notOk(isPowerLevelValue(Infinity));
   t.notOk(isPowerLevelValue(null));
+});
+
+t.test('parsePowerLevel: integers everywhere, integer strings in v1-v9, floats in v1-v5', async (t) => {
+  const v5 = ROOM_VERSIONS['5'];
+  const v9 = ROOM_VERSIONS['9'];
+  for (const version of [undefined, v5, v9, v10]) {
+    t.equal(parsePowerLevel(50, version), 50);
+    t.equal(parsePowerLevel(-7, version), -7);
+    t.equal(parsePowerLevel(2 ** 53, version), undefined, 'outside the canonical JSON range');
+    for (const bad of [null, true, {}, [], '', 'fifty', '5 0', '1e3', '0x10', '12.5', '++1']) {
+      t.equal(parsePowerLevel(bad, version), undefined, `v${version?.id ?? '-'}: ${JSON.stringify(bad)}`);
+    }
+  }
+  // rooms/fragments/v1-stringy-power-levels.md: leading zeroes, a sign, surrounding whitespace.
+  for (const [text, level] of [
+    ['100', 100],
+    ['000100', 100],
+    ['+100', 100],
+    ['-100', -100],
+    [' 100 ', 100],
+    [' 00100 ', 100],
+    [' +100 ', 100],
+    [' -100 ', -100],
+    ['-0', 0],
+  ] as const) {
+    t.equal(parsePowerLevel(text, v9), level, `v9: ${JSON.stringify(text)}`);
+    t.equal(parsePowerLevel(text, v5), level, `v5: ${JSON.stringify(text)}`);
+    t.equal(parsePowerLevel(text, v10), undefined, `v10: ${JSON.stringify(text)}`);
+    t.equal(parsePowerLevel(text), undefined, `no version: ${JSON.stringify(text)}`);
+  }
+  t.ok(Object.is(parsePowerLevel('-0', v9), 0), '-0 reads as 0');
+  // rooms/fragments/v1-floaty-power-levels.md: truncated at the decimal point.
+  t.equal(parsePowerLevel(5.114698e4, v5), 51146);
+  t.equal(parsePowerLevel(50.57, v5), 50);
+  t.equal(parsePowerLevel(-0.5, v5), 0);
+  t.equal(parsePowerLevel(50.57, ROOM_VERSIONS['6']), undefined, 'v6 enforces canonical JSON');
+  // The readers take the version too.
+  const stringy = { content: { users: { [BOB]: '75' }, ban: '20', events: { 'm.room.name': '5' } } };
+  t.equal(userPowerLevel(BOB, stringy, undefined, v9), 75);
+  t.equal(userPowerLevel(BOB, stringy, undefined, v10), 0);
+  t.equal(namedLevel('ban', stringy, v9), 20);
+  t.equal(namedLevel('ban', stringy), 50);
+  t.equal(requiredLevelForEvent('m.room.name', true, stringy, v9), 5);
+  t.equal(requiredLevelForEvent('m.room.name', true, stringy), 50);
 });
