@@ -32,7 +32,7 @@
  * `checkAuthAgainstAuthEvents` takes it as `options.createEvent` for v12 and does this itself.
  */
 import { isStateEvent, type Pdu, type RoomEvent, type StateMap, stateTuple } from './event.ts';
-import { isValidUserId } from './identifiers.ts';
+import { isValidUserId, serverNameOf } from './identifiers.ts';
 import { isJsonObject, type JsonObject, type JsonValue } from './json.ts';
 import {
   isPowerLevelValue,
@@ -123,11 +123,7 @@ function refuse(rule: string, reason: string): AuthResult {
   return { allowed: false, rule, reason };
 }
 
-/** The server name of a user ID or v10/v11 room ID: everything after the first colon. */
-export function serverNameOf(id: string): string | undefined {
-  const colon = id.indexOf(':');
-  return colon === -1 ? undefined : id.slice(colon + 1);
-}
+export { serverNameOf };
 
 /** v12: the room ID is the create event's ID with `!` in place of `$`. */
 export function roomIdForCreateEventId(createEventId: string): string {

@@ -235,6 +235,15 @@ export function isValidEventId(eventId: string, roomVersion?: RoomVersion): bool
   }
 }
 
+/**
+ * The server name of a user ID, a v1-v11 room ID or a v1/v2 event ID: everything after the first
+ * colon (not checked), or undefined without one.
+ */
+export function serverNameOf(id: string): string | undefined {
+  const colon = id.indexOf(':');
+  return colon === -1 ? undefined : id.slice(colon + 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
 

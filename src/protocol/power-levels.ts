@@ -17,6 +17,7 @@
  * to the readers below to get that. Without one, only integers count.
  */
 import type { Pdu } from './event.ts';
+import { serverNameOf } from './identifiers.ts';
 import { isJsonObject, type JsonObject } from './json.ts';
 import type { RoomVersion } from './room-versions.ts';
 
@@ -232,4 +233,65 @@ export function canSendEvent(
     userPowerLevel(userId, powerLevels, createEvent, roomVersion) >=
     requiredLevelForEvent(type, isState, powerLevels, roomVersion)
   );
+}
+
+/**
+ * Whether `userId` may send the state event (`type`, `stateKey`), as far as power goes: the level
+ * the type requires (its `events` entry, else `state_default`; auth rule 7, v12 8), and a state
+ * key that looks like a user ID must be the sender's own (rule 8, v12 9). Membership and the
+ * power levels change rules come on top, in the auth rules.
+ */
+export function maySendState(
+  userId: string,
+  type: string,
+  stateKey: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  if (stateKey.startsWith('@') && stateKey !== userId) return false;
+  return canSendEvent(userId, type, true, powerLevels, createEvent, roomVersion);
+}
+
+function hasRedactLevel(
+  userId: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  return (
+    userPowerLevel(userId, powerLevels, createEvent, roomVersion) >=
+    namedLevel('redact', powerLevels, roomVersion)
+  );
+}
+
+/**
+ * Whether `userId` may redact an event `originalSender` sent (client-server API: Redactions): their
+ * own events always, anyone else's with the redact level.
+ */
+export function mayRedact(
+  userId: string,
+  originalSender: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  return userId === originalSender || hasRedactLevel(userId, powerLevels, createEvent, roomVersion);
+}
+
+/**
+ * Whether a received redaction by `redactionSender` of an event by `originalSender` takes effect
+ * (rooms: v3-handling-redactions fragment, room versions 3 and later): the redact level, or a
+ * sender on the original sender's server. (In v1 and v2 auth rule 11 decides instead.)
+ */
+export function redactionTakesEffect(
+  redactionSender: string,
+  originalSender: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  if (hasRedactLevel(redactionSender, powerLevels, createEvent, roomVersion)) return true;
+  const own = serverNameOf(redactionSender);
+  return own !== undefined && own === serverNameOf(originalSender);
 }

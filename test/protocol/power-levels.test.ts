@@ -4,9 +4,12 @@ import {
   canSendEvent,
   isPowerLevelValue,
   isRoomCreator,
+  mayRedact,
+  maySendState,
   namedLevel,
   notificationLevel,
   parsePowerLevel,
+  redactionTakesEffect,
   requiredLevelForEvent,
   roomCreator,
   roomCreators,
@@ -165,4 +168,53 @@ t.test('parsePowerLevel: integers everywhere, integer strings in v1-v9, floats i
   t.equal(namedLevel('ban', stringy), 50);
   t.equal(requiredLevelForEvent('m.room.name', true, stringy, v9), 5);
   t.equal(requiredLevelForEvent('m.room.name', true, stringy), 50);
+});
+
+t.test('maySendState: the required level, and user-ID state keys for their owner only', async (t) => {
+  const pl = { content: { users: { [ALICE]: 100, [BOB]: 50 }, events: { 'm.room.name': 60 } } };
+  for (const rv of [ROOM_VERSIONS['1'], v10, v11]) {
+    t.ok(maySendState(BOB, 'm.room.topic', '', pl, undefined, rv), `v${rv.id}: bob at state_default 50`);
+    t.notOk(maySendState(BOB, 'm.room.name', '', pl, undefined, rv), `v${rv.id}: below the name's 60`);
+    t.notOk(maySendState(CAROL, 'm.room.topic', '', pl, undefined, rv), `v${rv.id}: carol at 0`);
+    t.ok(maySendState(BOB, 'x.y', BOB, pl, undefined, rv), `v${rv.id}: his own user-ID state key`);
+    t.notOk(maySendState(ALICE, 'x.y', BOB, pl, undefined, rv), `v${rv.id}: not someone else's`);
+  }
+  const create = { sender: ALICE, content: {} };
+  t.ok(
+    maySendState(ALICE, 'm.room.name', '', { content: { state_default: 9000 } }, create, v12),
+    'v12 creator',
+  );
+  t.ok(
+    maySendState(
+      BOB,
+      'm.room.topic',
+      '',
+      { content: { state_default: '40', users: { [BOB]: '50' } } },
+      undefined,
+      ROOM_VERSIONS['9'],
+    ),
+    'v9: string levels',
+  );
+});
+
+t.test('mayRedact: own events always, others with the redact level', async (t) => {
+  const pl = { content: { users: { [ALICE]: 100, [CAROL]: 50 }, redact: 60 } };
+  t.ok(mayRedact(BOB, BOB, pl, undefined, v10), 'bob redacts his own event at 0');
+  t.notOk(mayRedact(CAROL, BOB, pl, undefined, v10), 'carol (50) below redact 60');
+  t.ok(mayRedact(ALICE, BOB, pl, undefined, v10), 'alice (100)');
+  t.ok(
+    mayRedact(CAROL, BOB, { content: { users: { [CAROL]: 50 } } }, undefined, v10),
+    'redact defaults to 50',
+  );
+  t.ok(
+    mayRedact(ALICE, BOB, { content: { redact: 9000 } }, { sender: ALICE, content: {} }, v12),
+    'v12 creator',
+  );
+});
+
+t.test("redactionTakesEffect: the redact level or the original sender's server", async (t) => {
+  const pl = { content: { users: { [ALICE]: 100 }, redact: 60 } };
+  t.ok(redactionTakesEffect(ALICE, BOB, pl, undefined, v10), 'the redact level');
+  t.ok(redactionTakesEffect('@other:b.test', BOB, pl, undefined, v10), "a user on bob's server");
+  t.notOk(redactionTakesEffect(MALLORY, BOB, pl, undefined, v10), 'another server below the level');
 });
