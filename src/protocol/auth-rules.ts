@@ -11,10 +11,11 @@
  * rules and so number others differently (see `ruleNumber`): v1-v5 have the `m.room.aliases` rule
  * 4, so every later top-level rule is one higher (v10 rule 9 is v1 rule 10); v1 and v2 have the
  * redaction rule 11; v1-v7 have no membership rule 4.2 (restricted joins' signature), v1-v6 no
- * knock rule; v1-v9 check power levels with one rule on `users` where v10 has three (9.1-9.3). v12 inserts a new rule 2 (the room ID names the create event),
- * so every later top-level rule moves up by one (v11 rule 4.3.2 is v12 rule 5.3.2); it also drops
- * v11 rule 2.4 (a create event among the auth events) and inserts rule 10.4 (creators may not be
- * listed in `users`), moving the later power-levels sub-rules up by one. Where the v12 markdown
+ * knock rule; v1-v9 check power levels with one rule on `users` where v10 has three (9.1-9.3).
+ * v12 inserts a new rule 2 (the room ID names the create event), so every later top-level rule
+ * moves up by one (v11 rule 4.3.2 is v12 rule 5.3.2); it also drops v11 rule 2.4 (a create
+ * event among the auth events) and inserts rule 10.4 (creators may not be listed in `users`),
+ * moving the later power-levels sub-rules up by one. Where the v12 markdown
  * source skips or repeats a number (it writes 3.5 after 3.3, and two items numbered 10.10), we use
  * the numbers a reader sees on the rendered page: the auth events room ID rule is "3.4".
  * Comments below cite the v10/v11 number first and the v12 number in parentheses.
