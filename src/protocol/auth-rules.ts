@@ -1,15 +1,21 @@
 /**
- * The authorisation rules of room versions 10, 11 and 12 (spec: rooms/v10.md, v11.md, v12.md) and
- * the auth events selection algorithm (server-server-api.md, "Auth events selection").
+ * The authorisation rules of room versions 1 to 12 (spec: rooms/v1.md ... v12.md, with the
+ * v1-auth-rules, v3-auth-rules and v8-auth-rules fragments) and the auth events selection
+ * algorithm (server-server-api.md, "Auth events selection").
  *
  * Everything here is pure: no storage, no key fetching. The two rules that need a signature check
  * take the check as an injected function (see `AuthCheckOptions`).
  *
  * Rule numbers. Results name the refusing rule as numbered in the room version being checked.
- * v10 and v11 share one numbering. v12 inserts a new rule 2 (the room ID names the create event),
- * so every later top-level rule moves up by one (v11 rule 4.3.2 is v12 rule 5.3.2); it also drops
- * v11 rule 2.4 (a create event among the auth events) and inserts rule 10.4 (creators may not be
- * listed in `users`), moving the later power-levels sub-rules up by one. Where the v12 markdown
+ * v10 and v11 share one numbering, which the code and comments below use. Older versions lack some
+ * rules and so number others differently (see `ruleNumber`): v1-v5 have the `m.room.aliases` rule
+ * 4, so every later top-level rule is one higher (v10 rule 9 is v1 rule 10); v1 and v2 have the
+ * redaction rule 11; v1-v7 have no membership rule 4.2 (restricted joins' signature), v1-v6 no
+ * knock rule; v1-v9 check power levels with one rule on `users` where v10 has three (9.1-9.3).
+ * v12 inserts a new rule 2 (the room ID names the create event), so every later top-level rule
+ * moves up by one (v11 rule 4.3.2 is v12 rule 5.3.2); it also drops v11 rule 2.4 (a create
+ * event among the auth events) and inserts rule 10.4 (creators may not be listed in `users`),
+ * moving the later power-levels sub-rules up by one. Where the v12 markdown
  * source skips or repeats a number (it writes 3.5 after 3.3, and two items numbered 10.10), we use
  * the numbers a reader sees on the rendered page: the auth events room ID rule is "3.4".
  * Comments below cite the v10/v11 number first and the v12 number in parentheses.
@@ -27,13 +33,15 @@
  * `checkAuthAgainstAuthEvents` takes it as `options.createEvent` for v12 and does this itself.
  */
 import { isStateEvent, type Pdu, type RoomEvent, type StateMap, stateTuple } from './event.ts';
-import { isValidUserId } from './identifiers.ts';
+import { isValidUserId, serverNameOf } from './identifiers.ts';
 import { isJsonObject, type JsonObject, type JsonValue } from './json.ts';
 import {
   isPowerLevelValue,
+  type NamedPowerLevel,
   namedLevel,
   POWER_LEVEL_INTEGER_KEYS,
   type PowerLevelsSource,
+  parsePowerLevel,
   requiredLevelForEvent,
   roomCreator,
   roomCreators,
@@ -87,13 +95,28 @@ const AUTHORISER_KEY = 'join_authorised_via_users_server';
  * (see the module comment). Rules that exist only in v12 are named directly.
  */
 export function ruleNumber(roomVersion: RoomVersion, v11Rule: string): string {
-  if (!roomVersion.roomIdFromCreateEvent) return v11Rule;
   const parts = v11Rule.split('.').map(Number);
   const top = parts[0] ?? 0;
   const second = parts[1];
-  if (top === 2 && second !== undefined && second >= 5) parts[1] = second - 1;
-  if (top === 9 && second !== undefined && second >= 4) parts[1] = second + 1;
-  if (top >= 2) parts[0] = top + 1;
+  const third = parts[2];
+  if (roomVersion.roomIdFromCreateEvent) {
+    if (top === 2 && second !== undefined && second >= 5) parts[1] = second - 1;
+    if (top === 9 && second !== undefined && second >= 4) parts[1] = second + 1;
+    if (top >= 2) parts[0] = top + 1;
+    return parts.join('.');
+  }
+  if (!roomVersion.integerPowerLevels && top === 9 && second !== undefined && second >= 3) {
+    // v1-v9: one rule on `users` (v10 9.3) comes first; v10 9.1 and 9.2 do not exist.
+    parts[1] = second - 2;
+  }
+  if (!roomVersion.restrictedJoins && top === 4 && second !== undefined) {
+    // v1-v7: no 4.2 (the authorising server's signature) and, in joins, no 4.3.5 (restricted).
+    if (second === 3 && third !== undefined && third >= 6) parts[2] = third - 1;
+    // v1-v6: no knock rule 4.7 either.
+    const shifted = second === 8 && !roomVersion.knocking ? 7 : second;
+    parts[1] = shifted >= 3 ? shifted - 1 : shifted;
+  }
+  if (roomVersion.specialCaseAliases && top >= 4) parts[0] = top + 1;
   return parts.join('.');
 }
 
@@ -101,11 +124,7 @@ function refuse(rule: string, reason: string): AuthResult {
   return { allowed: false, rule, reason };
 }
 
-/** The server name of a user ID or v10/v11 room ID: everything after the first colon. */
-export function serverNameOf(id: string): string | undefined {
-  const colon = id.indexOf(':');
-  return colon === -1 ? undefined : id.slice(colon + 1);
-}
+export { serverNameOf };
 
 /** v12: the room ID is the create event's ID with `!` in place of `$`. */
 export function roomIdForCreateEventId(createEventId: string): string {
@@ -167,9 +186,11 @@ export function selectAuthEvents(event: AuthSelectionInput, roomVersion: RoomVer
       const token = thirdPartySigned(event.content)?.token;
       if (typeof token === 'string') add(THIRD_PARTY_INVITE, token);
     }
-    // Every version served here supports restricted rooms (v8+).
+    // Restricted rooms (v8+): the authorising user's membership.
     const authoriser = event.content[AUTHORISER_KEY];
-    if (membership === 'join' && typeof authoriser === 'string') add(MEMBER, authoriser);
+    if (roomVersion.restrictedJoins && membership === 'join' && typeof authoriser === 'string') {
+      add(MEMBER, authoriser);
+    }
   }
   return selected;
 }
@@ -337,6 +358,15 @@ export function checkAuth(
     );
   }
 
+  // v1-v5 rule 4: m.room.aliases events may be sent by any server, for its own name only.
+  if (roomVersion.specialCaseAliases && event.type === 'm.room.aliases') {
+    if (typeof event.state_key !== 'string') return refuse('4.1', 'm.room.aliases without a state_key');
+    if (serverNameOf(event.sender) !== event.state_key) {
+      return refuse('4.2', `${event.sender} cannot set aliases for ${event.state_key}`);
+    }
+    return ALLOWED;
+  }
+
   const ctx = new RuleContext(event, authState, create, roomVersion, options);
 
   // Rule 4 (v12 5): membership.
@@ -355,7 +385,7 @@ export function checkAuth(
 
   // Rule 6 (v12 7): third-party invites need the invite level, and nothing else.
   if (event.type === THIRD_PARTY_INVITE) {
-    const inviteLevel = namedLevel('invite', ctx.powerLevels);
+    const inviteLevel = ctx.level('invite');
     if (senderLevel >= inviteLevel) return ALLOWED;
     return refuse(
       ruleNumber(roomVersion, '6.1'),
@@ -364,7 +394,7 @@ export function checkAuth(
   }
 
   // Rule 7 (v12 8): the event type's required level.
-  const required = requiredLevelForEvent(event.type, isStateEvent(event), ctx.powerLevels);
+  const required = requiredLevelForEvent(event.type, isStateEvent(event), ctx.powerLevels, roomVersion);
   if (required > senderLevel) {
     return refuse(
       ruleNumber(roomVersion, '7'),
@@ -387,7 +417,26 @@ export function checkAuth(
   // Rule 9 (v12 10): power levels changes.
   if (event.type === POWER_LEVELS) return checkPowerLevelsChange(ctx, senderLevel);
 
-  // Rule 10 (v12 11). Redactions end here too: the redact level is not part of the auth rules.
+  // v1 and v2 rule 11: redactions need the redact level, or an event ID on the redacted event's server.
+  if (roomVersion.redactionAuthRule && event.type === 'm.room.redaction') {
+    const redactLevel = ctx.level('redact');
+    if (senderLevel >= redactLevel) return ALLOWED;
+    const ownServer = serverNameOf((event as Partial<RoomEvent>).event_id ?? '');
+    if (
+      typeof event.redacts === 'string' &&
+      ownServer !== undefined &&
+      serverNameOf(event.redacts) === ownServer
+    ) {
+      return ALLOWED;
+    }
+    return refuse(
+      '11.3',
+      `${event.sender} has level ${senderLevel} below the redact level ${redactLevel}, and the event IDs' servers differ`,
+    );
+  }
+
+  // Rule 10 (v12 11; v3-v5 11; v1 and v2 12). From v3 on, the redact level is not part of the auth
+  // rules.
   return ALLOWED;
 }
 
@@ -466,6 +515,11 @@ class RuleContext {
     return userPowerLevel(userId, this.powerLevels, this.create, this.roomVersion);
   }
 
+  /** The invite, kick, ban or redact level. */
+  level(name: NamedPowerLevel): number {
+    return namedLevel(name, this.powerLevels, this.roomVersion);
+  }
+
   membershipOf(userId: string): string | undefined {
     return membershipIn(this.state, userId);
   }
@@ -485,8 +539,8 @@ function checkMembership(ctx: RuleContext): AuthResult {
     return refuse(ctx.rule('4.1'), 'member event without state_key or content.membership');
   }
 
-  // 4.2.1: an authorising user's server must have signed the event.
-  if (Object.hasOwn(content, AUTHORISER_KEY)) {
+  // 4.2.1 (v8+): an authorising user's server must have signed the event.
+  if (ctx.roomVersion.restrictedJoins && Object.hasOwn(content, AUTHORISER_KEY)) {
     const authoriser = content[AUTHORISER_KEY];
     if (!isUserId(authoriser)) {
       return refuse(ctx.rule('4.2.1'), `${AUTHORISER_KEY} is not a user ID`);
@@ -512,7 +566,9 @@ function checkMembership(ctx: RuleContext): AuthResult {
     case 'ban':
       return checkBan(ctx, event.state_key);
     case 'knock':
-      return checkKnock(ctx, event.state_key);
+      // v7+
+      if (ctx.roomVersion.knocking) return checkKnock(ctx, event.state_key);
+      return refuse(ctx.rule('4.8'), `room version ${ctx.roomVersion.id} has no knocking`);
     default:
       // 4.8
       return refuse(ctx.rule('4.8'), `unknown membership ${JSON.stringify(membership)}`);
@@ -541,14 +597,18 @@ function checkJoin(ctx: RuleContext, target: string): AuthResult {
   // 4.3.3
   if (current === 'ban') return refuse(ctx.rule('4.3.3'), `${event.sender} is banned`);
 
+  const { roomVersion } = ctx;
   const joinRule = joinRuleIn(ctx.state);
-  // 4.3.4: invite-only and knock rooms admit the invited (and the already joined).
-  if ((joinRule === 'invite' || joinRule === 'knock') && (current === 'invite' || current === 'join')) {
-    return ALLOWED;
-  }
+  // 4.3.4: invite-only and (v7+) knock rooms admit the invited (and the already joined).
+  const inviteLike = joinRule === 'invite' || (roomVersion.knocking && joinRule === 'knock');
+  if (inviteLike && (current === 'invite' || current === 'join')) return ALLOWED;
 
-  // 4.3.5: restricted rooms also admit joins a member with the invite level vouches for.
-  if (joinRule === 'restricted' || joinRule === 'knock_restricted') {
+  // 4.3.5 (v8+): restricted (v10+: and knock_restricted) rooms also admit joins a member with the
+  // invite level vouches for.
+  const restricted =
+    (roomVersion.restrictedJoins && joinRule === 'restricted') ||
+    (roomVersion.knockRestricted && joinRule === 'knock_restricted');
+  if (restricted) {
     // 4.3.5.1
     if (current === 'join' || current === 'invite') return ALLOWED;
     // 4.3.5.2
@@ -560,7 +620,7 @@ function checkJoin(ctx: RuleContext, target: string): AuthResult {
       return refuse(ctx.rule('4.3.5.2'), `authorising user ${authoriser} is not joined`);
     }
     const authoriserLevel = ctx.levelOf(authoriser);
-    const inviteLevel = namedLevel('invite', ctx.powerLevels);
+    const inviteLevel = ctx.level('invite');
     if (authoriserLevel < inviteLevel) {
       return refuse(
         ctx.rule('4.3.5.2'),
@@ -658,7 +718,7 @@ function checkInvite(ctx: RuleContext, target: string): AuthResult {
   }
   // 4.4.4
   const senderLevel = ctx.levelOf(event.sender);
-  const inviteLevel = namedLevel('invite', ctx.powerLevels);
+  const inviteLevel = ctx.level('invite');
   if (senderLevel >= inviteLevel) return ALLOWED;
   // 4.4.5
   return refuse(
@@ -672,11 +732,10 @@ function checkLeave(ctx: RuleContext, target: string): AuthResult {
   const { event } = ctx;
   const senderMembership = ctx.membershipOf(event.sender);
 
-  // 4.5.1: leaving oneself, or rejecting an invite, or retracting a knock.
+  // 4.5.1: leaving oneself, or rejecting an invite, or (v7+) retracting a knock.
   if (event.sender === target) {
-    if (senderMembership === 'invite' || senderMembership === 'join' || senderMembership === 'knock') {
-      return ALLOWED;
-    }
+    const knocked = ctx.roomVersion.knocking && senderMembership === 'knock';
+    if (senderMembership === 'invite' || senderMembership === 'join' || knocked) return ALLOWED;
     return refuse(ctx.rule('4.5.1'), `${target} cannot leave from membership ${senderMembership ?? 'none'}`);
   }
   // 4.5.2
@@ -688,12 +747,12 @@ function checkLeave(ctx: RuleContext, target: string): AuthResult {
   }
   const senderLevel = ctx.levelOf(event.sender);
   // 4.5.3: unbanning needs the ban level.
-  const banLevel = namedLevel('ban', ctx.powerLevels);
+  const banLevel = ctx.level('ban');
   if (ctx.membershipOf(target) === 'ban' && senderLevel < banLevel) {
     return refuse(ctx.rule('4.5.3'), `${event.sender} has level ${senderLevel}, unbanning needs ${banLevel}`);
   }
   // 4.5.4: kicking needs the kick level and a target below the sender.
-  const kickLevel = namedLevel('kick', ctx.powerLevels);
+  const kickLevel = ctx.level('kick');
   const targetLevel = ctx.levelOf(target);
   if (senderLevel >= kickLevel && targetLevel < senderLevel) return ALLOWED;
   // 4.5.5
@@ -716,7 +775,7 @@ function checkBan(ctx: RuleContext, target: string): AuthResult {
   }
   // 4.6.2
   const senderLevel = ctx.levelOf(event.sender);
-  const banLevel = namedLevel('ban', ctx.powerLevels);
+  const banLevel = ctx.level('ban');
   const targetLevel = ctx.levelOf(target);
   if (senderLevel >= banLevel && targetLevel < senderLevel) return ALLOWED;
   // 4.6.3
@@ -729,9 +788,9 @@ function checkBan(ctx: RuleContext, target: string): AuthResult {
 /** 4.7 (v12 5.7): knocks. */
 function checkKnock(ctx: RuleContext, target: string): AuthResult {
   const { event } = ctx;
-  // 4.7.1: only rooms whose join rule allows knocking.
+  // 4.7.1: only rooms whose join rule allows knocking (knock_restricted: v10+).
   const joinRule = joinRuleIn(ctx.state);
-  if (joinRule !== 'knock' && joinRule !== 'knock_restricted') {
+  if (joinRule !== 'knock' && !(ctx.roomVersion.knockRestricted && joinRule === 'knock_restricted')) {
     return refuse(ctx.rule('4.7.1'), `join rule ${joinRule ?? '(malformed)'} does not allow knocking`);
   }
   // 4.7.2
@@ -745,14 +804,21 @@ function checkKnock(ctx: RuleContext, target: string): AuthResult {
   return refuse(ctx.rule('4.7.4'), `${event.sender} cannot knock with membership ${current}`);
 }
 
-function isIntegerMap(value: JsonValue | undefined): value is JsonObject {
-  return isJsonObject(value) && Object.values(value).every((level) => isPowerLevelValue(level));
+/** An object whose values are all levels in `roomVersion` (integers; v1-v9 also integer strings). */
+function isLevelMap(value: JsonValue | undefined, roomVersion: RoomVersion): value is JsonObject {
+  return (
+    isJsonObject(value) &&
+    Object.values(value).every((level) => parsePowerLevel(level, roomVersion) !== undefined)
+  );
 }
 
-function presentLevel(map: JsonObject | undefined, key: string): number | undefined {
+function presentLevel(
+  map: JsonObject | undefined,
+  key: string,
+  roomVersion: RoomVersion,
+): number | undefined {
   if (map === undefined || !Object.hasOwn(map, key)) return undefined;
-  const value = map[key];
-  return isPowerLevelValue(value) ? value : undefined;
+  return parsePowerLevel(map[key], roomVersion);
 }
 
 function mapField(content: JsonObject, key: string): JsonObject | undefined {
@@ -763,23 +829,28 @@ function mapField(content: JsonObject, key: string): JsonObject | undefined {
 /** Rule 9 (v12 10): `m.room.power_levels`. */
 function checkPowerLevelsChange(ctx: RuleContext, senderLevel: number): AuthResult {
   const content = ctx.event.content;
+  const rv = ctx.roomVersion;
+  const levelOf = (map: JsonObject | undefined, key: string) => presentLevel(map, key, rv);
 
-  // 9.1: the single levels are integers.
-  for (const key of POWER_LEVEL_INTEGER_KEYS) {
-    if (Object.hasOwn(content, key) && !isPowerLevelValue(content[key])) {
-      return refuse(ctx.rule('9.1'), `${key} is not an integer`);
+  if (rv.integerPowerLevels) {
+    // 9.1 (v10+): the single levels are integers.
+    for (const key of POWER_LEVEL_INTEGER_KEYS) {
+      if (Object.hasOwn(content, key) && !isPowerLevelValue(content[key])) {
+        return refuse(ctx.rule('9.1'), `${key} is not an integer`);
+      }
+    }
+    // 9.2 (v10+): events and notifications map to integers.
+    for (const key of ['events', 'notifications']) {
+      if (Object.hasOwn(content, key) && !isLevelMap(content[key], rv)) {
+        return refuse(ctx.rule('9.2'), `${key} is not an object of integers`);
+      }
     }
   }
-  // 9.2: events and notifications map to integers.
-  for (const key of ['events', 'notifications']) {
-    if (Object.hasOwn(content, key) && !isIntegerMap(content[key])) {
-      return refuse(ctx.rule('9.2'), `${key} is not an object of integers`);
-    }
-  }
-  // 9.3: users maps valid user IDs to integers. An absent `users` is read as empty.
+  // 9.3 (v1-v9: 9.1, or 10.1 in v1-v5): users maps valid user IDs to integers (v1-v9: or integer
+  // strings). An absent `users` is read as empty.
   if (Object.hasOwn(content, 'users')) {
     const users = content.users;
-    if (!isIntegerMap(users)) return refuse(ctx.rule('9.3'), 'users is not an object of integers');
+    if (!isLevelMap(users, rv)) return refuse(ctx.rule('9.3'), 'users is not an object of integers');
     const badKey = Object.keys(users).find((userId) => !isUserId(userId));
     if (badKey !== undefined)
       return refuse(ctx.rule('9.3'), `users has a key that is not a user ID: ${badKey}`);
@@ -801,8 +872,8 @@ function checkPowerLevelsChange(ctx: RuleContext, senderLevel: number): AuthResu
 
   // 9.5: the single levels may change only if both old and new value are within the sender's reach.
   for (const key of POWER_LEVEL_INTEGER_KEYS) {
-    const before = presentLevel(old, key);
-    const after = presentLevel(content, key);
+    const before = levelOf(old, key);
+    const after = levelOf(content, key);
     if (before === after) continue;
     if (before !== undefined && before > senderLevel) {
       return refuse(
@@ -818,14 +889,17 @@ function checkPowerLevelsChange(ctx: RuleContext, senderLevel: number): AuthResu
     }
   }
 
-  const maps = ['events', 'notifications'] as const;
+  // v1-v5 guard only `events`; v6 added `notifications`.
+  const maps = rv.notificationsInPowerLevelRules
+    ? (['events', 'notifications'] as const)
+    : (['events'] as const);
   // 9.6: entries changed or removed in events/notifications: the old value is within reach.
   for (const name of maps) {
     const before = mapField(old, name) ?? {};
     const after = mapField(content, name) ?? {};
     for (const key of Object.keys(before)) {
-      const was = presentLevel(before, key);
-      if (was === undefined || was === presentLevel(after, key)) continue;
+      const was = levelOf(before, key);
+      if (was === undefined || was === levelOf(after, key)) continue;
       if (was > senderLevel) {
         return refuse(
           ctx.rule('9.6.1'),
@@ -839,8 +913,8 @@ function checkPowerLevelsChange(ctx: RuleContext, senderLevel: number): AuthResu
     const before = mapField(old, name) ?? {};
     const after = mapField(content, name) ?? {};
     for (const key of Object.keys(after)) {
-      const next = presentLevel(after, key);
-      if (next === undefined || next === presentLevel(before, key)) continue;
+      const next = levelOf(after, key);
+      if (next === undefined || next === levelOf(before, key)) continue;
       if (next > senderLevel) {
         return refuse(
           ctx.rule('9.7.1'),
@@ -854,8 +928,8 @@ function checkPowerLevelsChange(ctx: RuleContext, senderLevel: number): AuthResu
   // 9.8: other users' entries changed or removed: only those strictly below the sender.
   for (const userId of Object.keys(oldUsers)) {
     if (userId === ctx.event.sender) continue;
-    const was = presentLevel(oldUsers, userId);
-    if (was === undefined || was === presentLevel(newUsers, userId)) continue;
+    const was = levelOf(oldUsers, userId);
+    if (was === undefined || was === levelOf(newUsers, userId)) continue;
     if (was >= senderLevel) {
       return refuse(
         ctx.rule('9.8.1'),
@@ -865,8 +939,8 @@ function checkPowerLevelsChange(ctx: RuleContext, senderLevel: number): AuthResu
   }
   // 9.9: entries added or changed (the sender's own included): never above the sender.
   for (const userId of Object.keys(newUsers)) {
-    const next = presentLevel(newUsers, userId);
-    if (next === undefined || next === presentLevel(oldUsers, userId)) continue;
+    const next = levelOf(newUsers, userId);
+    if (next === undefined || next === levelOf(oldUsers, userId)) continue;
     if (next > senderLevel) {
       return refuse(
         ctx.rule('9.9.1'),

@@ -2,10 +2,13 @@
  * Hashing and signing whole events (server-server-api: Signing Events).
  *
  * An event's signature covers its redacted form, so it stays checkable after a redaction; the
- * content hash, which the redacted form keeps, ties the signature to the full content.
+ * content hash, which the redacted form keeps, ties the signature to the full content. Both cover
+ * the wire form of the room version (`toWirePdu`), so internal events may be passed as they are.
  */
 
-import { addContentHash } from './hashes.ts';
+import { encodeBase64 } from './base64.ts';
+import { toWirePdu } from './event.ts';
+import { computeContentHash } from './hashes.ts';
 import { redactEvent } from './redaction.ts';
 import type { RoomVersion } from './room-versions.ts';
 import { type Signatures, signJson, verifyJsonSignature } from './signing.ts';
@@ -22,9 +25,10 @@ export function hashAndSignEvent<E extends object>(
   keyId: string,
   seed: Uint8Array,
 ): E & { hashes: { sha256: string }; signatures: Signatures } {
-  const hashed = addContentHash(event);
-  const signed = signJson(redactEvent(hashed, roomVersion), serverName, keyId, seed);
-  return { ...hashed, signatures: signed.signatures };
+  const hashes = { sha256: encodeBase64(computeContentHash(event, roomVersion)) };
+  const wire = { ...toWirePdu(event, roomVersion), hashes };
+  const signed = signJson(redactEvent(wire, roomVersion), serverName, keyId, seed);
+  return { ...event, hashes, signatures: signed.signatures };
 }
 
 /**
@@ -39,5 +43,10 @@ export function verifyEventSignature(
   keyId: string,
   publicKey: Uint8Array,
 ): boolean {
-  return verifyJsonSignature(redactEvent(event, roomVersion), serverName, keyId, publicKey);
+  return verifyJsonSignature(
+    redactEvent(toWirePdu(event, roomVersion), roomVersion),
+    serverName,
+    keyId,
+    publicKey,
+  );
 }

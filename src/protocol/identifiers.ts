@@ -190,10 +190,12 @@ export function isValidRoomAlias(alias: string): boolean {
  * only 2 of the hash's bits, so its low 4 bits are zero (one of A E I M Q U Y c g k o s w 0 4 8).
  */
 const REFERENCE_HASH = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+/** The same in standard unpadded base64 (room version 3 event IDs). */
+const REFERENCE_HASH_BASE64 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]$/;
 
 /**
  * A room ID. In room version 12 it is `!` + the create event's reference hash; in earlier
- * versions (10 and 11 here) it is `!opaque:server_name` with a non-empty opaque part free of `:`
+ * versions (1 to 11) it is `!opaque:server_name` with a non-empty opaque part free of `:`
  * and NUL, at most 255 bytes in all. Without a room version, either form is accepted.
  */
 export function isValidRoomId(roomId: string, roomVersion?: RoomVersion): boolean {
@@ -212,14 +214,34 @@ export function parseDomainRoomId(roomId: string): NamespacedId | null {
 }
 
 /**
- * An event ID. Every version we serve (10, 11, 12) uses `$` + the URL-safe reference hash, and
- * that is what is checked when a room version is given. Without one, only the grammar common to
- * all versions is checked: the `$` sigil, a non-empty rest, at most 255 bytes.
+ * An event ID. With a room version, its format is checked: `$` + the URL-safe reference hash
+ * (v4+), `$` + the reference hash in standard base64 (v3), or `$opaque:server_name` (v1, v2; the
+ * opaque part non-empty, at most 255 bytes in all). Without one, only the grammar common to all
+ * versions is checked: the `$` sigil, a non-empty rest, at most 255 bytes.
  */
 export function isValidEventId(eventId: string, roomVersion?: RoomVersion): boolean {
   if (!eventId.startsWith('$')) return false;
-  if (roomVersion !== undefined) return REFERENCE_HASH.test(eventId.slice(1));
-  return eventId.length > 1 && isOpaqueText(eventId) && utf8Length(eventId) <= MAX_IDENTIFIER_BYTES;
+  switch (roomVersion?.eventIdFormat) {
+    case 'base64url':
+      return REFERENCE_HASH.test(eventId.slice(1));
+    case 'base64':
+      return REFERENCE_HASH_BASE64.test(eventId.slice(1));
+    case 'legacy': {
+      const parts = splitNamespaced(eventId, '$');
+      return parts !== null && parts.localpart !== '' && isOpaqueText(parts.localpart);
+    }
+    default:
+      return eventId.length > 1 && isOpaqueText(eventId) && utf8Length(eventId) <= MAX_IDENTIFIER_BYTES;
+  }
+}
+
+/**
+ * The server name of a user ID, a v1-v11 room ID or a v1/v2 event ID: everything after the first
+ * colon (not checked), or undefined without one.
+ */
+export function serverNameOf(id: string): string | undefined {
+  const colon = id.indexOf(':');
+  return colon === -1 ? undefined : id.slice(colon + 1);
 }
 
 // ---------------------------------------------------------------------------------------------

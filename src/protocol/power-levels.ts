@@ -10,10 +10,14 @@
  *   in v12 the creators (create event sender and `additional_creators`) have an infinitely high
  *   level whether or not a power levels event exists, represented here as `Infinity`.
  *
- * A value that is present but not an integer is treated as absent. Room versions 10+ refuse such
+ * A value that is present but not a level is treated as absent. Room versions 10+ refuse such
  * power levels events (auth rule 9.1-9.3, v12 10.1-10.3), so that only matters for defensive reads.
+ * Room versions 1 to 9 also read integer strings ("50", " +050 "), and 1 to 5 floats, truncated
+ * (rooms: v1-stringy-power-levels and v1-floaty-power-levels fragments): pass the room version
+ * to the readers below to get that. Without one, only integers count.
  */
 import type { Pdu } from './event.ts';
+import { serverNameOf } from './identifiers.ts';
 import { isJsonObject, type JsonObject } from './json.ts';
 import type { RoomVersion } from './room-versions.ts';
 
@@ -59,8 +63,23 @@ export function isPowerLevelValue(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value);
 }
 
-function levelOrUndefined(value: unknown): number | undefined {
-  return isPowerLevelValue(value) ? value : undefined;
+/** Base 10 digits with an optional sign and any surrounding whitespace (v1-stringy-power-levels). */
+const INTEGER_STRING = /^\s*[+-]?\d+\s*$/;
+
+/**
+ * The level a power levels value stands for in `roomVersion`, or undefined if it is none: an
+ * integer; in v1-v9 also an integer string; in v1-v5 also a finite float, truncated.
+ */
+export function parsePowerLevel(value: unknown, roomVersion?: RoomVersion): number | undefined {
+  if (isPowerLevelValue(value)) return value;
+  if (roomVersion === undefined || roomVersion.integerPowerLevels) return undefined;
+  let level: number | undefined;
+  if (typeof value === 'string' && INTEGER_STRING.test(value)) level = Number(value.trim());
+  else if (typeof value === 'number' && !roomVersion.strictCanonicalJson && Number.isFinite(value)) {
+    level = Math.trunc(value);
+  }
+  // `+ 0` turns -0 into 0.
+  return level !== undefined && Number.isSafeInteger(level) ? level + 0 : undefined;
 }
 
 function objectField(content: JsonObject | undefined, key: string): JsonObject | undefined {
@@ -69,9 +88,9 @@ function objectField(content: JsonObject | undefined, key: string): JsonObject |
   return isJsonObject(value) ? value : undefined;
 }
 
-function ownLevel(map: JsonObject | undefined, key: string): number | undefined {
+function ownLevel(map: JsonObject | undefined, key: string, roomVersion?: RoomVersion): number | undefined {
   if (map === undefined || !Object.hasOwn(map, key)) return undefined;
-  return levelOrUndefined(map[key]);
+  return parsePowerLevel(map[key], roomVersion);
 }
 
 /**
@@ -141,15 +160,18 @@ export function userPowerLevel(
   }
   const content = powerLevels.content;
   return (
-    ownLevel(objectField(content, 'users'), userId) ??
-    ownLevel(content, 'users_default') ??
+    ownLevel(objectField(content, 'users'), userId, roomVersion) ??
+    ownLevel(content, 'users_default', roomVersion) ??
     DEFAULT_USERS_LEVEL
   );
 }
 
 /** The level `users_default` gives everyone not listed in `users`. */
-export function usersDefaultLevel(powerLevels: PowerLevelsSource | undefined): number {
-  return ownLevel(powerLevels?.content, 'users_default') ?? DEFAULT_USERS_LEVEL;
+export function usersDefaultLevel(
+  powerLevels: PowerLevelsSource | undefined,
+  roomVersion?: RoomVersion,
+): number {
+  return ownLevel(powerLevels?.content, 'users_default', roomVersion) ?? DEFAULT_USERS_LEVEL;
 }
 
 /**
@@ -161,26 +183,38 @@ export function requiredLevelForEvent(
   type: string,
   isState: boolean,
   powerLevels: PowerLevelsSource | undefined,
+  roomVersion?: RoomVersion,
 ): number {
   const content = powerLevels?.content;
-  const explicit = ownLevel(objectField(content, 'events'), type);
+  const explicit = ownLevel(objectField(content, 'events'), type, roomVersion);
   if (explicit !== undefined) return explicit;
   return isState
-    ? (ownLevel(content, 'state_default') ?? DEFAULT_STATE_LEVEL)
-    : (ownLevel(content, 'events_default') ?? DEFAULT_EVENTS_LEVEL);
+    ? (ownLevel(content, 'state_default', roomVersion) ?? DEFAULT_STATE_LEVEL)
+    : (ownLevel(content, 'events_default', roomVersion) ?? DEFAULT_EVENTS_LEVEL);
 }
 
 /** The invite, kick, ban or redact level. */
-export function namedLevel(name: NamedPowerLevel, powerLevels: PowerLevelsSource | undefined): number {
-  return ownLevel(powerLevels?.content, name) ?? DEFAULT_NAMED_LEVELS[name];
+export function namedLevel(
+  name: NamedPowerLevel,
+  powerLevels: PowerLevelsSource | undefined,
+  roomVersion?: RoomVersion,
+): number {
+  return ownLevel(powerLevels?.content, name, roomVersion) ?? DEFAULT_NAMED_LEVELS[name];
 }
 
 /**
  * The level needed to trigger a notification kind, such as `room` for `@room`. The spec only
  * defines a default for `room` (50); other keys get the same default here.
  */
-export function notificationLevel(key: string, powerLevels: PowerLevelsSource | undefined): number {
-  return ownLevel(objectField(powerLevels?.content, 'notifications'), key) ?? DEFAULT_ROOM_NOTIFICATION_LEVEL;
+export function notificationLevel(
+  key: string,
+  powerLevels: PowerLevelsSource | undefined,
+  roomVersion?: RoomVersion,
+): number {
+  return (
+    ownLevel(objectField(powerLevels?.content, 'notifications'), key, roomVersion) ??
+    DEFAULT_ROOM_NOTIFICATION_LEVEL
+  );
 }
 
 /**
@@ -197,6 +231,67 @@ export function canSendEvent(
 ): boolean {
   return (
     userPowerLevel(userId, powerLevels, createEvent, roomVersion) >=
-    requiredLevelForEvent(type, isState, powerLevels)
+    requiredLevelForEvent(type, isState, powerLevels, roomVersion)
   );
+}
+
+/**
+ * Whether `userId` may send the state event (`type`, `stateKey`), as far as power goes: the level
+ * the type requires (its `events` entry, else `state_default`; auth rule 7, v12 8), and a state
+ * key that looks like a user ID must be the sender's own (rule 8, v12 9). Membership and the
+ * power levels change rules come on top, in the auth rules.
+ */
+export function maySendState(
+  userId: string,
+  type: string,
+  stateKey: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  if (stateKey.startsWith('@') && stateKey !== userId) return false;
+  return canSendEvent(userId, type, true, powerLevels, createEvent, roomVersion);
+}
+
+function hasRedactLevel(
+  userId: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  return (
+    userPowerLevel(userId, powerLevels, createEvent, roomVersion) >=
+    namedLevel('redact', powerLevels, roomVersion)
+  );
+}
+
+/**
+ * Whether `userId` may redact an event `originalSender` sent (client-server API: Redactions): their
+ * own events always, anyone else's with the redact level.
+ */
+export function mayRedact(
+  userId: string,
+  originalSender: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  return userId === originalSender || hasRedactLevel(userId, powerLevels, createEvent, roomVersion);
+}
+
+/**
+ * Whether a received redaction by `redactionSender` of an event by `originalSender` takes effect
+ * (rooms: v3-handling-redactions fragment, room versions 3 and later): the redact level, or a
+ * sender on the original sender's server. (In v1 and v2 auth rule 11 decides instead.)
+ */
+export function redactionTakesEffect(
+  redactionSender: string,
+  originalSender: string,
+  powerLevels: PowerLevelsSource | undefined,
+  createEvent: CreateEventSource | undefined,
+  roomVersion: RoomVersion,
+): boolean {
+  if (hasRedactLevel(redactionSender, powerLevels, createEvent, roomVersion)) return true;
+  const own = serverNameOf(redactionSender);
+  return own !== undefined && own === serverNameOf(originalSender);
 }

@@ -1,6 +1,7 @@
 /**
- * The redaction algorithm (rooms: v9-redactions fragment, used unchanged by room version 10;
- * v11-redactions fragment, used unchanged by room version 12).
+ * The redaction algorithm of every room version (rooms: v1-redactions fragment for v1-v5,
+ * v6-redactions for v6 and v7, v8.md for v8, v9-redactions for v9 and v10, v11-redactions for v11
+ * and v12).
  *
  * Redaction keeps only the parts of an event that the protocol needs, which is also what a
  * server signs and what the reference hash (and so the event ID) covers.
@@ -9,7 +10,7 @@ import type { Pdu } from './event.ts';
 import { isJsonObject, type JsonObject, type JsonValue } from './json.ts';
 import type { RoomVersion } from './room-versions.ts';
 
-/** Top-level keys kept by every version we serve (v11-redactions list). */
+/** Top-level keys kept by every version (v11-redactions list). */
 const TOP_LEVEL_KEYS = [
   'event_id',
   'type',
@@ -25,18 +26,19 @@ const TOP_LEVEL_KEYS = [
   'origin_server_ts',
 ] as const;
 
-/** Top-level keys that room versions up to 10 also keep; version 11 stopped protecting them. */
+/** Top-level keys that room versions 1 to 10 also keep; version 11 stopped protecting them. */
 const PRE_V11_TOP_LEVEL_KEYS = ['prev_state', 'origin', 'membership'] as const;
 
 /**
- * Content keys kept per event type under the v9 rules (room version 10). A Map, not an object
- * literal, so that event types such as `constructor` do not find Object.prototype members.
+ * Content keys kept per event type under the v1 rules (room versions 1 to 5). A Map, not an
+ * object literal, so that event types such as `constructor` do not find Object.prototype members.
+ * Later versions before 11 differ only in the keys {@link preV11ContentKeys} adds or drops.
  */
-const V10_CONTENT_KEYS: ReadonlyMap<string, readonly string[]> = new Map(
+const V1_CONTENT_KEYS: ReadonlyMap<string, readonly string[]> = new Map(
   Object.entries({
-    'm.room.member': ['membership', 'join_authorised_via_users_server'],
+    'm.room.member': ['membership'],
     'm.room.create': ['creator'],
-    'm.room.join_rules': ['join_rule', 'allow'],
+    'm.room.join_rules': ['join_rule'],
     'm.room.power_levels': [
       'ban',
       'events',
@@ -48,8 +50,20 @@ const V10_CONTENT_KEYS: ReadonlyMap<string, readonly string[]> = new Map(
       'users_default',
     ],
     'm.room.history_visibility': ['history_visibility'],
+    'm.room.aliases': ['aliases'],
   }),
 );
+
+/** The content keys kept for `type` in room versions 1 to 10. */
+function preV11ContentKeys(type: string, roomVersion: RoomVersion): readonly string[] | undefined {
+  if (type === 'm.room.aliases' && !roomVersion.redactionKeepsAliases) return undefined;
+  const keys = V1_CONTENT_KEYS.get(type);
+  if (type === 'm.room.join_rules' && roomVersion.redactionKeepsJoinRuleAllow) return [...keys!, 'allow'];
+  if (type === 'm.room.member' && roomVersion.redactionKeepsJoinAuthoriser) {
+    return [...keys!, 'join_authorised_via_users_server'];
+  }
+  return keys;
+}
 
 /**
  * Content keys kept per event type under the v11 rules (room versions 11 and 12). The create
@@ -100,7 +114,7 @@ export function redactEvent(event: object, roomVersion: RoomVersion): JsonObject
 
 /** The surviving part of `content` for an event of type `type` (see the module comment). */
 export function redactContent(type: string, content: JsonObject, roomVersion: RoomVersion): JsonObject {
-  if (!roomVersion.updatedRedactionRules) return pick(content, V10_CONTENT_KEYS.get(type));
+  if (!roomVersion.updatedRedactionRules) return pick(content, preV11ContentKeys(type, roomVersion));
 
   if (type === 'm.room.create') return { ...content };
   const kept = pick(content, V11_CONTENT_KEYS.get(type));

@@ -1,8 +1,9 @@
-// Auth rule 4 (v12 rule 5): m.room.member, for every membership, in v10, v11 and v12.
+// Auth rule 4 (v12 rule 5; v1-v5 rule 5): m.room.member, for every membership, in every room version.
 import t from 'tap';
 import type { AuthCheckOptions } from '../../src/protocol/auth-rules.ts';
 import type { Pdu } from '../../src/protocol/event.ts';
 import type { JsonObject } from '../../src/protocol/json.ts';
+import { ROOM_VERSIONS } from '../../src/protocol/room-versions.ts';
 import {
   ALICE,
   allows,
@@ -14,13 +15,14 @@ import {
   TestRoom,
   type TestRoom as TestRoomType,
   VERSION_IDS,
+  versionsWith,
 } from './auth-rules-fixtures.ts';
 
 const DAVE = '@dave:d.test';
 
 /** The membership sub-rule `sub` (e.g. "3.2") as numbered in the room's version: 4.x, or 5.x in v12. */
 function m(room: TestRoomType, sub: string): string {
-  return `${room.v12 ? '5' : '4'}.${sub}`;
+  return room.rule(`4.${sub}`, `5.${sub}`);
 }
 
 /** A verifier for join_authorised_via_users_server signatures that accepts everything. */
@@ -74,9 +76,9 @@ t.test('4.3.1: v10 reads content.creator, v11 and v12 the sender', async (t) => 
     bobFirst.prev_events = [room.create.event_id];
     const aliceFirst = room.member(ALICE, ALICE, 'join');
     aliceFirst.prev_events = [room.create.event_id];
-    if (id === '10') {
-      allows(t, room.check(bobFirst), 'v10: content.creator joins first');
-      refuses(t, room.check(aliceFirst), '4.3.7', 'v10: the sender is not the creator');
+    if (!room.version.implicitRoomCreator) {
+      allows(t, room.check(bobFirst), `v${id}: content.creator joins first`);
+      refuses(t, room.check(aliceFirst), m(room, '3.7'), `v${id}: the sender is not the creator`);
     } else {
       allows(t, room.check(aliceFirst), `v${id}: the sender joins first`);
       refuses(t, room.check(bobFirst), m(room, '3.7'), `v${id}: content.creator means nothing`);
@@ -125,7 +127,16 @@ t.test('4.3 (v12 5.3): joins', async (t) => {
       `v${id}: knocked is not invited`,
     );
     knock.setMembership(BOB, 'invite');
-    allows(t, knock.check(knock.member(BOB, BOB, 'join')), `v${id}: knock room after an invite`);
+    if (knock.version.knocking) {
+      allows(t, knock.check(knock.member(BOB, BOB, 'join')), `v${id}: knock room after an invite`);
+    } else {
+      refuses(
+        t,
+        knock.check(knock.member(BOB, BOB, 'join')),
+        m(knock, '3.7'),
+        `v${id}: no knock join rule before v7, even after an invite`,
+      );
+    }
 
     const priv = standardRoom(id, { joinRule: 'private' });
     refuses(t, priv.check(priv.member(BOB, BOB, 'join')), m(priv, '3.7'), `v${id}: join rule private`);
@@ -147,9 +158,10 @@ t.test('4.3 (v12 5.3): joins', async (t) => {
   }
 });
 
-t.test('4.2.1 and 4.3.5 (v12 5.2.1, 5.3.5): restricted joins', async (t) => {
-  for (const id of VERSION_IDS) {
-    for (const joinRule of ['restricted', 'knock_restricted']) {
+t.test('4.2.1 and 4.3.5 (v12 5.2.1, 5.3.5): restricted joins (v8+; knock_restricted v10+)', async (t) => {
+  for (const id of versionsWith('restrictedJoins')) {
+    const joinRules = ROOM_VERSIONS[id].knockRestricted ? ['restricted', 'knock_restricted'] : ['restricted'];
+    for (const joinRule of joinRules) {
       const label = `v${id} ${joinRule}`;
       const room = standardRoom(id, {
         joinRule,
@@ -206,6 +218,29 @@ t.test('4.2.1 and 4.3.5 (v12 5.2.1, 5.3.5): restricted joins', async (t) => {
         m(room, '3.3'),
         `${label}: banned even if authorised`,
       );
+    }
+  }
+});
+
+t.test('before v8 (and knock_restricted before v10) restricted join rules admit nobody', async (t) => {
+  for (const id of VERSION_IDS) {
+    const version = ROOM_VERSIONS[id];
+    const unknownRules = [
+      ...(version.restrictedJoins ? [] : ['restricted']),
+      ...(version.knockRestricted ? [] : ['knock_restricted']),
+    ];
+    for (const joinRule of unknownRules) {
+      const room = standardRoom(id, { joinRule });
+      const join = room.member(BOB, BOB, 'join', { join_authorised_via_users_server: ALICE });
+      refuses(t, room.check(join, trustSignatures), m(room, '3.7'), `v${id} ${joinRule}: authorised join`);
+      room.setMembership(BOB, 'invite');
+      refuses(t, room.check(room.member(BOB, BOB, 'join')), m(room, '3.7'), `v${id} ${joinRule}: invited`);
+    }
+    if (!version.restrictedJoins) {
+      // No rule 4.2.1 yet: the key means nothing, so no verifier is needed.
+      const pub = standardRoom(id, { joinRule: 'public' });
+      const join = pub.member(BOB, BOB, 'join', { join_authorised_via_users_server: ALICE });
+      allows(t, pub.check(join), `v${id}: join_authorised_via_users_server is ignored`);
     }
   }
 });
@@ -375,7 +410,7 @@ t.test('4.5 (v12 5.5): leaving, kicking, unbanning', async (t) => {
     for (const [before, allowed] of [
       ['join', true],
       ['invite', true],
-      ['knock', true],
+      ['knock', room.version.knocking],
       ['leave', false],
       ['ban', false],
     ] as const) {
@@ -448,10 +483,10 @@ t.test('4.5 and 4.6: creators in v12 outrank every listed level', async (t) => {
       refuses(
         t,
         room.check(room.member(ALICE, CAROL, 'leave')),
-        '4.5.5',
+        m(room, '5.5'),
         `v${id}: alice (100) vs carol (100)`,
       );
-      refuses(t, room.check(room.member(ALICE, CAROL, 'ban')), '4.6.3', `v${id}: nor ban her`);
+      refuses(t, room.check(room.member(ALICE, CAROL, 'ban')), m(room, '6.3'), `v${id}: nor ban her`);
     }
   }
   const twoCreators = standardRoom('12', { createContent: { additional_creators: [BOB] } });
@@ -469,9 +504,10 @@ t.test('4.5 and 4.6: creators in v12 outrank every listed level', async (t) => {
   );
 });
 
-t.test('4.7 (v12 5.7): knocks', async (t) => {
-  for (const id of VERSION_IDS) {
-    for (const joinRule of ['knock', 'knock_restricted']) {
+t.test('4.7 (v12 5.7): knocks (v7+; knock_restricted v10+)', async (t) => {
+  for (const id of versionsWith('knocking')) {
+    const joinRules = ROOM_VERSIONS[id].knockRestricted ? ['knock', 'knock_restricted'] : ['knock'];
+    for (const joinRule of joinRules) {
       const room = standardRoom(id, { joinRule });
       const label = `v${id} ${joinRule}`;
       allows(t, room.check(room.member(MALLORY, MALLORY, 'knock')), `${label}: mallory knocks`);
@@ -490,7 +526,9 @@ t.test('4.7 (v12 5.7): knocks', async (t) => {
         );
       }
     }
-    for (const joinRule of ['public', 'invite', 'restricted', 'private']) {
+    const refusing = ['public', 'invite', 'restricted', 'private'];
+    if (!ROOM_VERSIONS[id].knockRestricted) refusing.push('knock_restricted');
+    for (const joinRule of refusing) {
       const room = standardRoom(id, { joinRule });
       refuses(
         t,
@@ -507,5 +545,12 @@ t.test('4.7 (v12 5.7): knocks', async (t) => {
       m(none, '7.1'),
       `v${id}: no join rules event`,
     );
+  }
+});
+
+t.test('before v7 a knock is an unknown membership', async (t) => {
+  for (const id of versionsWith('knocking', false)) {
+    const room = standardRoom(id, { joinRule: 'knock' });
+    refuses(t, room.check(room.member(MALLORY, MALLORY, 'knock')), m(room, '8'), `v${id}: knock`);
   }
 });

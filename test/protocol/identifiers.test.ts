@@ -212,6 +212,18 @@ t.test('event IDs', async (t) => {
     t.notOk(isValidEventId('$abc:example.org', version), `v${version.id}: not the v1/v2 form`);
     t.notOk(isValidEventId(`!${HASH}`, version), `v${version.id}: wrong sigil`);
   }
+  const v1 = ROOM_VERSIONS['1'];
+  const v3 = ROOM_VERSIONS['3'];
+  const v4 = ROOM_VERSIONS['4'];
+  t.ok(isValidEventId('$abc:example.org', v1), 'v1: $opaque:server');
+  t.ok(isValidEventId('$abc:example.org', ROOM_VERSIONS['2']), 'v2: $opaque:server');
+  t.notOk(isValidEventId(`$${HASH}`, v1), 'v1: a hash has no server');
+  t.notOk(isValidEventId('$:example.org', v1), 'v1: the opaque part is not empty');
+  t.notOk(isValidEventId('$abc:bad server', v1), 'v1: the server name is valid');
+  t.ok(isValidEventId(`$${STANDARD_HASH}`, v3), 'v3: standard base64');
+  t.notOk(isValidEventId(`$${HASH}`, v3), 'v3: not the URL-safe alphabet');
+  t.ok(isValidEventId(`$${HASH}`, v4), 'v4: URL-safe');
+  t.notOk(isValidEventId(`$${STANDARD_HASH}`, v4), 'v4: not the v3 alphabet');
   // Without a version: only what all versions share (sigil, non-empty, 255 bytes).
   t.ok(isValidEventId('$abc:example.org'));
   t.ok(isValidEventId(`$${STANDARD_HASH}`));

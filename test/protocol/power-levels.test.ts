@@ -4,8 +4,12 @@ import {
   canSendEvent,
   isPowerLevelValue,
   isRoomCreator,
+  mayRedact,
+  maySendState,
   namedLevel,
   notificationLevel,
+  parsePowerLevel,
+  redactionTakesEffect,
   requiredLevelForEvent,
   roomCreator,
   roomCreators,
@@ -120,4 +124,97 @@ t.test('canSendEvent and isPowerLevelValue', async (t) => {
   t.notOk(isPowerLevelValue('1'));
   t.notOk(isPowerLevelValue(Infinity));
   t.notOk(isPowerLevelValue(null));
+});
+
+t.test('parsePowerLevel: integers everywhere, integer strings in v1-v9, floats in v1-v5', async (t) => {
+  const v5 = ROOM_VERSIONS['5'];
+  const v9 = ROOM_VERSIONS['9'];
+  for (const version of [undefined, v5, v9, v10]) {
+    t.equal(parsePowerLevel(50, version), 50);
+    t.equal(parsePowerLevel(-7, version), -7);
+    t.equal(parsePowerLevel(2 ** 53, version), undefined, 'outside the canonical JSON range');
+    for (const bad of [null, true, {}, [], '', 'fifty', '5 0', '1e3', '0x10', '12.5', '++1']) {
+      t.equal(parsePowerLevel(bad, version), undefined, `v${version?.id ?? '-'}: ${JSON.stringify(bad)}`);
+    }
+  }
+  // rooms/fragments/v1-stringy-power-levels.md: leading zeroes, a sign, surrounding whitespace.
+  for (const [text, level] of [
+    ['100', 100],
+    ['000100', 100],
+    ['+100', 100],
+    ['-100', -100],
+    [' 100 ', 100],
+    [' 00100 ', 100],
+    [' +100 ', 100],
+    [' -100 ', -100],
+    ['-0', 0],
+  ] as const) {
+    t.equal(parsePowerLevel(text, v9), level, `v9: ${JSON.stringify(text)}`);
+    t.equal(parsePowerLevel(text, v5), level, `v5: ${JSON.stringify(text)}`);
+    t.equal(parsePowerLevel(text, v10), undefined, `v10: ${JSON.stringify(text)}`);
+    t.equal(parsePowerLevel(text), undefined, `no version: ${JSON.stringify(text)}`);
+  }
+  t.ok(Object.is(parsePowerLevel('-0', v9), 0), '-0 reads as 0');
+  // rooms/fragments/v1-floaty-power-levels.md: truncated at the decimal point.
+  t.equal(parsePowerLevel(5.114698e4, v5), 51146);
+  t.equal(parsePowerLevel(50.57, v5), 50);
+  t.equal(parsePowerLevel(-0.5, v5), 0);
+  t.equal(parsePowerLevel(50.57, ROOM_VERSIONS['6']), undefined, 'v6 enforces canonical JSON');
+  // The readers take the version too.
+  const stringy = { content: { users: { [BOB]: '75' }, ban: '20', events: { 'm.room.name': '5' } } };
+  t.equal(userPowerLevel(BOB, stringy, undefined, v9), 75);
+  t.equal(userPowerLevel(BOB, stringy, undefined, v10), 0);
+  t.equal(namedLevel('ban', stringy, v9), 20);
+  t.equal(namedLevel('ban', stringy), 50);
+  t.equal(requiredLevelForEvent('m.room.name', true, stringy, v9), 5);
+  t.equal(requiredLevelForEvent('m.room.name', true, stringy), 50);
+});
+
+t.test('maySendState: the required level, and user-ID state keys for their owner only', async (t) => {
+  const pl = { content: { users: { [ALICE]: 100, [BOB]: 50 }, events: { 'm.room.name': 60 } } };
+  for (const rv of [ROOM_VERSIONS['1'], v10, v11]) {
+    t.ok(maySendState(BOB, 'm.room.topic', '', pl, undefined, rv), `v${rv.id}: bob at state_default 50`);
+    t.notOk(maySendState(BOB, 'm.room.name', '', pl, undefined, rv), `v${rv.id}: below the name's 60`);
+    t.notOk(maySendState(CAROL, 'm.room.topic', '', pl, undefined, rv), `v${rv.id}: carol at 0`);
+    t.ok(maySendState(BOB, 'x.y', BOB, pl, undefined, rv), `v${rv.id}: his own user-ID state key`);
+    t.notOk(maySendState(ALICE, 'x.y', BOB, pl, undefined, rv), `v${rv.id}: not someone else's`);
+  }
+  const create = { sender: ALICE, content: {} };
+  t.ok(
+    maySendState(ALICE, 'm.room.name', '', { content: { state_default: 9000 } }, create, v12),
+    'v12 creator',
+  );
+  t.ok(
+    maySendState(
+      BOB,
+      'm.room.topic',
+      '',
+      { content: { state_default: '40', users: { [BOB]: '50' } } },
+      undefined,
+      ROOM_VERSIONS['9'],
+    ),
+    'v9: string levels',
+  );
+});
+
+t.test('mayRedact: own events always, others with the redact level', async (t) => {
+  const pl = { content: { users: { [ALICE]: 100, [CAROL]: 50 }, redact: 60 } };
+  t.ok(mayRedact(BOB, BOB, pl, undefined, v10), 'bob redacts his own event at 0');
+  t.notOk(mayRedact(CAROL, BOB, pl, undefined, v10), 'carol (50) below redact 60');
+  t.ok(mayRedact(ALICE, BOB, pl, undefined, v10), 'alice (100)');
+  t.ok(
+    mayRedact(CAROL, BOB, { content: { users: { [CAROL]: 50 } } }, undefined, v10),
+    'redact defaults to 50',
+  );
+  t.ok(
+    mayRedact(ALICE, BOB, { content: { redact: 9000 } }, { sender: ALICE, content: {} }, v12),
+    'v12 creator',
+  );
+});
+
+t.test("redactionTakesEffect: the redact level or the original sender's server", async (t) => {
+  const pl = { content: { users: { [ALICE]: 100 }, redact: 60 } };
+  t.ok(redactionTakesEffect(ALICE, BOB, pl, undefined, v10), 'the redact level');
+  t.ok(redactionTakesEffect('@other:b.test', BOB, pl, undefined, v10), "a user on bob's server");
+  t.notOk(redactionTakesEffect(MALLORY, BOB, pl, undefined, v10), 'another server below the level');
 });

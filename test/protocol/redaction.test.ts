@@ -252,3 +252,30 @@ t.test('event types named like Object.prototype members are ordinary types', asy
     }
   }
 });
+
+t.test('content keys of room versions 1 to 9', async (t) => {
+  // rooms/fragments/v1-redactions.md (v1-v5), v6-redactions.md (v6, v7), v8.md, v9-redactions.md.
+  const member = { membership: 'join', join_authorised_via_users_server: '@a:x', displayname: 'A' };
+  const joinRules = { join_rule: 'restricted', allow: [], other: 1 };
+  const aliases = { aliases: ['#a:x'], other: 1 };
+  for (let n = 1; n <= 9; n++) {
+    const version = ROOM_VERSIONS[String(n) as '1'];
+    t.same(
+      contentAfter('m.room.member', member, version),
+      n >= 9 ? { membership: 'join', join_authorised_via_users_server: '@a:x' } : { membership: 'join' },
+      `v${n}: member`,
+    );
+    t.same(
+      contentAfter('m.room.join_rules', joinRules, version),
+      n >= 8 ? { join_rule: 'restricted', allow: [] } : { join_rule: 'restricted' },
+      `v${n}: join rules`,
+    );
+    t.same(
+      contentAfter('m.room.aliases', aliases, version),
+      n <= 5 ? { aliases: ['#a:x'] } : {},
+      `v${n}: aliases`,
+    );
+    t.same(contentAfter('m.room.create', { creator: '@a:x', other: 1 }, version), { creator: '@a:x' });
+  }
+  t.same(contentAfter('m.room.aliases', aliases, v10), {}, 'v10: aliases lose their content');
+});

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { stateTuple } from '../../src/protocol/event.ts';
 import type { JsonObject } from '../../src/protocol/json.ts';
-import { ROOM_VERSIONS, type RoomVersion } from '../../src/protocol/room-versions.ts';
+import { ROOM_VERSION_IDS } from '../../src/protocol/room-versions.ts';
 import { isPowerEvent } from '../../src/protocol/state-res/common.ts';
 import {
   authChainIds,
@@ -13,7 +13,8 @@ import {
 } from '../../src/protocol/state-res/index.ts';
 import { ALICE, BOB, CAROL, type Dag, publicRoom } from './state-res-fixtures.ts';
 
-const V2_VERSIONS = ['10', '11', '12'] as const;
+/** The versions resolved by v2 and v2.1. */
+const V2_VERSIONS = ROOM_VERSION_IDS.filter((id) => id !== '1');
 
 function topic(dag: Dag, id: string, sender: string, parents: string[], ts?: number) {
   return dag.add(
@@ -172,10 +173,9 @@ t.test('a missing event is a StateResError', async (t) => {
   );
 });
 
-t.test('v1 (room version 1 rules of resolution)', async (t) => {
-  // The v1 algorithm over v10 auth rules: what it decides does not depend on those rules here.
-  const rv: RoomVersion = { ...ROOM_VERSIONS['10'], stateResolution: 'v1' };
-  const { dag, head } = publicRoom(rv);
+t.test('v1: state resolution of room version 1', async (t) => {
+  const { dag, head } = publicRoom('1');
+  t.equal(dag.rv.stateResolution, 'v1');
   // Other conflicts: the deepest allowed event wins, whatever its timestamp.
   topic(dag, '$shallow', ALICE, [head], 9000);
   topic(dag, '$mid', ALICE, [head], 1);
@@ -204,4 +204,14 @@ t.test('v1 (room version 1 rules of resolution)', async (t) => {
   );
   // $pl-bob is deeper but bob is at 0 in $pl-2, so the climb stops at $pl-2.
   t.equal(dag.resolvedAt(['$pl-2', '$pl-bob'], 'm.room.power_levels'), '$pl-2');
+
+  // A ban racing a join at the same depth: whichever comes first, the ban ends up in force.
+  dag.member('$ban-dave', ALICE, '@dave:d.test', 'ban', [head]);
+  dag.member('$join-dave', '@dave:d.test', '@dave:d.test', 'join', [head]);
+  for (const sets of [
+    ['$ban-dave', '$join-dave'],
+    ['$join-dave', '$ban-dave'],
+  ]) {
+    t.equal(dag.resolvedAt(sets, 'm.room.member', '@dave:d.test'), '$ban-dave', sets.join(' vs '));
+  }
 });

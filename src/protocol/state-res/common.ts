@@ -149,8 +149,8 @@ export const STATE_RES_AUTH_OPTIONS: AuthCheckOptions = Object.freeze({
 });
 
 export interface AuthStateSource {
-  /** The state resolved so far. */
-  state: ReadonlyMap<StateTuple, string>;
+  /** The state resolved so far (only looked up). */
+  state: Pick<ReadonlyMap<StateTuple, string>, 'get'>;
   events: ReadonlyMap<string, RoomEvent>;
   roomVersion: RoomVersion;
   /** Fill keys missing from `state` with the event's own (non-rejected) auth events (v2). */

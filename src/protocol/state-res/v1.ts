@@ -64,7 +64,7 @@ export function resolveStateV1(roomVersion: RoomVersion, input: StateResInput): 
   const { events } = input;
   const { unconflicted, conflicts } = splitConflictsV1(input.stateSets);
   const resolved = new Map(unconflicted);
-  const allowedIn = (event: RoomEvent, state: ReadonlyMap<StateTuple, string>) =>
+  const allowedIn = (event: RoomEvent, state: Pick<ReadonlyMap<StateTuple, string>, 'get'>) =>
     isAllowed(
       event,
       authStateFor(event, { state, events, roomVersion, fallBackToAuthEvents: false }),
@@ -74,13 +74,14 @@ export function resolveStateV1(roomVersion: RoomVersion, input: StateResInput): 
   /** The power levels, join rules and member passes: climb while each next event is allowed. */
   const climb = (key: StateTuple, base: ReadonlyMap<StateTuple, string>): string => {
     const [first, ...others] = byDepthAscending(conflicts.get(key)!, events);
-    const state = new Map(base);
-    state.set(key, first!.event_id);
+    // R with this key's current pick, without copying R for every key.
+    let current = first!.event_id;
+    const state = { get: (k: StateTuple) => (k === key ? current : base.get(k)) };
     for (const event of others) {
       if (!allowedIn(event, state)) break;
-      state.set(key, event.event_id);
+      current = event.event_id;
     }
-    return state.get(key)!;
+    return current;
   };
 
   if (conflicts.has(POWER_LEVELS_TUPLE))
