@@ -15,6 +15,9 @@ import {
 } from './helpers/federation.ts';
 import type { TestServer } from './helpers/server.ts';
 
+// Several homeservers per backend: slow to start on a busy machine.
+t.setTimeout(300_000);
+
 const RV = ROOM_VERSIONS['12'];
 const HOUR = 3_600_000;
 

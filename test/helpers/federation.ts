@@ -292,8 +292,9 @@ export async function startHomeserverProcesses(
         ...env(i),
       });
       t.teardown(() => proc.stop());
-      const line = await proc.waitForLine(CLIENT_LISTENING);
-      await proc.waitForLine(FEDERATION_LISTENING);
+      // Generous: tsx compiles the server at each start, which takes long on a loaded machine.
+      const line = await proc.waitForLine(CLIENT_LISTENING, 240_000);
+      await proc.waitForLine(FEDERATION_LISTENING, 60_000);
       return { serverName, base: `http://127.0.0.1:${CLIENT_LISTENING.exec(line)![1]}`, proc, key };
     }),
   );
