@@ -12,6 +12,9 @@ import {
 } from './helpers/federation.ts';
 import type { TestServer } from './helpers/server.ts';
 
+// Several homeservers per backend: slow to start on a busy machine.
+t.setTimeout(300_000);
+
 const PROFILE = '/_matrix/federation/v1/query/profile';
 
 for (const backend of databaseBackends()) {

@@ -60,6 +60,7 @@ export class ServerKeysService {
           public_key: encodeBase64(key.publicKey),
           created_ts: this.now(),
         });
+        await repo.unexpireOwnKey(tx, key.keyId);
         await repo.expireOwnKeys(tx, this.now(), key.keyId);
       });
     }

@@ -35,6 +35,11 @@ export async function insertOwnKey(
     .execute();
 }
 
+/** Makes `keyId` current again (a key file naming a key that was retired). */
+export async function unexpireOwnKey(db: Executor, keyId: string): Promise<void> {
+  await db.updateTable('server_signing_keys').set({ expired_ts: null }).where('key_id', '=', keyId).execute();
+}
+
 /** Marks every current key but `keepKeyId` as expired at `ts`. */
 export async function expireOwnKeys(db: Executor, ts: number, keepKeyId: string): Promise<void> {
   await db

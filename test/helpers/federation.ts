@@ -263,39 +263,41 @@ export async function startHomeserverProcesses(
   count: number,
   env: (i: number) => Record<string, string> = () => ({}),
 ): Promise<HomeserverProcess[]> {
-  const started: HomeserverProcess[] = [];
-  for (let i = 0; i < count; i++) {
-    const ip = `127.0.0.${i + 2}`;
-    const port = await freePort(ip);
-    const serverName = `${ip}:${port}`;
-    const { certFile, keyFile } = ca.issue(ip);
-    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conclave-hs-'));
-    t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
-    const key = generateSigningKey(`ed25519:p${i}`);
-    const signingKeyPath = path.join(dataDir, 'signing.key');
-    writeFileSync(signingKeyPath, formatSigningKey(key), { mode: 0o600 });
-    const proc = runScript('src/server.ts', [], {
-      CONCLAVE_SERVER_NAME: serverName,
-      CONCLAVE_BIND_ADDRESS: '127.0.0.1',
-      CONCLAVE_PORT: '0',
-      CONCLAVE_DATA_DIR: dataDir,
-      CONCLAVE_REGISTRATION: 'open',
-      CONCLAVE_PASSWORD_HASH_COST: '10',
-      CONCLAVE_LOG_LEVEL: 'info',
-      CONCLAVE_SIGNING_KEY_PATH: signingKeyPath,
-      CONCLAVE_FEDERATION_TLS_CERTIFICATE: certFile,
-      CONCLAVE_FEDERATION_TLS_KEY: keyFile,
-      CONCLAVE_FEDERATION_BIND_ADDRESS: ip,
-      CONCLAVE_FEDERATION_PORT: String(port),
-      CONCLAVE_FEDERATION_CA_FILE: ca.caFile,
-      ...env(i),
-    });
-    t.teardown(() => proc.stop());
-    const line = await proc.waitForLine(CLIENT_LISTENING);
-    await proc.waitForLine(FEDERATION_LISTENING);
-    started.push({ serverName, base: `http://127.0.0.1:${CLIENT_LISTENING.exec(line)![1]}`, proc, key });
-  }
-  return started;
+  // Started side by side: on a busy machine each start takes seconds.
+  return Promise.all(
+    Array.from({ length: count }, async (_, i): Promise<HomeserverProcess> => {
+      const ip = `127.0.0.${i + 2}`;
+      const port = await freePort(ip);
+      const serverName = `${ip}:${port}`;
+      const { certFile, keyFile } = ca.issue(ip);
+      const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conclave-hs-'));
+      t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+      const key = generateSigningKey(`ed25519:p${i}`);
+      const signingKeyPath = path.join(dataDir, 'signing.key');
+      writeFileSync(signingKeyPath, formatSigningKey(key), { mode: 0o600 });
+      const proc = runScript('src/server.ts', [], {
+        CONCLAVE_SERVER_NAME: serverName,
+        CONCLAVE_BIND_ADDRESS: '127.0.0.1',
+        CONCLAVE_PORT: '0',
+        CONCLAVE_DATA_DIR: dataDir,
+        CONCLAVE_REGISTRATION: 'open',
+        CONCLAVE_PASSWORD_HASH_COST: '10',
+        CONCLAVE_LOG_LEVEL: 'info',
+        CONCLAVE_SIGNING_KEY_PATH: signingKeyPath,
+        CONCLAVE_FEDERATION_TLS_CERTIFICATE: certFile,
+        CONCLAVE_FEDERATION_TLS_KEY: keyFile,
+        CONCLAVE_FEDERATION_BIND_ADDRESS: ip,
+        CONCLAVE_FEDERATION_PORT: String(port),
+        CONCLAVE_FEDERATION_CA_FILE: ca.caFile,
+        ...env(i),
+      });
+      t.teardown(() => proc.stop());
+      // Generous: tsx compiles the server at each start, which takes long on a loaded machine.
+      const line = await proc.waitForLine(CLIENT_LISTENING, 240_000);
+      await proc.waitForLine(FEDERATION_LISTENING, 60_000);
+      return { serverName, base: `http://127.0.0.1:${CLIENT_LISTENING.exec(line)![1]}`, proc, key };
+    }),
+  );
 }
 
 /**

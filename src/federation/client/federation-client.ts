@@ -7,6 +7,9 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
 /** Federation answers larger than this are abandoned (a room's state can be large). */
 export const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
+/** What signing a request needs of this server's keys (ServerKeysService has it). */
+export type RequestSigner = Pick<ServerKeysService, 'serverName' | 'key' | 'sign'>;
+
 export interface FederationRequest {
   destination: string;
   method: FederationMethod;
@@ -27,7 +30,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  */
 export class FederationClient {
   constructor(
-    private readonly serverKeys: ServerKeysService,
+    private readonly serverKeys: RequestSigner,
     private readonly transport: FederationTransport,
   ) {}
 

@@ -11,6 +11,10 @@ import * as repo from '../../storage/server-keys.repository.ts';
 import type { KeyFetcher } from './fetchers.ts';
 import { checkKeyResponse } from './key-response.ts';
 
+/** How long a failed key lookup is not repeated. */
+export const MISS_BACKOFF_MS = 30_000;
+const MAX_MISSES = 10_000;
+
 export type Verdict = { ok: true } | { ok: false; reason: string };
 
 /** What the event pipeline needs of the key ring. */
@@ -54,6 +58,8 @@ function usable(key: KnownKey, atTs: number, purpose: KeyPurpose): boolean {
  */
 export class KeyRing implements EventSignatureVerifier {
   private readonly inFlight = new Map<string, Promise<string[]>>();
+  /** When a round last failed to find a key (server + key ID), or to reach a server at all. */
+  private readonly misses = new Map<string, number>();
 
   constructor(
     private readonly db: Db,
@@ -182,13 +188,24 @@ export class KeyRing implements EventSignatureVerifier {
    * response when `keyId` is null), storing every valid response. Concurrent fetches for one
    * server share one round. Returns why fetchers failed.
    */
-  private fetch(
+  private async fetch(
     serverName: string,
     keyId: string | null,
     minimumValidUntilTs: number,
     fetchers: KeyFetcher[],
-  ) {
-    const flightKey = `${serverName}\u0000${keyId ?? ''}\u0000${minimumValidUntilTs}\u0000${fetchers.length}`;
+  ): Promise<string[]> {
+    // After a failed round, the same key (or an unreachable server) is not asked for again for a
+    // while: a stream of requests naming unknown keys must not turn into a stream of fetches.
+    const now = this.now();
+    for (const missKey of [`${serverName}\u0000${keyId ?? ''}`, serverName]) {
+      const at = this.misses.get(missKey);
+      if (at !== undefined && now - at < MISS_BACKOFF_MS) {
+        return [
+          `the last attempt failed ${Math.round((now - at) / 1000)} s ago; retrying after ${MISS_BACKOFF_MS / 1000} s`,
+        ];
+      }
+    }
+    const flightKey = `${serverName}\u0000${keyId ?? ''}\u0000${fetchers.length}`;
     const running = this.inFlight.get(flightKey);
     if (running) return running;
     const round = this.fetchRound(serverName, keyId, minimumValidUntilTs, fetchers).finally(() =>
@@ -198,6 +215,11 @@ export class KeyRing implements EventSignatureVerifier {
     return round;
   }
 
+  private noteMiss(key: string): void {
+    if (this.misses.size >= MAX_MISSES) this.misses.delete(this.misses.keys().next().value!);
+    this.misses.set(key, this.now());
+  }
+
   private async fetchRound(
     serverName: string,
     keyId: string | null,
@@ -205,6 +227,8 @@ export class KeyRing implements EventSignatureVerifier {
     fetchers: KeyFetcher[],
   ): Promise<string[]> {
     const failures: string[] = [];
+    let found = false;
+    let reached = false;
     for (const fetcher of fetchers) {
       const source = fetcher.source(serverName);
       let responses: JsonObject[];
@@ -214,7 +238,7 @@ export class KeyRing implements EventSignatureVerifier {
         failures.push(`${source}: ${(err as Error).message}`);
         continue;
       }
-      let found = false;
+      reached = true;
       for (const response of responses) {
         const fetchedTs = this.now();
         const checked = checkKeyResponse(response, serverName, fetchedTs);
@@ -245,6 +269,8 @@ export class KeyRing implements EventSignatureVerifier {
       if (responses.length === 0) failures.push(`${source}: no keys`);
       else if (keyId !== null) failures.push(`${source}: no key ${keyId}`);
     }
+    if (!found) this.noteMiss(`${serverName}\u0000${keyId ?? ''}`);
+    if (!reached && fetchers.length > 0) this.noteMiss(serverName);
     return failures;
   }
 }
