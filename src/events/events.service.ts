@@ -160,7 +160,7 @@ export class EventsService {
     initial?: (ctx: RoomTransaction & { roomId: string }) => Promise<void>,
   ): Promise<PersistedEvent> {
     const rv = getRoomVersion(roomVersionId);
-    if (!rv)
+    if (!rv || rv.legacyEventFormat)
       throw new MatrixError(
         400,
         'M_UNSUPPORTED_ROOM_VERSION',

@@ -59,7 +59,8 @@ export class RoomsService {
     const creator = session.userId;
     const version = req.room_version ?? DEFAULT_ROOM_VERSION;
     const rv = getRoomVersion(version);
-    if (!rv)
+    // Room versions 1 and 2 carry sender-chosen event IDs, which the pipeline does not build yet.
+    if (!rv || rv.legacyEventFormat)
       throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${version} is not supported`);
     const invites = req.invite ?? [];
     for (const u of invites) if (!isValidUserId(u)) throw errors.invalidParam(`Not a valid user ID: ${u}`);
