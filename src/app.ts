@@ -5,6 +5,7 @@ import { federationRoutes } from '../federation/routes/index.ts';
 import { errors } from './errors.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { parseJsonBody } from './http/json-body.ts';
+import { webClientPlugin } from './http/web-client.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
 
@@ -24,7 +25,14 @@ export type App = FastifyInstance;
  * Builds the HTTP application over a set of services. It does not listen: server.ts does, and
  * tests use inject().
  */
-export async function buildApp(services: Services, opts: { logger?: FastifyServerOptions['logger'] } = {}) {
+export async function buildApp(
+  services: Services,
+  opts: {
+    logger?: FastifyServerOptions['logger'];
+    /** The built web client's folder (web/dist by default). */
+    webClientRoot?: string;
+  } = {},
+) {
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: services.config.maxRequestBytes,
@@ -94,5 +102,11 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
   installErrorHandling(app);
   await app.register(clientRoutes);
   await app.register(federationRoutes);
+  if (services.config.webClient !== '') {
+    await app.register(webClientPlugin, {
+      basePath: services.config.webClient,
+      ...(opts.webClientRoot ? { root: opts.webClientRoot } : {}),
+    });
+  }
   return app;
 }

@@ -33,6 +33,8 @@ export interface Config {
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** URL path the web client is served under ('/' or '/chat/', always ending in '/'); empty: not served. */
+  webClient: string;
 }
 
 export class ConfigError extends Error {
@@ -184,6 +186,26 @@ const FIELDS: Field[] = [
     yaml: 'log_level',
     parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
   },
+  {
+    key: 'webClient',
+    env: 'CONCLAVE_WEB_CLIENT',
+    yaml: 'web_client',
+    parse: (raw, source) => {
+      if (raw === false) return '';
+      const s = str(raw, source).trim();
+      if (s === 'off') return '';
+      if (!/^\/(?:[A-Za-z0-9._~-]+\/?)*$/.test(s) || /(?:^|\/)\.\.?(?:\/|$)/.test(s)) {
+        throw new ConfigError(
+          `${source} must be off or a URL path such as / or /chat/, got ${JSON.stringify(s)}`,
+        );
+      }
+      const base = s.endsWith('/') ? s : `${s}/`;
+      if (/^\/(?:_matrix|_conclave|\.well-known)\//.test(base)) {
+        throw new ConfigError(`${source} may not lie under the API's paths, got ${JSON.stringify(s)}`);
+      }
+      return base;
+    },
+  },
 ];
 
 export function defaultConfig(): Config {
@@ -204,6 +226,7 @@ export function defaultConfig(): Config {
     wsMaxBufferedBytes: 1024 * 1024,
     publicBaseUrl: '',
     logLevel: 'info',
+    webClient: '/',
   };
 }
 

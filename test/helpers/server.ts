@@ -46,6 +46,8 @@ export async function startTestServer(
   opts: {
     /** Receives every log line the app writes, at every level (trace and up). */
     logStream?: { write(line: string): void };
+    /** The built web client's folder, when the config serves it (web/dist by default). */
+    webClientRoot?: string;
   } = {},
 ): Promise<TestServer> {
   const database = await backend.create();
@@ -59,16 +61,18 @@ export async function startTestServer(
     databaseUrl: database.url,
     dataDir: '',
     logLevel: 'silent',
+    // The web client's files are not part of the API: only the tests of serving it turn it on.
+    webClient: '',
     ...overrides,
   };
   const runtime = await startRuntime(config, {
     pgliteInMemory: true,
     ...(database.pgliteTemplate ? { pgliteTemplate: database.pgliteTemplate } : {}),
   });
-  const app = await buildApp(
-    runtime.services,
-    opts.logStream ? { logger: { level: 'trace', stream: opts.logStream } } : {},
-  );
+  const app = await buildApp(runtime.services, {
+    ...(opts.logStream ? { logger: { level: 'trace', stream: opts.logStream } } : {}),
+    ...(opts.webClientRoot ? { webClientRoot: opts.webClientRoot } : {}),
+  });
   t.teardown(async () => {
     await app.close();
     await runtime.close();
