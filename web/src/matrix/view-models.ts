@@ -13,6 +13,13 @@ import { sanitizeHtml } from './markdown.ts';
  * own): the room list and the timeline.
  */
 
+/** In-room verification requests are handled by the verification dialog, not shown as messages. */
+function isShownMessage(e: MatrixEvent): boolean {
+  const type = e.getType();
+  if (type !== EventType.RoomMessage && type !== EventType.RoomMessageEncrypted) return false;
+  return e.getContent().msgtype !== 'm.key.verification.request';
+}
+
 export interface RoomSummary {
   roomId: string;
   name: string;
@@ -31,8 +38,7 @@ export function roomSummary(room: Room, myUserId: string): RoomSummary {
   let lastMessage: string | null = null;
   for (let i = events.length - 1; i >= 0; i--) {
     const e = events[i]!;
-    const type = e.getType();
-    if (type === EventType.RoomMessage || type === EventType.RoomMessageEncrypted) {
+    if (isShownMessage(e)) {
       const body = e.getContent().body;
       lastMessage = typeof body === 'string' ? `${displayName(room, e.getSender() ?? '')}: ${body}` : null;
       break;
@@ -166,9 +172,8 @@ export function timelineItems(
       markerPlaced = true;
     }
     if (id === opts.readUpTo) passedRead = true;
-    const type = e.getType();
     if (e.isRedacted()) continue;
-    if (type === EventType.RoomMessage || type === EventType.RoomMessageEncrypted) {
+    if (isShownMessage(e)) {
       const content = e.getContent();
       const sender = e.getSender() ?? '';
       const failure = e.isDecryptionFailure();
