@@ -1,9 +1,11 @@
-import { useCallback, useEffect, useMemo, useState } from 'react';
+import { lazy, Suspense, useCallback, useEffect, useMemo, useState } from 'react';
 import { I18nContext, initialLanguage, type Language, saveLanguage, translator } from './i18n/index.ts';
 import type { ConclaveClient } from './matrix/client.ts';
 import { clearSession, loadSession, type Session, saveSession } from './matrix/session.ts';
-import { Chat } from './ui/chat.tsx';
 import { SignIn } from './ui/sign-in.tsx';
+
+// The signed-in part (and matrix-js-sdk with it) loads on sign-in, not with the sign-in page.
+const Chat = lazy(() => import('./ui/chat.tsx').then((m) => ({ default: m.Chat })));
 
 /** Loads the Matrix layer (matrix-js-sdk) only once someone signs in, to keep the first load small. */
 async function startClient(session: Session, password: string | null): Promise<ConclaveClient> {
@@ -65,14 +67,22 @@ export function App() {
   return (
     <I18nContext.Provider value={i18n}>
       {client ? (
-        <Chat client={client} onSignOut={onSignOut} />
+        <Suspense fallback={<Loading text={i18n.t('loading')} />}>
+          <Chat client={client} onSignOut={onSignOut} />
+        </Suspense>
       ) : restoring ? (
-        <main className="centered" aria-busy="true">
-          <p>{i18n.t('loading')}</p>
-        </main>
+        <Loading text={i18n.t('loading')} />
       ) : (
         <SignIn onSignedIn={onSignedIn} initialError={error} />
       )}
     </I18nContext.Provider>
+  );
+}
+
+function Loading(props: { text: string }) {
+  return (
+    <main className="centered" aria-busy="true">
+      <p>{props.text}</p>
+    </main>
   );
 }
