@@ -297,6 +297,52 @@ t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async 
     t.comment(`scrolled back through ${total} messages in ${Date.now() - started} ms`);
   });
 
+  await t.test('files: with no media repository on the server, a dropped file is explained', async (t) => {
+    await bob.locator('form.composer').evaluate((form) => {
+      const data = new DataTransfer();
+      data.items.add(new File(['a,b\n1,2\n'], 'results.csv', { type: 'text/csv' }));
+      form.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+    });
+    await bob.getByText('This server does not accept files yet.').waitFor({ timeout: WAIT });
+    const probe = await s.request('GET', '/_matrix/client/v1/media/config', { token: await tokenOf(bob) });
+    t.equal(probe.statusCode, 404, 'the server answers the media API with 404 (what the client saw)');
+  });
+
+  await t.test('bob asks to join a room that needs it, and alice lets him in', async (t) => {
+    await alice.getByRole('button', { name: 'New room' }).click();
+    await alice.getByLabel('Name').fill('Seminar');
+    await alice.getByLabel(/Address/).fill('seminar');
+    await alice.getByLabel(/Anyone \(listed/).check();
+    await alice.getByRole('button', { name: 'Create', exact: true }).click();
+    await alice.getByRole('heading', { name: 'Seminar' }).waitFor({ timeout: WAIT });
+    await alice.getByRole('button', { name: 'Room settings' }).click();
+    await alice.getByLabel('Who can join').selectOption('knock');
+    await alice.keyboard.press('Escape');
+
+    await bob.getByRole('button', { name: 'Join a room' }).click();
+    await bob.getByLabel('Room address or ID').fill(`#seminar:${SERVER_NAME}`);
+    await bob.getByRole('button', { name: 'Ask to join' }).click();
+    await bob.getByRole('dialog').getByText('Request to join sent').waitFor({ timeout: WAIT });
+    await bob.keyboard.press('Escape');
+    await bob
+      .locator('.invite-item', { hasText: 'Seminar' })
+      .getByText('Request to join sent')
+      .waitFor({ timeout: WAIT });
+    t.pass('bob sees his request in his list');
+
+    await alice.locator('.notice', { hasText: 'bob asks to join' }).waitFor({ timeout: WAIT });
+    await alice.getByRole('button', { name: 'Room settings' }).click();
+    await alice
+      .locator(`li[data-user-id="@bob:${SERVER_NAME}"]`)
+      .getByRole('button', { name: 'Let in' })
+      .click();
+    await alice.keyboard.press('Escape');
+    await bob.locator('.invite-item', { hasText: 'Seminar' }).getByRole('button', { name: 'Accept' }).click();
+    await bob.getByRole('heading', { name: 'Seminar' }).waitFor({ timeout: WAIT });
+    await alice.locator('.notice', { hasText: 'bob joined' }).waitFor({ timeout: WAIT });
+    t.pass('alice let bob in and he joined');
+  });
+
   await t.test(
     "alice's second device restores her keys with the recovery key and reads the history",
     async (t) => {
@@ -337,6 +383,8 @@ t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async 
 
   await t.test('alice removes bob: he is told, and new messages no longer reach him', async (t) => {
     const alice2 = (globalThis as { alice2?: Page }).alice2!;
+    await bob.getByRole('link', { name: /Lab notes/ }).click();
+    await bob.getByRole('heading', { name: 'Lab notes' }).waitFor();
     await alice.getByRole('link', { name: /Lab notes/ }).click();
     await alice.getByRole('button', { name: 'Room settings' }).click();
     await alice

@@ -135,6 +135,13 @@ export const en = {
   back: 'Back to rooms',
   roomListLabel: 'Room list',
   timelineLabel: 'Messages',
+  knock: 'Ask to join',
+  knocked: '{name} asks to join',
+  knockSent: 'Request to join sent',
+  letIn: 'Let in',
+  deny: 'Deny',
+  askingToJoin: 'Asking to join',
+  mediaNotYet: 'This version of the client cannot send files yet.',
   loading: 'Loading…',
 } as const;
 

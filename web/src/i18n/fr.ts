@@ -137,5 +137,12 @@ export const fr: Messages = {
   back: 'Retour aux salons',
   roomListLabel: 'Liste des salons',
   timelineLabel: 'Messages',
+  knock: 'Demander à rejoindre',
+  knocked: '{name} demande à rejoindre',
+  knockSent: 'Demande envoyée',
+  letIn: 'Faire entrer',
+  deny: 'Refuser',
+  askingToJoin: 'Demandent à rejoindre',
+  mediaNotYet: 'Cette version du client ne peut pas encore envoyer de fichiers.',
   loading: 'Chargement…',
 };

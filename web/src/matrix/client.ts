@@ -318,6 +318,27 @@ export class ConclaveClient {
     return room.roomId;
   }
 
+  /** Asks to join a room whose join rule is knock; its members see the request and answer it. */
+  async knock(roomIdOrAlias: string): Promise<string> {
+    const { room_id } = await this.matrix.knockRoom(roomIdOrAlias.trim());
+    return room_id;
+  }
+
+  private media: Promise<boolean> | null = null;
+  /**
+   * Whether the server has a media repository (the authenticated media API). A server without one
+   * answers 404 M_UNRECOGNIZED; then the client offers no uploads and says why.
+   */
+  mediaAvailable(): Promise<boolean> {
+    this.media ??= fetch(`${this.session.baseUrl}/_matrix/client/v1/media/config`, {
+      headers: { authorization: `Bearer ${this.session.accessToken}` },
+    }).then(
+      (res) => res.ok,
+      () => false,
+    );
+    return this.media;
+  }
+
   async invite(roomId: string, userId: string): Promise<void> {
     await this.matrix.invite(roomId, userId.trim());
   }

@@ -62,10 +62,11 @@ export function roomSummary(room: Room, myUserId: string): RoomSummary {
 /** Invitations first, then joined rooms, most recently active first; left rooms are not listed. */
 export function roomList(rooms: Room[], myUserId: string): RoomSummary[] {
   return rooms
-    .filter((r) => r.getMyMembership() === 'join' || r.getMyMembership() === 'invite')
+    .filter((r) => ['join', 'invite', 'knock'].includes(r.getMyMembership()))
     .map((r) => roomSummary(r, myUserId))
     .sort((a, b) => {
-      if (a.membership !== b.membership) return a.membership === 'invite' ? -1 : 1;
+      const rank = (m: string) => (m === 'invite' ? 0 : m === 'knock' ? 1 : 2);
+      if (a.membership !== b.membership) return rank(a.membership) - rank(b.membership);
       return b.lastTs - a.lastTs || a.name.localeCompare(b.name);
     });
 }
@@ -131,6 +132,7 @@ function stateNotice(
       const prev = e.getPrevContent().membership;
       const m = content.membership;
       if (m === 'join' && prev !== 'join') return { message: 'joined', params: { name: targetName } };
+      if (m === 'knock') return { message: 'knocked', params: { name: targetName } };
       if (m === 'invite') return { message: 'invited', params: { name: sender, target: targetName } };
       if (m === 'ban') return { message: 'banned', params: { name: sender, target: targetName } };
       if (m === 'leave' && e.getSender() !== target)

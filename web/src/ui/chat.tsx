@@ -18,7 +18,7 @@ export function Chat(props: { client: ConclaveClient; onSignOut(): void }) {
   const [dialog, setDialog] = useState<'create' | 'join' | 'devices' | null>(null);
   // biome-ignore lint/correctness/useExhaustiveDependencies: version is the change signal
   const rooms = useMemo(() => roomList(client.rooms(), client.userId), [client, version]);
-  const invites = rooms.filter((r) => r.membership === 'invite');
+  const invites = rooms.filter((r) => r.membership === 'invite' || r.membership === 'knock');
   const joined = rooms.filter((r) => r.membership === 'join');
 
   return (
@@ -129,24 +129,30 @@ function InviteItem(props: { client: ConclaveClient; room: RoomSummary }) {
   return (
     <li className="invite-item">
       <span className="room-name">{room.name}</span>
-      {room.inviter && <span className="last">{t('invitedBy', { name: room.inviter })}</span>}
+      {room.membership === 'knock' ? (
+        <span className="last">{t('knockSent')}</span>
+      ) : (
+        room.inviter && <span className="last">{t('invitedBy', { name: room.inviter })}</span>
+      )}
       <span className="invite-actions">
-        <button
-          type="button"
-          className="primary"
-          disabled={busy}
-          onClick={async () => {
-            setBusy(true);
-            try {
-              await props.client.join(room.roomId);
-              openRoom(room.roomId);
-            } finally {
-              setBusy(false);
-            }
-          }}
-        >
-          {t('accept')}
-        </button>
+        {room.membership === 'invite' && (
+          <button
+            type="button"
+            className="primary"
+            disabled={busy}
+            onClick={async () => {
+              setBusy(true);
+              try {
+                await props.client.join(room.roomId);
+                openRoom(room.roomId);
+              } finally {
+                setBusy(false);
+              }
+            }}
+          >
+            {t('accept')}
+          </button>
+        )}
         <button
           type="button"
           disabled={busy}
@@ -155,7 +161,7 @@ function InviteItem(props: { client: ConclaveClient; room: RoomSummary }) {
             await props.client.leave(room.roomId).finally(() => setBusy(false));
           }}
         >
-          {t('decline')}
+          {room.membership === 'knock' ? t('cancel') : t('decline')}
         </button>
       </span>
     </li>

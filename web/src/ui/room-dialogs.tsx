@@ -84,6 +84,7 @@ export function JoinRoomDialog(props: { client: ConclaveClient; onClose(): void 
   const [target, setTarget] = useState('');
   const [rooms, setRooms] = useState<PublicRoom[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [knocked, setKnocked] = useState(false);
   useEffect(() => {
     props.client
       .publicRooms()
@@ -112,7 +113,23 @@ export function JoinRoomDialog(props: { client: ConclaveClient; onClose(): void 
           <input name="room" required value={target} onChange={(e) => setTarget(e.target.value)} />
         </label>
         <ErrorLine error={error} />
+        {knocked && <p role="status">{t('knockSent')}</p>}
         <div className="actions">
+          <button
+            type="button"
+            disabled={target.trim() === ''}
+            onClick={async () => {
+              setError(null);
+              try {
+                await props.client.knock(target);
+                setKnocked(true);
+              } catch (err) {
+                setError(errorText(err));
+              }
+            }}
+          >
+            {t('knock')}
+          </button>
           <button type="submit" className="primary">
             {t('join')}
           </button>

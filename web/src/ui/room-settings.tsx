@@ -49,6 +49,8 @@ export function RoomSettingsDialog(props: { client: ConclaveClient; roomId: stri
   };
   const members = room.getMembers().filter((m) => m.membership === 'join' || m.membership === 'invite');
   const banned = room.getMembers().filter((m) => m.membership === 'ban');
+  const knocking = room.getMembers().filter((m) => m.membership === 'knock');
+  const inviteLevel = typeof pl.invite === 'number' ? pl.invite : 0;
 
   return (
     <Dialog title={t('settings')} onClose={props.onClose} wide>
@@ -102,6 +104,34 @@ export function RoomSettingsDialog(props: { client: ConclaveClient; roomId: stri
         </div>
       </form>
       <ErrorLine error={error} />
+      {knocking.length > 0 && (
+        <>
+          <h3>{t('askingToJoin')}</h3>
+          <ul className="members">
+            {knocking.map((m) => (
+              <li key={m.userId} data-user-id={m.userId}>
+                <span className="member-name">
+                  {m.name} <small>{m.userId}</small>
+                </span>
+                {myLevel >= inviteLevel && (
+                  <button
+                    type="button"
+                    className="primary"
+                    onClick={() => void act(() => client.invite(roomId, m.userId))}
+                  >
+                    {t('letIn')}
+                  </button>
+                )}
+                {myLevel >= kickLevel && (
+                  <button type="button" onClick={() => void act(() => client.kick(roomId, m.userId))}>
+                    {t('deny')}
+                  </button>
+                )}
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
       <h3>{t('members', { count: members.length })}</h3>
       <ul className="members">
         {members.map((m) => (

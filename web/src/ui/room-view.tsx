@@ -317,11 +317,14 @@ function Composer(props: { client: ConclaveClient; roomId: string; roomName: str
       void send();
     }
   };
+  // Files: the server may have no media repository yet (404 M_UNRECOGNIZED): then say so.
   const noFiles = (e: DragEvent | ClipboardEvent) => {
     const files = 'dataTransfer' in e ? e.dataTransfer?.files : e.clipboardData?.files;
     if (files && files.length > 0) {
       e.preventDefault();
-      setNotice(t('mediaUnavailable'));
+      void props.client
+        .mediaAvailable()
+        .then((ok) => setNotice(ok ? t('mediaNotYet') : t('mediaUnavailable')));
     }
   };
   return (
