@@ -142,6 +142,7 @@ export const en = {
   deny: 'Deny',
   askingToJoin: 'Asking to join',
   mediaNotYet: 'This version of the client cannot send files yet.',
+  verifyWithOtherDevice: 'Verify with another of my devices instead',
   loading: 'Loading…',
 } as const;
 

@@ -144,5 +144,6 @@ export const fr: Messages = {
   deny: 'Refuser',
   askingToJoin: 'Demandent à rejoindre',
   mediaNotYet: 'Cette version du client ne peut pas encore envoyer de fichiers.',
+  verifyWithOtherDevice: 'Vérifier plutôt avec un autre de mes appareils',
   loading: 'Chargement…',
 };

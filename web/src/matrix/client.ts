@@ -123,6 +123,32 @@ export class ConclaveClient {
     m.on(CryptoEvent.DevicesUpdated, bump);
     m.on(CryptoEvent.KeyBackupStatus, bump);
     this.verifications = new Verifications(m, bump);
+    this.verifications.onDone = (self) => {
+      if (self && this.security.kind === 'needs-recovery') void this.afterSelfVerification();
+    };
+  }
+
+  /**
+   * Once another of the account's devices has verified this one, it sends this one the secrets
+   * (cross-signing keys, the backup key): when the backup key is here, restore from the backup.
+   */
+  private async afterSelfVerification(): Promise<void> {
+    const crypto = this.matrix.getCrypto();
+    if (!crypto) return;
+    for (let i = 0; i < 50; i++) {
+      const status = await crypto.getDeviceVerificationStatus(this.userId, this.session.deviceId);
+      if (status?.crossSigningVerified) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    this.setSecurity({ kind: 'ready' });
+    for (let i = 0; i < 50; i++) {
+      if (await crypto.getSessionBackupPrivateKey()) {
+        await crypto.checkKeyBackupAndEnable();
+        await crypto.restoreKeyBackup().catch(() => undefined);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 
   // Change notification, for React's useSyncExternalStore.

@@ -45,6 +45,16 @@ export class Verifications {
     this.follow(await crypto.requestVerificationDM(userId, roomId));
   }
 
+  /** Asks the account's other devices to verify this new one by emoji. */
+  async verifyOwnDevice(): Promise<void> {
+    const crypto = this.matrix.getCrypto();
+    if (!crypto) return;
+    this.follow(await crypto.requestOwnUserVerification());
+  }
+
+  /** Called when a verification completes (with the request, to tell our own from others'). */
+  onDone: ((selfVerification: boolean) => void) | null = null;
+
   async accept(): Promise<void> {
     await this.request?.accept();
   }
@@ -97,6 +107,7 @@ export class Verifications {
         if (request.verifier && request.verifier !== this.verifier) this.run(request.verifier);
       } else if (phase === VerificationPhase.Done) {
         this.setView('done');
+        this.onDone?.(request.isSelfVerification);
       } else if (phase === VerificationPhase.Cancelled) {
         this.setView('cancelled');
       }
@@ -114,7 +125,9 @@ export class Verifications {
     });
     verifier.on(VerifierEvent.Cancel, () => this.setView('cancelled'));
     void verifier.verify().then(
-      () => this.setView('done'),
+      () => {
+        if (this.view?.phase !== 'done') this.setView('done');
+      },
       () => this.setView('cancelled'),
     );
   }

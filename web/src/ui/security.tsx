@@ -48,7 +48,8 @@ export function SecurityPrompt(props: { client: ConclaveClient }) {
       </Dialog>
     );
   }
-  if (state.kind !== 'needs-recovery' || dismissed) return null;
+  // While an emoji verification of this device runs, its own dialog is shown instead.
+  if (state.kind !== 'needs-recovery' || dismissed || client.verifications.view) return null;
   return (
     <Dialog title={t('restoreTitle')} onClose={() => setDismissed(true)}>
       <form
@@ -78,6 +79,11 @@ export function SecurityPrompt(props: { client: ConclaveClient }) {
           />
         </label>
         <ErrorLine error={error} />
+        <p>
+          <button type="button" className="link" onClick={() => void client.verifications.verifyOwnDevice()}>
+            {t('verifyWithOtherDevice')}
+          </button>
+        </p>
         <FormActions
           onCancel={() => setDismissed(true)}
           cancel={t('skip')}
