@@ -6,6 +6,7 @@ import { createFederation, type Federation } from './federation/index.ts';
 import { federationRoutes } from './federation/routes/index.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { parseJsonBody } from './http/json-body.ts';
+import { webClientPlugin } from './http/web-client.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
 
@@ -33,6 +34,8 @@ export async function buildApp(
     logger?: FastifyServerOptions['logger'];
     /** The runtime's federation; without one the app builds its own over HTTPS. */
     federation?: Federation;
+    /** The built web client's folder (web/dist by default). */
+    webClientRoot?: string;
   } = {},
 ) {
   const app = Fastify({
@@ -109,5 +112,11 @@ export async function buildApp(
   installErrorHandling(app);
   await app.register(clientRoutes);
   await app.register(federationRoutes);
+  if (services.config.webClient !== '') {
+    await app.register(webClientPlugin, {
+      basePath: services.config.webClient,
+      ...(opts.webClientRoot ? { root: opts.webClientRoot } : {}),
+    });
+  }
   return app;
 }

@@ -45,6 +45,8 @@ export interface Config {
   /** Address of the federation TLS listener; empty means bind_address. */
   federationBindAddress: string;
   federationPort: number;
+  /** URL path the web client is served under ('/' or '/chat/', always ending in '/'); empty: not served. */
+  webClient: string;
 }
 
 export interface TrustedKeyServer {
@@ -213,6 +215,26 @@ const FIELDS: Field[] = [
   textField('federationTlsKey', 'CONCLAVE_FEDERATION_TLS_KEY', 'federation_tls_key'),
   textField('federationBindAddress', 'CONCLAVE_FEDERATION_BIND_ADDRESS', 'federation_bind_address'),
   { key: 'federationPort', env: 'CONCLAVE_FEDERATION_PORT', yaml: 'federation_port', parse: int(0, 65535) },
+  {
+    key: 'webClient',
+    env: 'CONCLAVE_WEB_CLIENT',
+    yaml: 'web_client',
+    parse: (raw, source) => {
+      if (raw === false) return '';
+      const s = str(raw, source).trim();
+      if (s === 'off') return '';
+      if (!/^\/(?:[A-Za-z0-9._~-]+\/?)*$/.test(s) || /(?:^|\/)\.\.?(?:\/|$)/.test(s)) {
+        throw new ConfigError(
+          `${source} must be off or a URL path such as / or /chat/, got ${JSON.stringify(s)}`,
+        );
+      }
+      const base = s.endsWith('/') ? s : `${s}/`;
+      if (/^\/(?:_matrix|_conclave|\.well-known)\//.test(base)) {
+        throw new ConfigError(`${source} may not lie under the API's paths, got ${JSON.stringify(s)}`);
+      }
+      return base;
+    },
+  },
 ];
 
 const KEY_ID_RE = /^ed25519:[A-Za-z0-9_]+$/;
@@ -288,6 +310,7 @@ export function defaultConfig(): Config {
     federationTlsKey: '',
     federationBindAddress: '',
     federationPort: 8448,
+    webClient: '/',
   };
 }
 

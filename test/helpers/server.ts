@@ -49,6 +49,8 @@ export async function startTestServer(
     logStream?: { write(line: string): void };
     /** Where the server's outbound federation requests go (test/helpers/federation.ts). */
     federationTransport?: FederationTransport;
+    /** The built web client's folder, when the config serves it (web/dist by default). */
+    webClientRoot?: string;
   } = {},
 ): Promise<TestServer> {
   const database = await backend.create();
@@ -62,6 +64,8 @@ export async function startTestServer(
     databaseUrl: database.url,
     dataDir: '',
     logLevel: 'silent',
+    // The web client's files are not part of the API: only the tests of serving it turn it on.
+    webClient: '',
     ...overrides,
   };
   const runtime = await startRuntime(config, {
@@ -72,6 +76,7 @@ export async function startTestServer(
   const app = await buildApp(runtime.services, {
     federation: runtime.federation,
     ...(opts.logStream ? { logger: { level: 'trace', stream: opts.logStream } } : {}),
+    ...(opts.webClientRoot ? { webClientRoot: opts.webClientRoot } : {}),
   });
   t.teardown(async () => {
     await app.close();
