@@ -111,10 +111,12 @@ for (const backend of databaseBackends()) {
         (ev) => expected.every((b) => ev.some((e) => e.content.body === b)),
       );
       const bodies = seen.filter((e) => e.type === 'm.room.message').map((e) => String(e.content.body));
+      // A server catching up stores events in the order they reach it (a gap filled later comes
+      // later), so only the set is compared here; federation-rooms.test.ts checks the order.
       t.same(
-        bodies.filter((b) => expected.includes(b)),
-        expected,
-        'every message, once and in order',
+        bodies.filter((b) => expected.includes(b)).sort(),
+        [...expected].sort(),
+        'every message, once',
       );
       const topicNow = await until(
         'the topic on hs3',

@@ -118,7 +118,10 @@ for (const backend of databaseBackends()) {
           );
           const huge = JSON.stringify({ s: 'x'.repeat(MAX_BYTES * 2) });
           assertMatrixError(t, await send(huge), 'body over the limit', 413, 'M_TOO_LARGE');
-          if (bodySchema?.type === 'object') {
+          // Federation routes check the X-Matrix signature before the body's shape (an unsigned
+          // request is 401 whatever it carries); their malformed bodies are probed signed, in
+          // test/federation-hostile.test.ts.
+          if (bodySchema?.type === 'object' && !route.url.startsWith('/_matrix/federation/')) {
             assertMatrixError(t, await send('[1, 2, 3]'), 'an array for an object', 400, 'M_BAD_JSON');
             assertMatrixError(t, await send('"a string"'), 'a string for an object', 400, 'M_BAD_JSON');
             for (const [name, prop] of Object.entries(bodySchema.properties ?? {})) {
