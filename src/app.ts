@@ -5,6 +5,7 @@ import { federationRoutes } from '../federation/routes/index.ts';
 import { errors } from './errors.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { parseJsonBody } from './http/json-body.ts';
+import { aliasedUrl } from './http/path-aliases.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
 
@@ -15,6 +16,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The body exactly as it arrived, for anything whose hash or signature depends on the bytes. */
     rawBody?: Buffer;
+    /** The errcode of an error answer, for the request log line. */
+    errcode?: string;
   }
 }
 
@@ -34,11 +37,14 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
     // Requests are logged once, by the onResponse hook below, with any token masked.
     logController: new LogController({ disableRequestLogging: true }),
     frameworkErrors,
+    // Older paths (/_matrix/client/r0, some /unstable ones) are served by the current route.
+    rewriteUrl: (req) => aliasedUrl(req.url ?? '/'),
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorate('services', services);
   app.decorateRequest('session');
   app.decorateRequest('rawBody');
+  app.decorateRequest('errcode');
 
   // Bodies must match their schema exactly: no type coercion, no silently dropped properties.
   // Query strings and path parameters are text, so there numbers are coerced.
@@ -59,6 +65,19 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
     }
   });
 
+  // JSON answers say `application/json`, as the spec's examples and Complement expect, without
+  // fastify's `; charset=utf-8` (JSON is UTF-8 by definition, RFC 8259).
+  // An error answer's errcode is kept for the request log line, whoever sent it.
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (reply.getHeader('content-type') === 'application/json; charset=utf-8') {
+      void reply.header('content-type', 'application/json');
+    }
+    if (reply.statusCode >= 400 && typeof payload === 'string') {
+      request.errcode = /^\{"errcode":"([A-Z0-9_.]{1,64})"/i.exec(payload)?.[1];
+    }
+    return payload;
+  });
+
   app.addHook('onRequest', async (request, reply) => {
     void reply.headers(CORS_HEADERS);
     if (request.method === 'OPTIONS') return reply.code(204).send();
@@ -69,8 +88,9 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
       request.log.info(
         {
           method: request.method,
-          url: redactQuery(request.url),
+          url: redactQuery(request.originalUrl),
           status: reply.statusCode,
+          ...(request.errcode !== undefined ? { errcode: request.errcode } : {}),
           ms: Math.round(reply.elapsedTime),
         },
         'request',
