@@ -356,17 +356,21 @@ export class SyncService {
         const senders = new Set(timelineRows.map((r) => r.sender).concat(session.userId));
         stateRows = stateRows.filter((r) => r.type !== 'm.room.member' || senders.has(r.state_key ?? ''));
       }
-    } else if (limited && first) {
-      // State that changed in the gap the client will not see.
+    } else if (limited) {
+      // State that changed in the gap the client will not see (all of (from, upTo] when the
+      // filter asks for no timeline events at all).
       const gap = await this.db
         .selectFrom('events')
         .select('event_id')
         .where('room_id', '=', roomId)
         .where('state_key', 'is not', null)
         .where('stream_ordering', '>', opts.from)
-        .where('stream_ordering', '<', first.stream_ordering)
+        .where('stream_ordering', first ? '<' : '<=', first ? first.stream_ordering : opts.upTo)
         .execute();
-      const current = await this.reader.stateIdsAt(this.db, first.state_group_before);
+      const current = await this.reader.stateIdsAt(
+        this.db,
+        first ? first.state_group_before : await this.groupAt(roomId, opts.upTo),
+      );
       const currentIds = new Set(current.values());
       const ids = gap.map((g) => g.event_id).filter((id) => currentIds.has(id));
       const rows = await this.reader.eventRows(this.db, ids);
