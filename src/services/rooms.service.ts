@@ -3,13 +3,14 @@ import { errors, MatrixError } from '../errors.ts';
 import { stateTuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
-import { namedLevel, userPowerLevel } from '../protocol/power-levels.ts';
+import { namedLevel, roomCreators, userPowerLevel } from '../protocol/power-levels.ts';
 import { DEFAULT_ROOM_VERSION, getRoomVersion } from '../protocol/room-versions.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
 import type { EventsService, PersistedEvent } from './events.service.ts';
+import { additionalCreators, powerLevelsProblem } from './room-content.ts';
 import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
 
@@ -86,8 +87,13 @@ export class RoomsService {
     const creationContent: JsonObject = { ...(req.creation_content ?? {}) };
     delete creationContent.room_version;
     delete creationContent.creator;
-    if (trusted && rv.creatorsHaveInfinitePower && invites.length > 0) {
-      creationContent.additional_creators = invites.filter((u) => u !== creator);
+    const named = additionalCreators(creationContent, rv);
+    if ('problem' in named) throw errors.badJson(`creation_content: ${named.problem}`);
+    const creators = [creator, ...named.creators];
+    if (trusted && rv.creatorsHaveInfinitePower) {
+      // Invitees of a trusted private chat are its creators too, beside any the request names.
+      for (const u of invites) if (!creators.includes(u)) creators.push(u);
+      if (creators.length > 1) creationContent.additional_creators = creators.slice(1);
     }
     const profile = await this.profileContent(creator);
     // The whole room is made in one transaction: a refused event (say, a power level override
@@ -113,7 +119,9 @@ export class RoomsService {
             'm.room.history_visibility': 100,
             'm.room.canonical_alias': 50,
             'm.room.avatar': 50,
-            'm.room.tombstone': 100,
+            // v12 creators have infinite power, so upgrading takes more than an admin's 100
+            // (MSC4289 suggests 150).
+            'm.room.tombstone': rv.creatorsHaveInfinitePower ? 150 : 100,
             'm.room.server_acl': 100,
             'm.room.encryption': 100,
           },
@@ -126,6 +134,8 @@ export class RoomsService {
           notifications: { room: 50 },
           ...(req.power_level_content_override ?? {}),
         };
+        const problem = powerLevelsProblem(powerLevels, rv, creators);
+        if (problem !== undefined) throw errors.badJson(`power_level_content_override: ${problem}`);
         await send('m.room.power_levels', powerLevels, '');
         if (alias) {
           await trx
@@ -144,6 +154,11 @@ export class RoomsService {
         await send('m.room.guest_access', { guest_access: preset.guest_access }, '');
         for (const s of req.initial_state ?? []) {
           if (s.type === 'm.room.create' || s.type === 'm.room.member') continue;
+          const bad =
+            s.type === 'm.room.power_levels' && (s.state_key ?? '') === ''
+              ? powerLevelsProblem(s.content, rv, creators)
+              : undefined;
+          if (bad !== undefined) throw errors.badJson(`initial_state: ${bad}`);
           await send(s.type, s.content, s.state_key ?? '');
         }
         if (req.name !== undefined) await send('m.room.name', { name: req.name }, '');
@@ -329,9 +344,26 @@ export class RoomsService {
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
     }
     if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
+    if (type === 'm.room.power_levels' && stateKey === '') {
+      await this.checkPowerLevels(session.userId, roomId, content);
+    }
     // m.room.encryption: EventsService.send keeps an encrypted room encrypted (room-encryption.ts).
     const result = await this.events.send({ roomId, type, sender: session.userId, content, stateKey });
     return { event_id: result.event.event_id };
+  }
+
+  /** Malformed power levels from a member get 400; anyone else learns nothing from the content. */
+  private async checkPowerLevels(userId: string, roomId: string, content: JsonObject): Promise<void> {
+    if ((await this.membership(roomId, userId)) !== 'join') return;
+    const [room, create] = await Promise.all([
+      rooms.findRoom(this.db, roomId),
+      this.currentStateRow(roomId, 'm.room.create', ''),
+    ]);
+    const rv = room && getRoomVersion(room.room_version);
+    if (!rv || !create) return;
+    const creators = roomCreators({ sender: create.sender, content: create.json.content as JsonObject }, rv);
+    const problem = powerLevelsProblem(content, rv, creators);
+    if (problem !== undefined) throw errors.badJson(problem);
   }
 
   private async checkCanonicalAlias(roomId: string, content: JsonObject): Promise<void> {

@@ -1,0 +1,118 @@
+import t from 'tap';
+import { databaseBackends } from './helpers/backends.ts';
+import { type Login, startTestServer } from './helpers/server.ts';
+
+/**
+ * Room version 12's creators (MSC4289) as createRoom and the power levels endpoint see them, and
+ * 400 for malformed power levels and create content (Complement's TestMSC4289* tests).
+ */
+const V3 = '/_matrix/client/v3';
+const enc = encodeURIComponent;
+const [backend] = databaseBackends();
+
+t.test('room version 12 creators and malformed content', async (t) => {
+  const s = await startTestServer(t, backend!);
+  const alice = await s.register('alice');
+  const bob = await s.register('bob');
+  const charlie = await s.register('charlie');
+  const call = (who: Login, method: 'GET' | 'PUT' | 'POST', url: string, body?: unknown) =>
+    s.request(method, url, { token: who.access_token, ...(body !== undefined ? { body } : {}) });
+  const create = (who: Login, body: Record<string, unknown>) => call(who, 'POST', `${V3}/createRoom`, body);
+  const state = async (roomId: string, type: string) =>
+    (await call(alice, 'GET', `${V3}/rooms/${enc(roomId)}/state/${type}/`)).json();
+  const putLevels = (who: Login, roomId: string, content: unknown) =>
+    call(who, 'PUT', `${V3}/rooms/${enc(roomId)}/state/m.room.power_levels/`, content);
+
+  t.test('defaults: no creator in users, tombstone needs 150', async (t) => {
+    const { room_id } = (await create(alice, {})).json();
+    const levels = await state(room_id, 'm.room.power_levels');
+    t.same(levels.users, {});
+    t.equal(levels.events['m.room.tombstone'], 150);
+    const v11 = (await create(alice, { room_version: '11' })).json().room_id;
+    const old = await state(v11, 'm.room.power_levels');
+    t.equal(old.events['m.room.tombstone'], 100, 'room version 11 keeps 100');
+    t.same(old.users, { [alice.user_id]: 100 });
+  });
+
+  t.test('power levels listing a creator, or out of range, are 400', async (t) => {
+    const { room_id } = (await create(alice, { preset: 'public_chat' })).json();
+    await call(bob, 'POST', `${V3}/join/${enc(room_id)}`, {});
+    const self = await putLevels(alice, room_id, { users: { [alice.user_id]: 100 } });
+    t.equal(self.statusCode, 400);
+    t.equal(self.json().errcode, 'M_BAD_JSON');
+    const huge = await putLevels(alice, room_id, { users: { [bob.user_id]: 2 ** 53 } });
+    t.equal(huge.statusCode, 400, 'beyond canonical JSON integers');
+    const text = await putLevels(alice, room_id, { ban: '50' });
+    t.equal(text.statusCode, 400, 'a string level in room version 12');
+    const badKey = await putLevels(alice, room_id, { users: { bob: 50 } });
+    t.equal(badKey.statusCode, 400, 'a users key that is not a user ID');
+    const ok = await putLevels(alice, room_id, { users: { [bob.user_id]: 100 } });
+    t.equal(ok.statusCode, 200, 'an admin may be listed');
+    const raise = await putLevels(bob, room_id, { users: { [bob.user_id]: 1000 } });
+    t.equal(raise.statusCode, 403, 'well-formed but not allowed stays 403');
+    const kick = await call(alice, 'POST', `${V3}/rooms/${enc(room_id)}/kick`, { user_id: bob.user_id });
+    t.equal(kick.statusCode, 200, 'the creator outranks any admin');
+    const outsider = await putLevels(charlie, room_id, { users: { [alice.user_id]: 100 } });
+    t.equal(outsider.statusCode, 403, 'a non-member is refused, not told about the content');
+  });
+
+  t.test('power_level_content_override may not name the creator', async (t) => {
+    const refused = await create(alice, {
+      invite: [bob.user_id],
+      power_level_content_override: { users: { [alice.user_id]: 100 } },
+    });
+    t.equal(refused.statusCode, 400);
+    const allowed = await create(alice, {
+      invite: [bob.user_id],
+      power_level_content_override: { users: { [bob.user_id]: 100 } },
+    });
+    t.equal(allowed.statusCode, 200);
+    t.same((await state(allowed.json().room_id, 'm.room.power_levels')).users, { [bob.user_id]: 100 });
+    const initial = await create(alice, {
+      initial_state: [{ type: 'm.room.power_levels', content: { users: { [alice.user_id]: 100 } } }],
+    });
+    t.equal(initial.statusCode, 400, 'nor may initial_state');
+  });
+
+  t.test('additional_creators: validated, kept beside trusted invitees, and in power', async (t) => {
+    const bad: unknown[] = [
+      'not-an-array',
+      ['@foo:example.com', 42],
+      ['@foo:example.com', 'not-a-user-id'],
+      ['@invalid:dom$ain$.com'],
+    ];
+    for (const list of bad) {
+      const res = await create(alice, {
+        preset: 'public_chat',
+        creation_content: { additional_creators: list },
+      });
+      t.equal(res.statusCode, 400, `${JSON.stringify(list)}: 400`);
+      t.equal(res.json().errcode, 'M_BAD_JSON');
+    }
+    const remote = await create(alice, {
+      preset: 'public_chat',
+      creation_content: { additional_creators: ['@foo:example.com', '@bar:baz.code'] },
+    });
+    t.equal(remote.statusCode, 200, 'other servers’ users are valid creators');
+
+    const trusted = await create(alice, {
+      preset: 'trusted_private_chat',
+      is_direct: true,
+      invite: [bob.user_id],
+      creation_content: { additional_creators: [charlie.user_id] },
+    });
+    const content = await state(trusted.json().room_id, 'm.room.create');
+    t.same([...content.additional_creators].sort(), [bob.user_id, charlie.user_id].sort());
+
+    const { room_id } = (
+      await create(alice, { preset: 'public_chat', creation_content: { additional_creators: [bob.user_id] } })
+    ).json();
+    await call(bob, 'POST', `${V3}/join/${enc(room_id)}`, {});
+    const kick = await call(alice, 'POST', `${V3}/rooms/${enc(room_id)}/kick`, { user_id: bob.user_id });
+    t.equal(kick.statusCode, 403, 'a creator cannot kick another creator');
+    const name = await call(bob, 'PUT', `${V3}/rooms/${enc(room_id)}/state/m.room.name/`, { name: "Bob's" });
+    t.equal(name.statusCode, 200, 'the additional creator has power');
+    const listed = await putLevels(alice, room_id, { users: { [bob.user_id]: 100 } });
+    t.equal(listed.statusCode, 400, 'an additional creator cannot be listed in users');
+  });
+});
