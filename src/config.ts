@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { DEFAULT_ROOM_VERSION, getRoomVersion } from './protocol/room-versions.ts';
 
 /**
  * Conclave's configuration. Sources, later ones winning: defaults, the YAML file named by
@@ -33,6 +34,8 @@ export interface Config {
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** The room version of rooms created without one (one the server supports). */
+  defaultRoomVersion: string;
 }
 
 export class ConfigError extends Error {
@@ -72,6 +75,13 @@ function oneOf<T extends string>(values: readonly T[]) {
     }
     return s as T;
   };
+}
+
+function roomVersion(raw: unknown, source: string): string {
+  const s = str(raw, source).trim();
+  if (!getRoomVersion(s))
+    throw new ConfigError(`${source} is not a supported room version: ${JSON.stringify(s)}`);
+  return s;
 }
 
 function urlWithScheme(schemes: string[]) {
@@ -184,6 +194,12 @@ const FIELDS: Field[] = [
     yaml: 'log_level',
     parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
   },
+  {
+    key: 'defaultRoomVersion',
+    env: 'CONCLAVE_DEFAULT_ROOM_VERSION',
+    yaml: 'default_room_version',
+    parse: roomVersion,
+  },
 ];
 
 export function defaultConfig(): Config {
@@ -204,6 +220,7 @@ export function defaultConfig(): Config {
     wsMaxBufferedBytes: 1024 * 1024,
     publicBaseUrl: '',
     logLevel: 'info',
+    defaultRoomVersion: DEFAULT_ROOM_VERSION,
   };
 }
 

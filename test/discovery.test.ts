@@ -26,55 +26,64 @@ t.test('versions, well-known and capabilities', async (t) => {
   t.equal(c['m.change_password'].enabled, true);
 });
 
-t.test('JSON answers say application/json without a charset, errors too', async (t) => {
+t.test('HTTP conventions and older paths', async (t) => {
   const s = await startTestServer(t, backend!);
-  const ok = await s.request('GET', '/_matrix/client/versions');
-  t.equal(ok.headers['content-type'], 'application/json');
-  const missing = await s.request('GET', '/_matrix/client/v3/no-such-endpoint');
-  t.equal(missing.statusCode, 404);
-  t.equal(missing.headers['content-type'], 'application/json');
-  t.equal(missing.json().errcode, 'M_UNRECOGNIZED');
-});
+  await t.test('JSON answers say application/json without a charset, errors too', async (t) => {
+    const ok = await s.request('GET', '/_matrix/client/versions');
+    t.equal(ok.headers['content-type'], 'application/json');
+    const missing = await s.request('GET', '/_matrix/client/v3/no-such-endpoint');
+    t.equal(missing.statusCode, 404);
+    t.equal(missing.headers['content-type'], 'application/json');
+    t.equal(missing.json().errcode, 'M_UNRECOGNIZED');
+  });
 
-t.test('/versions lists the r0 releases, whose paths are served, and v1.1', async (t) => {
-  const s = await startTestServer(t, backend!);
-  const { versions } = (await s.request('GET', '/_matrix/client/versions')).json();
-  t.ok(versions.includes('r0.6.1'));
-  t.ok(versions.includes('v1.1'));
-  t.notOk(versions.includes('v1.4'), 'not v1.4: threads and relations are not served');
-});
+  await t.test('/versions lists the r0 releases, whose paths are served, and v1.1', async (t) => {
+    const { versions } = (await s.request('GET', '/_matrix/client/versions')).json();
+    t.ok(versions.includes('r0.6.1'));
+    t.ok(versions.includes('v1.1'));
+    t.notOk(versions.includes('v1.4'), 'not v1.4: threads and relations are not served');
+  });
 
-t.test('/_matrix/client/r0 and the shipped /unstable paths reach the current endpoints', async (t) => {
-  const s = await startTestServer(t, backend!);
-  const flows = await s.request('GET', '/_matrix/client/r0/login');
-  t.equal(flows.statusCode, 200);
-  t.ok(flows.json().flows.some((f: { type: string }) => f.type === 'm.login.password'));
-  const alice = await s.register('alice');
-  const login = await s.request('POST', '/_matrix/client/r0/login', {
-    body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: PASSWORD },
-  });
-  t.equal(login.statusCode, 200, 'an older client logs in over r0');
-  const whoami = await s.request('GET', '/_matrix/client/r0/account/whoami?x=1', {
-    token: alice.access_token,
-  });
-  t.equal(whoami.json().user_id, alice.user_id, 'query strings survive the alias');
-  // matrix-js-sdk's legacy crypto uploads cross-signing keys here: reached (it asks for UIA or a
-  // token), not 404.
-  const anon = await s.request('POST', '/_matrix/client/unstable/keys/device_signing/upload', { body: {} });
-  t.equal(anon.statusCode, 401);
-  t.equal(anon.json().errcode, 'M_MISSING_TOKEN');
-  const sigs = await s.request('POST', '/_matrix/client/unstable/keys/signatures/upload', {
-    token: alice.access_token,
-    body: {},
-  });
-  t.equal(sigs.statusCode, 200);
-  const other = await s.request('GET', '/_matrix/client/unstable/account/whoami', {
-    token: alice.access_token,
-  });
-  t.equal(other.statusCode, 404, 'only the listed unstable paths are aliases');
-  t.equal(other.json().errcode, 'M_UNRECOGNIZED');
-  const malformed = await s.request('POST', '/_matrix/client/r0/login', { body: { type: 5 } });
-  t.equal(malformed.statusCode, 400, 'malformed bodies get the same 400 under r0');
+  await t.test(
+    '/_matrix/client/r0 and the shipped /unstable paths reach the current endpoints',
+    async (t) => {
+      const flows = await s.request('GET', '/_matrix/client/r0/login');
+      t.equal(flows.statusCode, 200);
+      t.ok(flows.json().flows.some((f: { type: string }) => f.type === 'm.login.password'));
+      const alice = await s.register('alice');
+      const login = await s.request('POST', '/_matrix/client/r0/login', {
+        body: {
+          type: 'm.login.password',
+          identifier: { type: 'm.id.user', user: 'alice' },
+          password: PASSWORD,
+        },
+      });
+      t.equal(login.statusCode, 200, 'an older client logs in over r0');
+      const whoami = await s.request('GET', '/_matrix/client/r0/account/whoami?x=1', {
+        token: alice.access_token,
+      });
+      t.equal(whoami.json().user_id, alice.user_id, 'query strings survive the alias');
+      // matrix-js-sdk's legacy crypto uploads cross-signing keys here: reached (it asks for UIA or a
+      // token), not 404.
+      const anon = await s.request('POST', '/_matrix/client/unstable/keys/device_signing/upload', {
+        body: {},
+      });
+      t.equal(anon.statusCode, 401);
+      t.equal(anon.json().errcode, 'M_MISSING_TOKEN');
+      const sigs = await s.request('POST', '/_matrix/client/unstable/keys/signatures/upload', {
+        token: alice.access_token,
+        body: {},
+      });
+      t.equal(sigs.statusCode, 200);
+      const other = await s.request('GET', '/_matrix/client/unstable/account/whoami', {
+        token: alice.access_token,
+      });
+      t.equal(other.statusCode, 404, 'only the listed unstable paths are aliases');
+      t.equal(other.json().errcode, 'M_UNRECOGNIZED');
+      const malformed = await s.request('POST', '/_matrix/client/r0/login', { body: { type: 5 } });
+      t.equal(malformed.statusCode, 400, 'malformed bodies get the same 400 under r0');
+    },
+  );
 });
 
 t.test('the default well-known names the address the server answers on', async (t) => {

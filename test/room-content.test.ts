@@ -116,3 +116,21 @@ t.test('room version 12 creators and malformed content', async (t) => {
     t.equal(listed.statusCode, 400, 'an additional creator cannot be listed in users');
   });
 });
+
+t.test('default_room_version sets the version of rooms created without one', async (t) => {
+  const s = await startTestServer(t, backend!, { defaultRoomVersion: '11' });
+  const alice = await s.register('alice');
+  const created = await s.request('POST', `${V3}/createRoom`, { token: alice.access_token, body: {} });
+  const roomId: string = created.json().room_id;
+  const createEvent = await s.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.create/`, {
+    token: alice.access_token,
+  });
+  t.equal(createEvent.json().room_version, '11');
+  const caps = await s.request('GET', `${V3}/capabilities`, { token: alice.access_token });
+  t.equal(caps.json().capabilities['m.room_versions'].default, '11');
+  const v12 = await s.request('POST', `${V3}/createRoom`, {
+    token: alice.access_token,
+    body: { room_version: '12' },
+  });
+  t.equal(v12.statusCode, 200, 'others can still be asked for');
+});

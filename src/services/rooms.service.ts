@@ -4,7 +4,7 @@ import { stateTuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import { namedLevel, roomCreators, userPowerLevel } from '../protocol/power-levels.ts';
-import { DEFAULT_ROOM_VERSION, getRoomVersion } from '../protocol/room-versions.ts';
+import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
 import * as rooms from '../storage/rooms.repository.ts';
@@ -54,7 +54,7 @@ export class RoomsService {
     req: CreateRoomRequest,
   ): Promise<{ room_id: string; room_alias?: string }> {
     const creator = session.userId;
-    const version = req.room_version ?? DEFAULT_ROOM_VERSION;
+    const version = req.room_version ?? this.config.defaultRoomVersion;
     const rv = getRoomVersion(version);
     if (!rv)
       throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${version} is not supported`);

@@ -62,7 +62,7 @@ export async function versionsRoutes(app: FastifyInstance): Promise<void> {
     capabilities: {
       'm.change_password': { enabled: true },
       'm.room_versions': {
-        default: '12',
+        default: config.defaultRoomVersion,
         available: { '10': 'stable', '11': 'stable', '12': 'stable' },
       },
       'm.set_displayname': { enabled: true },
