@@ -51,12 +51,9 @@ t.test('HTTP conventions and older paths', async (t) => {
       t.equal(flows.statusCode, 200);
       t.ok(flows.json().flows.some((f: { type: string }) => f.type === 'm.login.password'));
       const alice = await s.register('alice');
+      // r0-era clients send the user ID in `user` rather than an identifier.
       const login = await s.request('POST', '/_matrix/client/r0/login', {
-        body: {
-          type: 'm.login.password',
-          identifier: { type: 'm.id.user', user: 'alice' },
-          password: PASSWORD,
-        },
+        body: { type: 'm.login.password', user: alice.user_id, password: PASSWORD },
       });
       t.equal(login.statusCode, 200, 'an older client logs in over r0');
       const whoami = await s.request('GET', '/_matrix/client/r0/account/whoami?x=1', {

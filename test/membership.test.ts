@@ -140,19 +140,38 @@ for (const backend of databaseBackends()) {
       );
       const forgetJoined = await call('POST', `${V3}/rooms/${enc(roomId)}/forget`, carol.access_token, {});
       t.equal(forgetJoined.statusCode, 400, 'a joined room cannot be forgotten');
+      t.equal(forgetJoined.json().errcode, 'M_UNKNOWN', "the spec's errcode for it");
+      const includeLeave = enc(JSON.stringify({ room: { include_leave: true } }));
+      const beforeLeave = (await call('GET', `${V3}/sync?filter=${includeLeave}`, carol.access_token)).json();
       t.equal(
         (await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {})).statusCode,
         200,
       );
+      const historyAfterLeave = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b`,
+        carol.access_token,
+      );
+      t.equal(historyAfterLeave.statusCode, 200, 'history up to the leave is readable');
       t.equal(
         (await call('POST', `${V3}/rooms/${enc(roomId)}/forget`, carol.access_token, {})).statusCode,
         200,
       );
-      const sync = await call(
+      const historyAfterForget = await call(
         'GET',
-        `${V3}/sync?filter=${enc(JSON.stringify({ room: { include_leave: true } }))}`,
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b`,
         carol.access_token,
       );
+      t.equal(historyAfterForget.statusCode, 403, 'a forgotten room cannot be paginated');
+      const stateAfterForget = await call('GET', `${V3}/rooms/${enc(roomId)}/state`, carol.access_token);
+      t.equal(stateAfterForget.statusCode, 403, 'nor its state read');
+      const incremental = await call(
+        'GET',
+        `${V3}/sync?filter=${includeLeave}&since=${beforeLeave.next_batch}`,
+        carol.access_token,
+      );
+      t.ok(incremental.json().rooms.leave[roomId], 'the next incremental sync still tells of the leave');
+      const sync = await call('GET', `${V3}/sync?filter=${includeLeave}`, carol.access_token);
       t.notOk(sync.json().rooms.leave[roomId], 'a forgotten room is not in the leave section');
       const leaveAgain = await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {});
       t.equal(leaveAgain.statusCode, 403);

@@ -285,7 +285,8 @@ export class RoomsService {
   async forget(session: Session, roomId: string): Promise<void> {
     const current = await this.membership(roomId, session.userId);
     if (current === 'join' || current === 'invite' || current === 'knock') {
-      throw errors.badState('Leave the room before forgetting it');
+      // The spec's example errcode for this 400 (and what Complement expects).
+      throw new MatrixError(400, 'M_UNKNOWN', 'Leave the room before forgetting it');
     }
     if (current === undefined) throw errors.notFound('You were never in this room');
     await this.db
@@ -440,14 +441,15 @@ export class RoomsService {
 
   /**
    * The state group a user may read the room's state at: the current one while joined (or when
-   * the room is world readable), the one at their departure after they left or were banned.
+   * the room is world readable), the one at their departure after they left or were banned
+   * (until they forget the room).
    * Anyone else gets 403, whether or not the room exists, so existence is not revealed.
    */
   async readableStateGroup(userId: string, roomId: string): Promise<number> {
     if (!isValidRoomId(roomId)) throw errors.invalidParam('Not a valid room ID');
     const m = await rooms.membershipOf(this.db, roomId, userId);
     if (m?.membership === 'join') return this.currentGroup(roomId);
-    if (m && (m.membership === 'leave' || m.membership === 'ban')) {
+    if (m && (m.membership === 'leave' || m.membership === 'ban') && !m.forgotten) {
       const row = await rooms.getEventRow(this.db, m.event_id);
       if (row && (await this.everJoined(roomId, userId))) return row.state_group_after;
     }

@@ -235,7 +235,9 @@ export class SyncService {
         if (m.membership === 'invite')
           response.rooms.invite[m.room_id] = { invite_state: { events: stripped } };
         else response.rooms.knock[m.room_id] = { knock_state: { events: stripped } };
-      } else if (m.forgotten) {
+      } else if (m.forgotten && !(since !== undefined && changedSince)) {
+        // A forgotten room is gone from sync, except for the leave itself in the first
+        // incremental sync after it: other devices learn the room was left.
       } else if ((since !== undefined && changedSince) || (since === undefined && filter.includeLeave)) {
         response.rooms.leave[m.room_id] = await this.leftRoom(
           session,
