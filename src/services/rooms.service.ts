@@ -217,17 +217,21 @@ export class RoomsService {
     return (await rooms.membershipOf(this.db, roomId, userId))?.membership;
   }
 
-  /** POST /join/{roomIdOrAlias} and /rooms/{roomId}/join */
-  async join(session: Session, roomIdOrAlias: string, reason?: string): Promise<{ room_id: string }> {
+  /**
+   * POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. `content` is what the request body adds to
+   * the member event (a reason, custom fields); the profile fills displayname and avatar_url.
+   */
+  async join(session: Session, roomIdOrAlias: string, content: JsonObject = {}): Promise<{ room_id: string }> {
     const roomId = await this.resolveRoom(roomIdOrAlias);
     if ((await this.membership(roomId, session.userId)) === 'join') return { room_id: roomId };
+    const { reason, ...extra } = content;
     await this.sendMembership(
       session.userId,
       roomId,
       session.userId,
       'join',
-      reason,
-      await this.profileContent(session.userId),
+      typeof reason === 'string' ? reason : undefined,
+      { ...(await this.profileContent(session.userId)), ...extra },
     );
     return { room_id: roomId };
   }
@@ -312,7 +316,7 @@ export class RoomsService {
       type: 'm.room.member',
       sender,
       stateKey: target,
-      content: { membership, ...extra, ...(reason !== undefined ? { reason } : {}) },
+      content: { ...extra, membership, ...(reason !== undefined ? { reason } : {}) },
     });
   }
 
