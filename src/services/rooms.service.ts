@@ -221,7 +221,11 @@ export class RoomsService {
    * POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. `content` is what the request body adds to
    * the member event (a reason, custom fields); the profile fills displayname and avatar_url.
    */
-  async join(session: Session, roomIdOrAlias: string, content: JsonObject = {}): Promise<{ room_id: string }> {
+  async join(
+    session: Session,
+    roomIdOrAlias: string,
+    content: JsonObject = {},
+  ): Promise<{ room_id: string }> {
     const roomId = await this.resolveRoom(roomIdOrAlias);
     if ((await this.membership(roomId, session.userId)) === 'join') return { room_id: roomId };
     const { reason, ...extra } = content;
