@@ -134,3 +134,41 @@ t.test('default_room_version sets the version of rooms created without one', asy
   });
   t.equal(v12.statusCode, 200, 'others can still be asked for');
 });
+
+t.test('createRoom topic, a second create event, unset member fields', async (t) => {
+  const s = await startTestServer(t, backend!);
+  const alice = await s.register('alice');
+  const mallory = await s.register('mallory');
+  const created = await s.request('POST', `${V3}/createRoom`, {
+    token: alice.access_token,
+    body: {
+      topic: 'Test Room',
+      initial_state: [{ type: 'm.room.topic', state_key: '', content: { topic: 'Shenanigans' } }],
+    },
+  });
+  const roomId: string = created.json().room_id;
+  const topic = await s.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, {
+    token: alice.access_token,
+  });
+  t.same(
+    topic.json(),
+    { topic: 'Test Room', 'm.topic': { 'm.text': [{ body: 'Test Room' }] } },
+    'topic wins, rich form too',
+  );
+  for (const who of [alice, mallory]) {
+    const again = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/state/m.room.create/`, {
+      token: who.access_token,
+      body: { room_version: '12' },
+    });
+    t.equal(again.statusCode, 400, 'a second create event is malformed');
+    t.equal(again.json().errcode, 'M_BAD_JSON');
+  }
+  await s.request('PUT', `/_matrix/client/v3/profile/${enc(alice.user_id)}/displayname`, {
+    token: alice.access_token,
+    body: { displayname: 'Alice' },
+  });
+  const members = await s.request('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, {
+    token: alice.access_token,
+  });
+  t.same(members.json().joined[alice.user_id], { display_name: 'Alice', avatar_url: null });
+});

@@ -173,6 +173,7 @@ for (const backend of databaseBackends()) {
       t.same(joined.json().joined_rooms, [roomId]);
       const members = await call('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, bob.access_token);
       t.same(Object.keys(members.json().joined).sort(), [alice.user_id, bob.user_id]);
+      t.equal(members.json().joined[bob.user_id].avatar_url, null, 'an unset field is null, not left out');
     });
 
     t.test('power: bob cannot raise himself, change join rules, or kick alice', async (t) => {

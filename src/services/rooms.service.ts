@@ -162,7 +162,14 @@ export class RoomsService {
           await send(s.type, s.content, s.state_key ?? '');
         }
         if (req.name !== undefined) await send('m.room.name', { name: req.name }, '');
-        if (req.topic !== undefined) await send('m.room.topic', { topic: req.topic }, '');
+        if (req.topic !== undefined) {
+          // The plain topic and its rich form (spec v1.15, m.topic), which newer clients read.
+          await send(
+            'm.room.topic',
+            { topic: req.topic, 'm.topic': { 'm.text': [{ body: req.topic }] } },
+            '',
+          );
+        }
         for (const target of invites) {
           await send(
             'm.room.member',
@@ -347,7 +354,9 @@ export class RoomsService {
   /** PUT /rooms/{roomId}/state/{eventType}/{stateKey} */
   async sendState(session: Session, roomId: string, type: string, stateKey: string, content: JsonObject) {
     await this.requireRoom(roomId);
-    if (type === 'm.room.create') throw errors.forbidden('The create event cannot be replaced');
+    // A room has one create event, made with it: a second is a malformed request (400, as
+    // Complement's MSC4291 test expects), whoever sends it.
+    if (type === 'm.room.create') throw errors.badJson('The create event cannot be replaced');
     if (type === 'm.room.member') {
       const membership = content.membership;
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
@@ -538,13 +547,14 @@ export class RoomsService {
   async joinedMembers(session: Session, roomId: string) {
     const group = await this.readableStateGroup(session.userId, roomId);
     const rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
-    const joined: Record<string, { display_name?: string; avatar_url?: string }> = {};
+    const joined: Record<string, { display_name: string | null; avatar_url: string | null }> = {};
     for (const r of rows) {
       if (r.membership !== 'join' || r.state_key === null) continue;
       const c = r.json.content as JsonObject;
+      // Both fields are always there, null when unset, as clients and Complement expect.
       joined[r.state_key] = {
-        ...(typeof c.displayname === 'string' ? { display_name: c.displayname } : {}),
-        ...(typeof c.avatar_url === 'string' ? { avatar_url: c.avatar_url } : {}),
+        display_name: typeof c.displayname === 'string' ? c.displayname : null,
+        avatar_url: typeof c.avatar_url === 'string' ? c.avatar_url : null,
       };
     }
     return { joined };
