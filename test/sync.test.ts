@@ -305,3 +305,31 @@ t.test('a timeline limit of 0 gives the rooms and their state, no events', async
   });
   t.equal(negative.statusCode, 400, 'a negative limit is still refused');
 });
+
+t.test('invites from ignored users are not sent', async (t) => {
+  const [backend] = databaseBackends();
+  const s = await startTestServer(t, backend!);
+  const alice = await s.register('alice');
+  const bob = await s.register('bob');
+  const chris = await s.register('chris');
+  const ignore = await s.request('PUT', `${V3}/user/${enc(alice.user_id)}/account_data/m.ignored_user_list`, {
+    token: alice.access_token,
+    body: { ignored_users: { [bob.user_id]: {} } },
+  });
+  t.equal(ignore.statusCode, 200);
+  const before = await sync(s, alice);
+  const invite = async (who: Login) =>
+    (
+      await s.request('POST', `${V3}/createRoom`, {
+        token: who.access_token,
+        body: { preset: 'private_chat', invite: [alice.user_id] },
+      })
+    ).json().room_id as string;
+  const fromBob = await invite(bob);
+  const fromChris = await invite(chris);
+  const incremental = await sync(s, alice, { since: before.next_batch, timeout: 1000 });
+  t.ok(incremental.rooms.invite[fromChris], "chris's invite arrives");
+  t.notOk(incremental.rooms.invite[fromBob], "bob's does not");
+  const initial = await sync(s, alice);
+  t.notOk(initial.rooms.invite[fromBob], 'nor in an initial sync');
+});

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { errors } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
-import { accountDataBetween } from '../storage/accounts.repository.ts';
+import { accountDataBetween, getAccountData } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow, MembershipRow } from '../storage/database.ts';
 import * as roomStore from '../storage/rooms.repository.ts';
@@ -196,6 +196,7 @@ export class SyncService {
         ? this.changedRoomsIn(window, userId, joinedIds)
         : await this.changedRooms(userId, joinedIds, from, upTo);
 
+    let ignored: Set<string> | undefined;
     for (const m of memberships) {
       if (filter.roomIncluded && !filter.roomIncluded(m.room_id)) continue;
       const changedSince = m.stream_ordering > from;
@@ -231,6 +232,12 @@ export class SyncService {
         if (room) response.rooms.join[m.room_id] = room;
       } else if (m.membership === 'invite' || m.membership === 'knock') {
         if (!changedSince && since !== undefined) continue;
+        if (m.membership === 'invite') {
+          // Invites from users the invitee ignores are never sent (client-server API: Ignoring Users).
+          ignored ??= await this.ignoredUsers(userId);
+          const sender = (await this.reader.eventRows(this.db, [m.event_id])).get(m.event_id)?.sender;
+          if (sender !== undefined && ignored.has(sender)) continue;
+        }
         const stripped = await this.strippedState(m.event_id);
         if (m.membership === 'invite')
           response.rooms.invite[m.room_id] = { invite_state: { events: stripped } };
@@ -600,6 +607,13 @@ export class SyncService {
       },
       account_data: { events: [] },
     };
+  }
+
+  /** The users in the user's `m.ignored_user_list` account data. */
+  private async ignoredUsers(userId: string): Promise<Set<string>> {
+    const content = await getAccountData(this.db, userId, '', 'm.ignored_user_list');
+    const list = content?.ignored_users;
+    return new Set(list && typeof list === 'object' && !Array.isArray(list) ? Object.keys(list) : []);
   }
 
   /** Stripped state for invites and knocks: enough to show the room (server-server API: stripped state). */
