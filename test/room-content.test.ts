@@ -9,6 +9,8 @@ import { type Login, startTestServer } from './helpers/server.ts';
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
 const [backend] = databaseBackends();
+// Four servers, one after the other: more than tap's 120 s on a loaded 2-core machine.
+t.setTimeout(300_000);
 
 t.test('room version 12 creators and malformed content', async (t) => {
   const s = await startTestServer(t, backend!);
@@ -171,4 +173,31 @@ t.test('createRoom topic, a second create event, unset member fields', async (t)
     token: alice.access_token,
   });
   t.same(members.json().joined[alice.user_id], { display_name: 'Alice', avatar_url: null });
+});
+
+t.test('setting the same state twice is idempotent', async (t) => {
+  const s = await startTestServer(t, backend!);
+  const alice = await s.register('alice');
+  const bob = await s.register('bob');
+  const { room_id } = (
+    await s.request('POST', `${V3}/createRoom`, {
+      token: alice.access_token,
+      body: { preset: 'public_chat' },
+    })
+  ).json();
+  const put = (who: Login, content: unknown) =>
+    s.request('PUT', `${V3}/rooms/${enc(room_id)}/state/m.room.topic/`, {
+      token: who.access_token,
+      body: content,
+    });
+  const first = (await put(alice, { topic: 'same', x: { b: 1, a: 2 } })).json().event_id;
+  const second = (await put(alice, { x: { a: 2, b: 1 }, topic: 'same' })).json().event_id;
+  t.equal(second, first, 'the same content (in any key order) gives the same event');
+  const changed = (await put(alice, { topic: 'other' })).json().event_id;
+  t.not(changed, first, 'new content is a new event');
+  const outsider = await put(bob, { topic: 'other' });
+  t.equal(outsider.statusCode, 403, 'a non-member is still refused');
+  await s.request('POST', `${V3}/join/${enc(room_id)}`, { token: bob.access_token, body: {} });
+  const byBob = await put(bob, { topic: 'other' });
+  t.equal(byBob.statusCode, 403, 'the same content from someone without the power is refused, not echoed');
 });

@@ -1,5 +1,6 @@
 import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
+import { canonicalJson } from '../protocol/canonical-json.ts';
 import { stateTuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
@@ -364,6 +365,17 @@ export class RoomsService {
     if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
     if (type === 'm.room.power_levels' && stateKey === '') {
       await this.checkPowerLevels(session.userId, roomId, content);
+    }
+    // Setting the same state again is idempotent: the sender's current event, unchanged, stands
+    // (no new event for a client that retries or re-saves a setting).
+    const current = await this.currentStateRow(roomId, type, stateKey);
+    if (
+      current &&
+      current.sender === session.userId &&
+      canonicalJson(current.json.content) === canonicalJson(content) &&
+      (await this.membership(roomId, session.userId)) === 'join'
+    ) {
+      return { event_id: current.event_id };
     }
     // m.room.encryption: EventsService.send keeps an encrypted room encrypted (room-encryption.ts).
     const result = await this.events.send({ roomId, type, sender: session.userId, content, stateKey });
