@@ -4,6 +4,8 @@ import { databaseBackends } from './helpers/backends.ts';
 import { PASSWORD, startTestServer } from './helpers/server.ts';
 
 const [backend] = databaseBackends();
+// Four servers (one listening on loopback): more than tap's 120 s on a loaded 2-core machine.
+t.setTimeout(300_000);
 
 t.test('versions, well-known and capabilities', async (t) => {
   const s = await startTestServer(t, backend!, { publicBaseUrl: 'https://matrix.conclave.test' });
