@@ -6,6 +6,7 @@ import { createFederation, type Federation } from './federation/index.ts';
 import { federationRoutes } from './federation/routes/index.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { parseJsonBody } from './http/json-body.ts';
+import { aliasedUrl } from './http/path-aliases.ts';
 import { webClientPlugin } from './http/web-client.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
@@ -19,6 +20,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The body exactly as it arrived, for anything whose hash or signature depends on the bytes. */
     rawBody?: Buffer;
+    /** The errcode of an error answer, for the request log line. */
+    errcode?: string;
   }
 }
 
@@ -47,6 +50,8 @@ export async function buildApp(
     // Requests are logged once, by the onResponse hook below, with any token masked.
     logController: new LogController({ disableRequestLogging: true }),
     frameworkErrors,
+    // Older paths (/_matrix/client/r0, some /unstable ones) are served by the current route.
+    rewriteUrl: (req) => aliasedUrl(req.url ?? '/'),
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorate('services', services);
@@ -57,6 +62,7 @@ export async function buildApp(
   if (!opts.federation) app.addHook('onClose', async () => federation.close());
   app.decorateRequest('session');
   app.decorateRequest('rawBody');
+  app.decorateRequest('errcode');
 
   // Bodies must match their schema exactly: no type coercion, no silently dropped properties.
   // Query strings and path parameters are text, so there numbers are coerced.
@@ -77,6 +83,19 @@ export async function buildApp(
     }
   });
 
+  // JSON answers say `application/json`, as the spec's examples and Complement expect, without
+  // fastify's `; charset=utf-8` (JSON is UTF-8 by definition, RFC 8259).
+  // An error answer's errcode is kept for the request log line, whoever sent it.
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (reply.getHeader('content-type') === 'application/json; charset=utf-8') {
+      void reply.header('content-type', 'application/json');
+    }
+    if (reply.statusCode >= 400 && typeof payload === 'string') {
+      request.errcode = /^\{"errcode":"([A-Z0-9_.]{1,64})"/i.exec(payload)?.[1];
+    }
+    return payload;
+  });
+
   app.addHook('onRequest', async (request, reply) => {
     void reply.headers(CORS_HEADERS);
     if (request.method === 'OPTIONS') return reply.code(204).send();
@@ -87,8 +106,9 @@ export async function buildApp(
       request.log.info(
         {
           method: request.method,
-          url: redactQuery(request.url),
+          url: redactQuery(request.originalUrl),
           status: reply.statusCode,
+          ...(request.errcode !== undefined ? { errcode: request.errcode } : {}),
           ms: Math.round(reply.elapsedTime),
         },
         'request',

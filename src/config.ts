@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { DEFAULT_ROOM_VERSION, getRoomVersion } from './protocol/room-versions.ts';
 
 /**
  * Conclave's configuration. Sources, later ones winning: defaults, the YAML file named by
@@ -47,6 +48,8 @@ export interface Config {
   federationPort: number;
   /** URL path the web client is served under ('/' or '/chat/', always ending in '/'); empty: not served. */
   webClient: string;
+  /** The room version of rooms created without one (one the server supports). */
+  defaultRoomVersion: string;
 }
 
 export interface TrustedKeyServer {
@@ -92,6 +95,13 @@ function oneOf<T extends string>(values: readonly T[]) {
     }
     return s as T;
   };
+}
+
+function roomVersion(raw: unknown, source: string): string {
+  const s = str(raw, source).trim();
+  if (!getRoomVersion(s))
+    throw new ConfigError(`${source} is not a supported room version: ${JSON.stringify(s)}`);
+  return s;
 }
 
 function urlWithScheme(schemes: string[]) {
@@ -235,6 +245,12 @@ const FIELDS: Field[] = [
       return base;
     },
   },
+  {
+    key: 'defaultRoomVersion',
+    env: 'CONCLAVE_DEFAULT_ROOM_VERSION',
+    yaml: 'default_room_version',
+    parse: roomVersion,
+  },
 ];
 
 const KEY_ID_RE = /^ed25519:[A-Za-z0-9_]+$/;
@@ -311,6 +327,7 @@ export function defaultConfig(): Config {
     federationBindAddress: '',
     federationPort: 8448,
     webClient: '/',
+    defaultRoomVersion: DEFAULT_ROOM_VERSION,
   };
 }
 

@@ -247,7 +247,8 @@ for (const backend of databaseBackends()) {
           },
         },
       });
-      t.equal(asOther.statusCode, 401, "another user's password does not authorise");
+      t.equal(asOther.statusCode, 403, "another user's password does not authorise: refused outright");
+      t.equal(asOther.json().errcode, 'M_FORBIDDEN');
 
       const ok = await s.request('POST', `${V3}/account/password`, {
         token: main.access_token,

@@ -12,6 +12,7 @@ t.test('defaults: embedded database, in-process bus, registration closed, port 8
   t.equal(c.redisUrl, '');
   t.equal(c.registration, 'closed');
   t.equal(c.dataDir, './data');
+  t.equal(c.defaultRoomVersion, '12');
 });
 
 t.test('environment variables', async (t) => {
@@ -22,7 +23,9 @@ t.test('environment variables', async (t) => {
     CONCLAVE_REDIS_URL: 'redis://127.0.0.1:6379',
     CONCLAVE_REGISTRATION: 'token',
     CONCLAVE_DATA_DIR: '/var/lib/conclave',
+    CONCLAVE_DEFAULT_ROOM_VERSION: '10',
   });
+  t.equal(c.defaultRoomVersion, '10');
   t.equal(c.serverName, 'example.org:8448');
   t.equal(c.port, 9000);
   t.equal(c.databaseUrl, 'postgres://u:p@127.0.0.1/db');
@@ -40,6 +43,7 @@ t.test('bad values name the key', async (t) => {
     CONCLAVE_MAX_REQUEST_BYTES: '10',
     CONCLAVE_PASSWORD_HASH_COST: '4',
     CONCLAVE_LOG_LEVEL: 'loud',
+    CONCLAVE_DEFAULT_ROOM_VERSION: '99',
   };
   for (const [key, value] of Object.entries(bad)) {
     t.throws(

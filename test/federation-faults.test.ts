@@ -113,11 +113,7 @@ for (const backend of databaseBackends()) {
       const bodies = seen.filter((e) => e.type === 'm.room.message').map((e) => String(e.content.body));
       // A server catching up stores events in the order they reach it (a gap filled later comes
       // later), so only the set is compared here; federation-rooms.test.ts checks the order.
-      t.same(
-        bodies.filter((b) => expected.includes(b)).sort(),
-        [...expected].sort(),
-        'every message, once',
-      );
+      t.same(bodies.filter((b) => expected.includes(b)).sort(), [...expected].sort(), 'every message, once');
       const topicNow = await until(
         'the topic on hs3',
         () => stateOf(hs3, carol, roomId, 'm.room.topic'),

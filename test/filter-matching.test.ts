@@ -134,8 +134,8 @@ t.test('limits', async (t) => {
   t.equal(effectiveLimit(undefined, 10), 10);
   t.equal(effectiveLimit(5, 10), 5);
   t.equal(effectiveLimit(1e9, 10), MAX_EVENT_LIMIT, 'capped');
-  t.equal(effectiveLimit(0, 10), 1, 'at least one');
-  t.equal(effectiveLimit(-3, 10), 1);
+  t.equal(effectiveLimit(0, 10), 0, 'zero asks for none');
+  t.equal(effectiveLimit(-3, 10), 0);
   t.equal(effectiveLimit(50, 10, 20), 20, 'a caller may cap lower');
   const filter: Filter = { room: { timeline: { limit: 3 } } };
   t.equal(timelineLimit(filter, 20), 3);

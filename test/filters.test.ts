@@ -123,7 +123,6 @@ for (const backend of databaseBackends()) {
         ['room not an object', { room: 'all' }],
         ['timeline not an object', { room: { timeline: [] } }],
         ['a negative limit', { room: { timeline: { limit: -5 } } }],
-        ['a zero limit', { presence: { limit: 0 } }],
         ['a fractional limit', { room: { state: { limit: 2.5 } } }],
         ['a limit as a string', { room: { timeline: { limit: '10' } } }],
         ['types not an array', { room: { timeline: { types: 'm.room.message' } } }],

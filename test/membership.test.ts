@@ -107,6 +107,46 @@ for (const backend of databaseBackends()) {
       t.equal(refused.statusCode, 403, 'a public room does not take knocks');
     });
 
+    t.test('a join body adds its fields to the member event', async (t) => {
+      const r = await call('POST', `${V3}/createRoom`, alice.access_token, {
+        preset: 'public_chat',
+        room_alias_name: 'custom-join',
+      });
+      const roomId: string = r.json().room_id;
+      const joined = await call(
+        'POST',
+        `${V3}/join/${enc(`#custom-join:${SERVER_NAME}`)}`,
+        carol.access_token,
+        {
+          foo: 'bar',
+          reason: 'curious',
+          membership: 'ban',
+        },
+      );
+      t.equal(joined.statusCode, 200);
+      t.equal(joined.json().room_id, roomId);
+      const member = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/state/m.room.member/${enc(carol.user_id)}`,
+        alice.access_token,
+      );
+      t.equal(member.json().foo, 'bar', 'the custom field is kept');
+      t.equal(member.json().reason, 'curious');
+      t.equal(member.json().membership, 'join', 'the body cannot change the membership');
+      await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {});
+      const malformed = await call('POST', `${V3}/rooms/${enc(roomId)}/join`, carol.access_token, {
+        reason: 5,
+      });
+      t.equal(malformed.statusCode, 200, 'a reason that is not a string is left out');
+      const again = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/state/m.room.member/${enc(carol.user_id)}`,
+        alice.access_token,
+      );
+      t.notOk('reason' in again.json());
+      await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {});
+    });
+
     t.test('ban, unban, leave and forget', async (t) => {
       const r = await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' });
       const roomId: string = r.json().room_id;
@@ -140,19 +180,38 @@ for (const backend of databaseBackends()) {
       );
       const forgetJoined = await call('POST', `${V3}/rooms/${enc(roomId)}/forget`, carol.access_token, {});
       t.equal(forgetJoined.statusCode, 400, 'a joined room cannot be forgotten');
+      t.equal(forgetJoined.json().errcode, 'M_UNKNOWN', "the spec's errcode for it");
+      const includeLeave = enc(JSON.stringify({ room: { include_leave: true } }));
+      const beforeLeave = (await call('GET', `${V3}/sync?filter=${includeLeave}`, carol.access_token)).json();
       t.equal(
         (await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {})).statusCode,
         200,
       );
+      const historyAfterLeave = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b`,
+        carol.access_token,
+      );
+      t.equal(historyAfterLeave.statusCode, 200, 'history up to the leave is readable');
       t.equal(
         (await call('POST', `${V3}/rooms/${enc(roomId)}/forget`, carol.access_token, {})).statusCode,
         200,
       );
-      const sync = await call(
+      const historyAfterForget = await call(
         'GET',
-        `${V3}/sync?filter=${enc(JSON.stringify({ room: { include_leave: true } }))}`,
+        `${V3}/rooms/${enc(roomId)}/messages?dir=b`,
         carol.access_token,
       );
+      t.equal(historyAfterForget.statusCode, 403, 'a forgotten room cannot be paginated');
+      const stateAfterForget = await call('GET', `${V3}/rooms/${enc(roomId)}/state`, carol.access_token);
+      t.equal(stateAfterForget.statusCode, 403, 'nor its state read');
+      const incremental = await call(
+        'GET',
+        `${V3}/sync?filter=${includeLeave}&since=${beforeLeave.next_batch}`,
+        carol.access_token,
+      );
+      t.ok(incremental.json().rooms.leave[roomId], 'the next incremental sync still tells of the leave');
+      const sync = await call('GET', `${V3}/sync?filter=${includeLeave}`, carol.access_token);
       t.notOk(sync.json().rooms.leave[roomId], 'a forgotten room is not in the leave section');
       const leaveAgain = await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {});
       t.equal(leaveAgain.statusCode, 403);

@@ -33,6 +33,9 @@ import { startServerProcess } from './helpers/process.ts';
 import { recordingLogger } from './helpers/sdk-node.ts';
 import { PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
 
+// Two clients, two backends and 100 messages: minutes, not seconds, on a loaded 2-core machine.
+t.setTimeout(600_000);
+
 const MESSAGES = 100;
 /** The clients' long-poll timeout: short enough that a missed wake-up costs seconds, not 30. */
 const POLL_TIMEOUT_MS = 10_000;
@@ -57,6 +60,14 @@ const tolerated = (f: Failure) =>
   f.path === '/_matrix/client/unstable/org.matrix.msc4143/rtc/transports' &&
   f.status === 404 &&
   f.body.includes('M_UNRECOGNIZED');
+
+/**
+ * How long a client may take to see what the server already answered for. Conditions are polled,
+ * so this only bounds a failure; it is generous because the suite runs on busy 2-core machines.
+ */
+const SETTLE_MS = 20_000;
+/** How long a typing notice may take to reach the other client (a wake-up, not a poll round). */
+const TYPING_MS = 5000;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -250,18 +261,24 @@ for (const setup of setups) {
       const roomId = created.room_id;
       t.match(roomId, /^!/, 'alice creates the room');
 
-      const aliceSeesRoom = await within(5000, () => alice.getRoom(roomId)?.getMyMembership() === 'join');
-      t.ok(aliceSeesRoom !== undefined, `alice's client receives the room she created within 5 s`);
+      const aliceSeesRoom = await within(
+        SETTLE_MS,
+        () => alice.getRoom(roomId)?.getMyMembership() === 'join',
+      );
+      t.ok(
+        aliceSeesRoom !== undefined,
+        `alice's client receives the room she created within ${SETTLE_MS / 1000} s`,
+      );
       if (aliceSeesRoom === undefined) {
         // A missed wake-up: the next long-poll brings it. Go on, to test the rest.
-        await within(POLL_TIMEOUT_MS + 5000, () => alice.getRoom(roomId)?.getMyMembership() === 'join');
+        await within(POLL_TIMEOUT_MS + SETTLE_MS, () => alice.getRoom(roomId)?.getMyMembership() === 'join');
       }
       const aliceRoom = alice.getRoom(roomId);
       if (!aliceRoom) throw new Error("the room never reached alice's client");
 
       await alice.invite(roomId, bobId);
       t.ok(
-        (await within(5000, () => bobMemberships.includes(`${roomId} invite`))) !== undefined,
+        (await within(SETTLE_MS, () => bobMemberships.includes(`${roomId} invite`))) !== undefined,
         "bob's client sees the invite through sync (RoomMemberEvent.Membership)",
       );
       t.ok(bobNewRooms.includes(roomId), 'as a new room (ClientEvent.Room)');
@@ -271,11 +288,11 @@ for (const setup of setups) {
       const joined = await bob.joinRoom(alias);
       t.equal(joined.roomId, roomId, 'bob joins by alias');
       t.ok(
-        (await within(5000, () => bobMemberships.includes(`${roomId} join`))) !== undefined,
+        (await within(SETTLE_MS, () => bobMemberships.includes(`${roomId} join`))) !== undefined,
         "bob's sync shows him joined",
       );
       t.ok(
-        (await within(5000, () => aliceRoom.getMember(bobId)?.membership === 'join')) !== undefined,
+        (await within(SETTLE_MS, () => aliceRoom.getMember(bobId)?.membership === 'join')) !== undefined,
         "alice's client sees bob join",
       );
       const bobRoom = bob.getRoom(roomId);
@@ -311,9 +328,9 @@ for (const setup of setups) {
           const previous = sent[i - 1];
           if (previous) {
             const list = seen.get(from) ?? [];
-            const arrived = await within(5000, () => list.some((e) => e.getId() === previous.eventId));
+            const arrived = await within(SETTLE_MS, () => list.some((e) => e.getId() === previous.eventId));
             if (arrived === undefined) {
-              t.fail(`${name} did not receive message ${i - 1} within 5 s`);
+              t.fail(`${name} did not receive message ${i - 1} within ${SETTLE_MS / 1000} s`);
               break;
             }
           }
@@ -328,7 +345,7 @@ for (const setup of setups) {
         );
         const settled = () =>
           [...seen.values()].every((l) => l.filter((e) => !e.isSending()).length >= sent.length);
-        t.ok((await within(5000, settled)) !== undefined, 'both clients have every message');
+        t.ok((await within(SETTLE_MS, settled)) !== undefined, 'both clients have every message');
         await sleep(500); // time for a duplicate to arrive, if one were coming
 
         for (const [client, list] of seen) {
@@ -429,7 +446,7 @@ for (const setup of setups) {
             };
             to.on(RoomMemberEvent.Typing, onTyping);
             await from.sendTyping(roomId, typing, 10_000);
-            const ms = await within(1000, () => announced);
+            const ms = await within(TYPING_MS, () => announced);
             to.off(RoomMemberEvent.Typing, onTyping);
             const what = `${toName} sees ${fromId} ${typing ? 'start' : 'stop'} typing`;
             t.ok(ms !== undefined, `${what} (RoomMemberEvent.Typing, ${Math.round(ms ?? Number.NaN)} ms)`);
@@ -457,7 +474,7 @@ for (const setup of setups) {
           };
           to.on(RoomEvent.Receipt, onReceipt);
           await from.sendReadReceipt(last);
-          const ms = await within(1000, () => announced);
+          const ms = await within(TYPING_MS, () => announced);
           to.off(RoomEvent.Receipt, onReceipt);
           t.ok(
             ms !== undefined,
@@ -474,12 +491,12 @@ for (const setup of setups) {
       t.test('after bob leaves, his client receives nothing more from the room', async (t) => {
         await bob.leave(roomId);
         t.ok(
-          (await within(5000, () => bobMemberships.includes(`${roomId} leave`))) !== undefined,
+          (await within(SETTLE_MS, () => bobMemberships.includes(`${roomId} leave`))) !== undefined,
           "bob's client sees his leave",
         );
         t.equal(bob.getRoom(roomId)?.getMyMembership(), 'leave', "bob's room says he left");
         t.ok(
-          (await within(5000, () => aliceRoom.getMember(bobId)?.membership === 'leave')) !== undefined,
+          (await within(SETTLE_MS, () => aliceRoom.getMember(bobId)?.membership === 'leave')) !== undefined,
           "alice's client sees bob leave",
         );
 
@@ -501,7 +518,7 @@ for (const setup of setups) {
         }
         await alice.sendTyping(roomId, true, 10_000);
         t.ok(
-          (await within(5000, () => later.every((id) => aliceRoom.findEventById(id)))) !== undefined,
+          (await within(SETTLE_MS, () => later.every((id) => aliceRoom.findEventById(id)))) !== undefined,
           'alice receives her messages',
         );
         const lastLater = aliceRoom.findEventById(later.at(-1) ?? '');
@@ -514,7 +531,7 @@ for (const setup of setups) {
           invite: [bobId],
         });
         t.ok(
-          (await within(5000, () => bob.getRoom(other.room_id)?.getMyMembership() === 'invite')) !==
+          (await within(SETTLE_MS, () => bob.getRoom(other.room_id)?.getMyMembership() === 'invite')) !==
             undefined,
           "bob's client, still syncing, sees an invite to another room",
         );

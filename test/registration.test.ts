@@ -4,6 +4,9 @@ import { PASSWORD, startTestServer } from './helpers/server.ts';
 
 const V3 = '/_matrix/client/v3';
 
+// Scrypt hashes and several servers: took 167 s (over tap's 120 s) in a full run at load 25.
+t.setTimeout(300_000);
+
 for (const backend of databaseBackends()) {
   t.test(`registration modes on ${backend.name}`, async (t) => {
     t.test('closed: refused, and the token validity endpoint is off', async (t) => {

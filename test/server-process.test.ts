@@ -10,6 +10,10 @@ import { type RunningProcess, runScript } from './helpers/process.ts';
  * The server as `npm start` runs it: a real process, configured by environment and YAML, with the
  * embedded database under a data directory that survives restarts.
  */
+// Several server processes start one after the other (each loads TypeScript and PGlite), and
+// on a loaded 2-core machine one start was measured at over 90 s: allow for that.
+t.setTimeout(900_000);
+
 const LISTENING = /listening on http:\/\/127\.0\.0\.1:(\d+)/;
 
 function dataDir(t: { teardown(fn: () => void): void }): string {
@@ -28,7 +32,7 @@ async function start(
     CONCLAVE_PASSWORD_HASH_COST: '10',
     ...env,
   });
-  const line = await proc.waitForLine(LISTENING);
+  const line = await proc.waitForLine(LISTENING, 240_000);
   const port = LISTENING.exec(line)![1];
   return { proc, base: `http://127.0.0.1:${port}`, line };
 }

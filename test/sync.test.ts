@@ -260,3 +260,76 @@ for (const backend of databaseBackends()) {
     });
   });
 }
+
+t.test('a timeline limit of 0 gives the rooms and their state, no events', async (t) => {
+  const [backend] = databaseBackends();
+  const s = await startTestServer(t, backend!);
+  const alice = await s.register('alice');
+  const created = await s.request('POST', `${V3}/createRoom`, {
+    token: alice.access_token,
+    body: { preset: 'public_chat', name: 'Quiet' },
+  });
+  const roomId: string = created.json().room_id;
+  const filter = JSON.stringify({ room: { timeline: { limit: 0 } } });
+  const initial = await sync(s, alice, { filter });
+  const room = initial.rooms.join[roomId];
+  t.same(room.timeline.events, [], 'no timeline events');
+  t.equal(room.timeline.limited, true, 'limited: the room has events');
+  t.ok(
+    room.state.events.some((e: Json) => e.type === 'm.room.name' && e.content.name === 'Quiet'),
+    'the state is all there',
+  );
+  const uploaded = await s.request('POST', `${V3}/user/${enc(alice.user_id)}/filter`, {
+    token: alice.access_token,
+    body: { room: { timeline: { limit: 0 } } },
+  });
+  t.equal(uploaded.statusCode, 200, 'a stored filter may say 0 too');
+
+  await s.request('PUT', `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, {
+    token: alice.access_token,
+    body: { topic: 'now with a topic' },
+  });
+  const next = await sync(s, alice, {
+    filter: uploaded.json().filter_id,
+    since: initial.next_batch,
+    timeout: 1000,
+  });
+  const later = next.rooms.join[roomId];
+  t.same(later.timeline.events, []);
+  t.ok(
+    later.state.events.some((e: Json) => e.type === 'm.room.topic'),
+    'state changed since the last sync comes in state',
+  );
+  const negative = await s.request('GET', `${V3}/sync?filter=${enc('{"room":{"timeline":{"limit":-1}}}')}`, {
+    token: alice.access_token,
+  });
+  t.equal(negative.statusCode, 400, 'a negative limit is still refused');
+});
+
+t.test('invites from ignored users are not sent', async (t) => {
+  const [backend] = databaseBackends();
+  const s = await startTestServer(t, backend!);
+  const alice = await s.register('alice');
+  const bob = await s.register('bob');
+  const chris = await s.register('chris');
+  const ignore = await s.request('PUT', `${V3}/user/${enc(alice.user_id)}/account_data/m.ignored_user_list`, {
+    token: alice.access_token,
+    body: { ignored_users: { [bob.user_id]: {} } },
+  });
+  t.equal(ignore.statusCode, 200);
+  const before = await sync(s, alice);
+  const invite = async (who: Login) =>
+    (
+      await s.request('POST', `${V3}/createRoom`, {
+        token: who.access_token,
+        body: { preset: 'private_chat', invite: [alice.user_id] },
+      })
+    ).json().room_id as string;
+  const fromBob = await invite(bob);
+  const fromChris = await invite(chris);
+  const incremental = await sync(s, alice, { since: before.next_batch, timeout: 1000 });
+  t.ok(incremental.rooms.invite[fromChris], "chris's invite arrives");
+  t.notOk(incremental.rooms.invite[fromBob], "bob's does not");
+  const initial = await sync(s, alice);
+  t.notOk(initial.rooms.invite[fromBob], 'nor in an initial sync');
+});

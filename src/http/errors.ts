@@ -66,7 +66,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (matrix.status >= 500) {
       // Log the error itself, never the request body or headers (they may hold secrets).
       request.log.error(
-        { err: error, url: redactQuery(request.url), method: request.method },
+        { err: error, url: redactQuery(request.originalUrl), method: request.method },
         'request failed',
       );
     }

@@ -9,7 +9,7 @@ import { RateLimiter } from './rate-limiter.ts';
 import type { RegistrationTokensService } from './registration-tokens.service.ts';
 import { hashPassword, hashToken, randomDeviceId, randomToken, verifyPassword } from './secrets.ts';
 import type { SessionCache } from './session-cache.ts';
-import type { StageChecker, UiaFlow, UiaKind, UiaService } from './uia.service.ts';
+import { type StageChecker, type UiaFlow, type UiaKind, UiaRefusal, type UiaService } from './uia.service.ts';
 
 export interface Session {
   userId: string;
@@ -349,7 +349,7 @@ export class AccountsService {
           ? this.resolveUserIdentifier({ type: 'm.id.user', user: dict.user })
           : undefined;
       if ((claimed ?? legacyUser) !== session.userId)
-        throw errors.forbidden('Identifier does not match the logged-in user');
+        throw new UiaRefusal(403, 'M_FORBIDDEN', 'Identifier does not match the logged-in user');
       if (typeof dict.password !== 'string') throw errors.missingParam('password is required');
       await this.checkPassword(session.userId, dict.password, address);
     };

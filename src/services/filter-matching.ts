@@ -5,7 +5,7 @@
 
 /** Filters events that belong to no room: presence and global account data. */
 export interface EventFilter {
-  /** How many events at most; a positive integer (clamp it with effectiveLimit before use). */
+  /** How many events at most; a non-negative integer (clamp it with effectiveLimit before use). */
   limit?: number;
   /** Event types to include; `*` matches any run of characters. Absent: every type. */
   types?: string[];
@@ -150,14 +150,14 @@ export function roomIncluded(
   return true;
 }
 
-/** A filter's limit clamped to 1..max, or the default when it sets none. */
+/** A filter's limit clamped to 0..max, or the default when it sets none. */
 export function effectiveLimit(
   limit: number | undefined,
   defaultLimit: number,
   max: number = MAX_EVENT_LIMIT,
 ): number {
   if (limit === undefined || !Number.isFinite(limit)) return Math.min(defaultLimit, max);
-  return Math.max(1, Math.min(Math.floor(limit), max));
+  return Math.max(0, Math.min(Math.floor(limit), max));
 }
 
 /** How many timeline events per room /sync returns under this filter. */

@@ -12,11 +12,12 @@ import { type Filter, type RoomEventFilter, type SyncFilterView, syncFilterView 
 /**
  * The schema of a filter (client-server API, Filtering), used for uploaded filters and for filters
  * given inline to /sync. Properties it does not name are accepted and kept, as everywhere in the
- * API. Limits must be positive integers; how many events a filter is granted is clamped where it
+ * API. Limits must be non-negative integers (0: no events, as a /sync that only wants state or
+ * the list of rooms asks for); how many events a filter is granted is clamped where it
  * is used (filter-matching.ts, effectiveLimit).
  */
 const MAX_LIST = 1000;
-const Limit = Type.Integer({ minimum: 1 });
+const Limit = Type.Integer({ minimum: 0 });
 const EventTypes = Type.Array(Type.String({ maxLength: 255 }), { maxItems: MAX_LIST });
 const UserIds = Type.Array(Type.String({ maxLength: 255, pattern: '^@' }), { maxItems: MAX_LIST });
 const RoomIds = Type.Array(Type.String({ maxLength: 255, pattern: '^!' }), { maxItems: MAX_LIST });

@@ -2,11 +2,12 @@ import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
 import type { EventsService, NewEvent, PersistedEvent } from '../events/events.service.ts';
 import type { RemoteJoins } from '../federation/outbound/remote-join.ts';
+import { canonicalJson } from '../protocol/canonical-json.ts';
 import { stateTuple, stateTuple as tuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
-import { namedLevel, userPowerLevel } from '../protocol/power-levels.ts';
-import { DEFAULT_ROOM_VERSION, getRoomVersion } from '../protocol/room-versions.ts';
+import { namedLevel, roomCreators, userPowerLevel } from '../protocol/power-levels.ts';
+import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
@@ -14,6 +15,7 @@ import * as txns from '../storage/event-txns.repository.ts';
 import * as eventStore from '../storage/events.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
+import { additionalCreators, powerLevelsProblem } from './room-content.ts';
 import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
 
@@ -57,7 +59,7 @@ export class RoomsService {
     req: CreateRoomRequest,
   ): Promise<{ room_id: string; room_alias?: string }> {
     const creator = session.userId;
-    const version = req.room_version ?? DEFAULT_ROOM_VERSION;
+    const version = req.room_version ?? this.config.defaultRoomVersion;
     const rv = getRoomVersion(version);
     // Room versions 1 and 2 carry sender-chosen event IDs, which the pipeline does not build yet.
     if (!rv || rv.legacyEventFormat)
@@ -91,8 +93,13 @@ export class RoomsService {
     const creationContent: JsonObject = { ...(req.creation_content ?? {}) };
     delete creationContent.room_version;
     delete creationContent.creator;
-    if (trusted && rv.creatorsHaveInfinitePower && invites.length > 0) {
-      creationContent.additional_creators = invites.filter((u) => u !== creator);
+    const named = additionalCreators(creationContent, rv);
+    if ('problem' in named) throw errors.badJson(`creation_content: ${named.problem}`);
+    const creators = [creator, ...named.creators];
+    if (trusted && rv.creatorsHaveInfinitePower) {
+      // Invitees of a trusted private chat are its creators too, beside any the request names.
+      for (const u of invites) if (!creators.includes(u)) creators.push(u);
+      if (creators.length > 1) creationContent.additional_creators = creators.slice(1);
     }
     const profile = await this.profileContent(creator);
     // The whole room is made in one transaction: a refused event (say, a power level override
@@ -119,7 +126,9 @@ export class RoomsService {
             'm.room.history_visibility': 100,
             'm.room.canonical_alias': 50,
             'm.room.avatar': 50,
-            'm.room.tombstone': 100,
+            // v12 creators have infinite power, so upgrading takes more than an admin's 100
+            // (MSC4289 suggests 150).
+            'm.room.tombstone': rv.creatorsHaveInfinitePower ? 150 : 100,
             'm.room.server_acl': 100,
             'm.room.encryption': 100,
           },
@@ -132,6 +141,8 @@ export class RoomsService {
           notifications: { room: 50 },
           ...(req.power_level_content_override ?? {}),
         };
+        const problem = powerLevelsProblem(powerLevels, rv, creators);
+        if (problem !== undefined) throw errors.badJson(`power_level_content_override: ${problem}`);
         await send('m.room.power_levels', powerLevels, '');
         if (alias) {
           await trx
@@ -150,10 +161,22 @@ export class RoomsService {
         await send('m.room.guest_access', { guest_access: preset.guest_access }, '');
         for (const s of req.initial_state ?? []) {
           if (s.type === 'm.room.create' || s.type === 'm.room.member') continue;
+          const bad =
+            s.type === 'm.room.power_levels' && (s.state_key ?? '') === ''
+              ? powerLevelsProblem(s.content, rv, creators)
+              : undefined;
+          if (bad !== undefined) throw errors.badJson(`initial_state: ${bad}`);
           await send(s.type, s.content, s.state_key ?? '');
         }
         if (req.name !== undefined) await send('m.room.name', { name: req.name }, '');
-        if (req.topic !== undefined) await send('m.room.topic', { topic: req.topic }, '');
+        if (req.topic !== undefined) {
+          // The plain topic and its rich form (spec v1.15, m.topic), which newer clients read.
+          await send(
+            'm.room.topic',
+            { topic: req.topic, 'm.topic': { 'm.text': [{ body: req.topic }] } },
+            '',
+          );
+        }
         for (const target of invites) {
           await send(
             'm.room.member',
@@ -219,12 +242,13 @@ export class RoomsService {
    * POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. A room this server is in is joined
    * through the pipeline here; any other (an alias of another server, a room ID we do not hold,
    * or a room our users all left) through a resident server: `via`, the alias's server, the
-   * room ID's server, then the servers of its members we know of.
+   * `content` is what the request body adds to the member event (a reason, custom fields); the
+   * profile fills displayname and avatar_url.
    */
   async join(
     session: Session,
     roomIdOrAlias: string,
-    reason?: string,
+    content: JsonObject = {},
     via: readonly string[] = [],
   ): Promise<{ room_id: string }> {
     let roomId: string;
@@ -259,20 +283,19 @@ export class RoomsService {
       if (servers.length === 0 && !(await rooms.findRoom(this.db, roomId)))
         throw errors.notFound('Unknown room');
       if (servers.length > 0) {
-        await this.remote.join(session.userId, roomId, servers, {
-          ...profile,
-          ...(reason !== undefined ? { reason } : {}),
-        });
+        const { membership: _m, ...extra } = content;
+        await this.remote.join(session.userId, roomId, servers, { ...profile, ...extra });
         return { room_id: roomId };
       }
     }
+    const { reason, ...extra } = content;
     await this.sendMembership(
       session.userId,
       roomId,
       session.userId,
       'join',
-      reason,
-      await this.profileContent(session.userId),
+      typeof reason === 'string' ? reason : undefined,
+      { ...(await this.profileContent(session.userId)), ...extra },
     );
     return { room_id: roomId };
   }
@@ -356,7 +379,8 @@ export class RoomsService {
   async forget(session: Session, roomId: string): Promise<void> {
     const current = await this.membership(roomId, session.userId);
     if (current === 'join' || current === 'invite' || current === 'knock') {
-      throw errors.badState('Leave the room before forgetting it');
+      // The spec's example errcode for this 400 (and what Complement expects).
+      throw new MatrixError(400, 'M_UNKNOWN', 'Leave the room before forgetting it');
     }
     if (current === undefined) throw errors.notFound('You were never in this room');
     await this.db
@@ -382,7 +406,7 @@ export class RoomsService {
       type: 'm.room.member',
       sender,
       stateKey: target,
-      content: { membership, ...extra, ...(reason !== undefined ? { reason } : {}) },
+      content: { ...extra, membership, ...(reason !== undefined ? { reason } : {}) },
     });
   }
 
@@ -433,12 +457,28 @@ export class RoomsService {
   /** PUT /rooms/{roomId}/state/{eventType}/{stateKey} */
   async sendState(session: Session, roomId: string, type: string, stateKey: string, content: JsonObject) {
     await this.requireRoom(roomId);
-    if (type === 'm.room.create') throw errors.forbidden('The create event cannot be replaced');
+    // A room has one create event, made with it: a second is a malformed request (400, as
+    // Complement's MSC4291 test expects), whoever sends it.
+    if (type === 'm.room.create') throw errors.badJson('The create event cannot be replaced');
     if (type === 'm.room.member') {
       const membership = content.membership;
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
     }
     if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
+    if (type === 'm.room.power_levels' && stateKey === '') {
+      await this.checkPowerLevels(session.userId, roomId, content);
+    }
+    // Setting the same state again is idempotent: the sender's current event, unchanged, stands
+    // (no new event for a client that retries or re-saves a setting).
+    const current = await this.currentStateRow(roomId, type, stateKey);
+    if (
+      current &&
+      current.sender === session.userId &&
+      canonicalJson(current.json.content) === canonicalJson(content) &&
+      (await this.membership(roomId, session.userId)) === 'join'
+    ) {
+      return { event_id: current.event_id };
+    }
     const input = { roomId, type, sender: session.userId, content, stateKey };
     const result =
       type === 'm.room.encryption' && stateKey === ''
@@ -447,6 +487,20 @@ export class RoomsService {
           )
         : await this.events.send(input);
     return { event_id: result.event.event_id };
+  }
+
+  /** Malformed power levels from a member get 400; anyone else learns nothing from the content. */
+  private async checkPowerLevels(userId: string, roomId: string, content: JsonObject): Promise<void> {
+    if ((await this.membership(roomId, userId)) !== 'join') return;
+    const [room, create] = await Promise.all([
+      rooms.findRoom(this.db, roomId),
+      this.currentStateRow(roomId, 'm.room.create', ''),
+    ]);
+    const rv = room && getRoomVersion(room.room_version);
+    if (!rv || !create) return;
+    const creators = roomCreators({ sender: create.sender, content: create.json.content as JsonObject }, rv);
+    const problem = powerLevelsProblem(content, rv, creators);
+    if (problem !== undefined) throw errors.badJson(problem);
   }
 
   /**
@@ -538,14 +592,15 @@ export class RoomsService {
 
   /**
    * The state group a user may read the room's state at: the current one while joined (or when
-   * the room is world readable), the one at their departure after they left or were banned.
+   * the room is world readable), the one at their departure after they left or were banned
+   * (until they forget the room).
    * Anyone else gets 403, whether or not the room exists, so existence is not revealed.
    */
   async readableStateGroup(userId: string, roomId: string): Promise<number> {
     if (!isValidRoomId(roomId)) throw errors.invalidParam('Not a valid room ID');
     const m = await rooms.membershipOf(this.db, roomId, userId);
     if (m?.membership === 'join') return this.currentGroup(roomId);
-    if (m && (m.membership === 'leave' || m.membership === 'ban')) {
+    if (m && (m.membership === 'leave' || m.membership === 'ban') && !m.forgotten) {
       const row = await rooms.getEventRow(this.db, m.event_id);
       if (row && (await this.everJoined(roomId, userId))) return row.state_group_after;
     }
@@ -626,13 +681,14 @@ export class RoomsService {
   async joinedMembers(session: Session, roomId: string) {
     const group = await this.readableStateGroup(session.userId, roomId);
     const rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
-    const joined: Record<string, { display_name?: string; avatar_url?: string }> = {};
+    const joined: Record<string, { display_name: string | null; avatar_url: string | null }> = {};
     for (const r of rows) {
       if (r.membership !== 'join' || r.state_key === null) continue;
       const c = r.json.content as JsonObject;
+      // Both fields are always there, null when unset, as clients and Complement expect.
       joined[r.state_key] = {
-        ...(typeof c.displayname === 'string' ? { display_name: c.displayname } : {}),
-        ...(typeof c.avatar_url === 'string' ? { avatar_url: c.avatar_url } : {}),
+        display_name: typeof c.displayname === 'string' ? c.displayname : null,
+        avatar_url: typeof c.avatar_url === 'string' ? c.avatar_url : null,
       };
     }
     return { joined };

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { errors } from '../errors.ts';
 import type { JsonObject } from '../protocol/json.ts';
-import { accountDataBetween } from '../storage/accounts.repository.ts';
+import { accountDataBetween, getAccountData } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow, MembershipRow } from '../storage/database.ts';
 import * as roomStore from '../storage/rooms.repository.ts';
@@ -202,6 +202,7 @@ export class SyncService {
         ? this.changedRoomsIn(window, userId, joinedIds)
         : await this.changedRooms(userId, joinedIds, from, upTo);
 
+    let ignored: Set<string> | undefined;
     for (const m of memberships) {
       if (filter.roomIncluded && !filter.roomIncluded(m.room_id)) continue;
       const changedSince = m.stream_ordering > from;
@@ -237,11 +238,19 @@ export class SyncService {
         if (room) response.rooms.join[m.room_id] = room;
       } else if (m.membership === 'invite' || m.membership === 'knock') {
         if (!changedSince && since !== undefined) continue;
+        if (m.membership === 'invite') {
+          // Invites from users the invitee ignores are never sent (client-server API: Ignoring Users).
+          ignored ??= await this.ignoredUsers(userId);
+          const sender = (await this.reader.eventRows(this.db, [m.event_id])).get(m.event_id)?.sender;
+          if (sender !== undefined && ignored.has(sender)) continue;
+        }
         const stripped = await this.strippedState(m.event_id);
         if (m.membership === 'invite')
           response.rooms.invite[m.room_id] = { invite_state: { events: stripped } };
         else response.rooms.knock[m.room_id] = { knock_state: { events: stripped } };
-      } else if (m.forgotten) {
+      } else if (m.forgotten && !(since !== undefined && changedSince)) {
+        // A forgotten room is gone from sync, except for the leave itself in the first
+        // incremental sync after it: other devices learn the room was left.
       } else if ((since !== undefined && changedSince) || (since === undefined && filter.includeLeave)) {
         response.rooms.leave[m.room_id] = await this.leftRoom(
           session,
@@ -362,17 +371,21 @@ export class SyncService {
         const senders = new Set(timelineRows.map((r) => r.sender).concat(session.userId));
         stateRows = stateRows.filter((r) => r.type !== 'm.room.member' || senders.has(r.state_key ?? ''));
       }
-    } else if (limited && first) {
-      // State that changed in the gap the client will not see.
+    } else if (limited) {
+      // State that changed in the gap the client will not see (all of (from, upTo] when the
+      // filter asks for no timeline events at all).
       const gap = await this.db
         .selectFrom('events')
         .select('event_id')
         .where('room_id', '=', roomId)
         .where('state_key', 'is not', null)
         .where('stream_ordering', '>', opts.from)
-        .where('stream_ordering', '<', first.stream_ordering)
+        .where('stream_ordering', first ? '<' : '<=', first ? first.stream_ordering : opts.upTo)
         .execute();
-      const current = await this.reader.stateIdsAt(this.db, first.state_group_before);
+      const current = await this.reader.stateIdsAt(
+        this.db,
+        first ? first.state_group_before : await this.groupAt(roomId, opts.upTo),
+      );
       const currentIds = new Set(current.values());
       const ids = gap.map((g) => g.event_id).filter((id) => currentIds.has(id));
       const rows = await this.reader.eventRows(this.db, ids);
@@ -629,6 +642,13 @@ export class SyncService {
       },
       account_data: { events: [] },
     };
+  }
+
+  /** The users in the user's `m.ignored_user_list` account data. */
+  private async ignoredUsers(userId: string): Promise<Set<string>> {
+    const content = await getAccountData(this.db, userId, '', 'm.ignored_user_list');
+    const list = content?.ignored_users;
+    return new Set(list && typeof list === 'object' && !Array.isArray(list) ? Object.keys(list) : []);
   }
 
   /** Stripped state for invites and knocks: enough to show the room (server-server API: stripped state). */

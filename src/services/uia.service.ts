@@ -31,6 +31,12 @@ export class UiaChallenge extends MatrixError {
   }
 }
 
+/**
+ * A stage refused outright rather than failed: the auth dict names someone other than the
+ * logged-in user. Answered as it is (403), not as a new 401 challenge; the session stays open.
+ */
+export class UiaRefusal extends MatrixError {}
+
 /** Checks one stage's auth dict; returns normally when it passes, throws a MatrixError otherwise. */
 export type StageChecker = (auth: Record<string, unknown>, session: UiaSession) => Promise<void>;
 
@@ -105,7 +111,7 @@ export class UiaService {
     try {
       await checker(authDict, session);
     } catch (err) {
-      if (err instanceof MatrixError && err.status !== 429) {
+      if (err instanceof MatrixError && err.status !== 429 && !(err instanceof UiaRefusal)) {
         throw challenge({ errcode: err.errcode, error: err.message });
       }
       throw err;

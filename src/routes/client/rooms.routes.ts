@@ -82,7 +82,7 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
       },
     },
     async (request) =>
-      rooms.join(request.session, request.params.roomIdOrAlias, reasonOf(request.body), [
+      rooms.join(request.session, request.params.roomIdOrAlias, joinContentOf(request.body), [
         ...(request.query.via ?? []),
         ...(request.query.server_name ?? []),
       ]),
@@ -92,7 +92,7 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
   app.post(
     `${V3}/rooms/:roomId/join`,
     { onRequest: requireAuth, schema: { params: RoomParams } },
-    async (request) => rooms.join(request.session, request.params.roomId, reasonOf(request.body)),
+    async (request) => rooms.join(request.session, request.params.roomId, joinContentOf(request.body)),
   );
 
   // POST /_matrix/client/v3/knock/{roomIdOrAlias}
@@ -387,6 +387,31 @@ function eventMatcher(raw: string | undefined): ((row: EventRow) => boolean) | u
 }
 
 /** The optional `reason` of a membership request body, whose body may be absent. */
+/** Keys of a join body that are not the member event's content (or that the server sets). */
+const NOT_MEMBER_CONTENT = new Set([
+  'membership',
+  'third_party_signed',
+  'join_authorised_via_users_server',
+  'server_name',
+  'via',
+]);
+
+/**
+ * The member event content a join body asks for: its `reason` and any other fields the client
+ * adds (clients put custom fields in their own member event, as they could with PUT state).
+ */
+function joinContentOf(body: unknown): JsonObject {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return {};
+  const content: JsonObject = {};
+  for (const [key, value] of Object.entries(body as JsonObject)) {
+    if (!NOT_MEMBER_CONTENT.has(key)) content[key] = value;
+  }
+  const reason = reasonOf(body);
+  if (reason === undefined) delete content.reason;
+  else content.reason = reason;
+  return content;
+}
+
 function reasonOf(body: unknown): string | undefined {
   if (body && typeof body === 'object' && !Array.isArray(body)) {
     const reason = (body as Record<string, unknown>).reason;
