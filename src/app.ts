@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import { federationRoutes } from '../federation/routes/index.ts';
 import { errors } from './errors.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
+import { refuseControlCharactersInNames } from './http/input-checks.ts';
 import { parseJsonBody } from './http/json-body.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
@@ -90,6 +91,8 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
       }
     }
   });
+
+  app.addHook('preValidation', refuseControlCharactersInNames);
 
   installErrorHandling(app);
   await app.register(clientRoutes);
