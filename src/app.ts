@@ -6,6 +6,7 @@ import { errors } from './errors.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { refuseControlCharactersInNames } from './http/input-checks.ts';
 import { parseJsonBody } from './http/json-body.ts';
+import { limitRequestRate } from './http/rate-limits.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
 
@@ -93,6 +94,7 @@ export async function buildApp(services: Services, opts: { logger?: FastifyServe
   });
 
   app.addHook('preValidation', refuseControlCharactersInNames);
+  app.addHook('preValidation', limitRequestRate);
 
   installErrorHandling(app);
   await app.register(clientRoutes);

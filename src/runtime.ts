@@ -1,4 +1,5 @@
 import { type Bus, openBus } from './bus/index.ts';
+import { openRateLimitStore, type RateLimitStore } from './bus/rate-limit-store.ts';
 import { type Config, pgliteDirectory } from './config.ts';
 import { createServices, type Services } from './services/index.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from './storage/connect.ts';
@@ -21,11 +22,14 @@ export async function startRuntime(
     pgliteDir: opts.pgliteInMemory ? null : pgliteDirectory(config),
   });
   let bus: Bus | undefined;
+  let rateLimitStore: RateLimitStore | undefined;
   try {
     await migrateToLatest(database.db);
     bus = await openBus(config.redisUrl);
-    const services = await createServices({ config, db: database.db, bus });
+    rateLimitStore = await openRateLimitStore(config.redisUrl);
+    const services = await createServices({ config, db: database.db, bus, rateLimitStore });
     const openedBus = bus;
+    const openedStore = rateLimitStore;
     return {
       config,
       database,
@@ -33,11 +37,13 @@ export async function startRuntime(
       services,
       async close() {
         await services.stop();
+        await openedStore.close();
         await openedBus.close();
         await database.close();
       },
     };
   } catch (err) {
+    await rateLimitStore?.close();
     await bus?.close();
     await database.close();
     throw err;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
 import { NamespacedBus } from '../bus/namespaced-bus.ts';
+import { MemoryRateLimitStore, type RateLimitStore } from '../bus/rate-limit-store.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
@@ -15,6 +16,7 @@ import { KeyBackupService } from './key-backup.service.ts';
 import { KeysService } from './keys.service.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
+import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
 import { RoomReader } from './room-reads.ts';
@@ -50,11 +52,18 @@ export interface Services {
   keyBackup: KeyBackupService;
   keys: KeysService;
   toDevice: ToDeviceService;
+  rateLimits: RateLimits;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
 
-export async function createServices(deps: { config: Config; db: Db; bus: Bus }): Promise<Services> {
+export async function createServices(deps: {
+  config: Config;
+  db: Db;
+  bus: Bus;
+  /** Where rate limit buckets live: Redis for several processes; process memory by default. */
+  rateLimitStore?: RateLimitStore;
+}): Promise<Services> {
   const { config, db } = deps;
   const uia = new UiaService(db);
   const registrationTokens = new RegistrationTokensService(db);
@@ -62,10 +71,9 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   await serverKeys.init();
   // Every process of this homeserver shares the signing key (it lives in the database), and no
   // other homeserver has it: its fingerprint keeps our bus channels apart from theirs.
-  const bus = new NamespacedBus(
-    deps.bus,
-    `conclave.${createHash('sha256').update(serverKeys.key.publicKey).digest('hex').slice(0, 16)}`,
-  );
+  const namespace = `conclave.${createHash('sha256').update(serverKeys.key.publicKey).digest('hex').slice(0, 16)}`;
+  const bus = new NamespacedBus(deps.bus, namespace);
+  const rateLimits = new RateLimits(deps.rateLimitStore ?? new MemoryRateLimitStore(), config, namespace);
   const sessions = new SessionCache(bus);
   await sessions.start();
   const notifier = new Notifier(bus);
@@ -76,7 +84,15 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
   const events = new EventsService(db, config, serverKeys, notifier, reader);
   const rooms = new RoomsService(db, config, events, reader);
   const deviceLists = new DeviceLists(db, notifier);
-  const accounts = new AccountsService(db, config, uia, registrationTokens, deviceLists, sessions);
+  const accounts = new AccountsService(
+    db,
+    config,
+    uia,
+    registrationTokens,
+    deviceLists,
+    rateLimits,
+    sessions,
+  );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
   return {
@@ -102,6 +118,7 @@ export async function createServices(deps: { config: Config; db: Db; bus: Bus })
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,
+    rateLimits,
     async stop() {
       await typing.stop();
       await sessions.stop();
