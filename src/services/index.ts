@@ -78,6 +78,7 @@ export async function createServices(deps: {
   await sessions.start();
   const notifier = new Notifier(bus);
   await notifier.start(() => currentPosition(db));
+  notifier.watchBus(() => currentPosition(db));
   const typing = new TypingService(bus, notifier);
   await typing.start();
   const reader = new RoomReader();
