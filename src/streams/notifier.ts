@@ -73,21 +73,23 @@ export class Notifier {
   constructor(private readonly bus: Bus) {}
 
   /**
-   * While the bus is down (and once more when it is back), reads the stream position from the
+   * While the bus is down (and for a few seconds after it is back), reads the stream position from the
    * database every `intervalMs`: when other processes wrote meanwhile, this process's syncs are
    * woken and read from the database, so their clients still see those writes within a few
    * seconds, and all of it once the bus returns.
    */
   watchBus(readPosition: () => Promise<number>, intervalMs = 1000): void {
-    let catchingUp = false;
+    // Subscriptions are renewed just after Redis is back, and a message published meanwhile is
+    // lost: polling goes on for a few seconds after the bus looks healthy again.
+    let pollUntil = 0;
     let busy = false;
     this.busWatch = setInterval(() => {
-      const healthy = this.bus.healthy();
-      if ((healthy && !catchingUp) || busy) return;
+      const now = Date.now();
+      if (!this.bus.healthy()) pollUntil = now + 5 * intervalMs;
+      if (now >= pollUntil || busy) return;
       busy = true;
       readPosition()
         .then((position) => {
-          catchingUp = !healthy;
           const known = this.changes?.position ?? this.lastPolled;
           if (position > Math.max(known, this.lastPolled)) {
             this.changes?.skipTo(position);
