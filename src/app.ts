@@ -5,8 +5,10 @@ import { errors } from './errors.ts';
 import { createFederation, type Federation } from './federation/index.ts';
 import { federationRoutes } from './federation/routes/index.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
+import { refuseControlCharactersInNames } from './http/input-checks.ts';
 import { parseJsonBody } from './http/json-body.ts';
 import { aliasedUrl } from './http/path-aliases.ts';
+import { limitRequestRate } from './http/rate-limits.ts';
 import { webClientPlugin } from './http/web-client.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
@@ -128,6 +130,9 @@ export async function buildApp(
       }
     }
   });
+
+  app.addHook('preValidation', refuseControlCharactersInNames);
+  app.addHook('preValidation', limitRequestRate);
 
   installErrorHandling(app);
   await app.register(clientRoutes);

@@ -9,6 +9,44 @@ import { DEFAULT_ROOM_VERSION, getRoomVersion } from './protocol/room-versions.t
  */
 export type RegistrationMode = 'open' | 'token' | 'closed';
 
+/** A token bucket: it refills at `perSecond` and holds at most `burst` requests. */
+export interface RateRule {
+  perSecond: number;
+  burst: number;
+}
+
+/**
+ * Endpoint families with a rate limit of their own (spec/limits.md lists the endpoints of each).
+ * Login failures and registrations keep their own settings below.
+ */
+export const RATE_LIMIT_FAMILIES = [
+  'send',
+  'join',
+  'invite',
+  'create_room',
+  'keys_upload',
+  'keys_claim',
+  'to_device',
+  'media',
+  'admin',
+  'client',
+] as const;
+export type RateLimitFamily = (typeof RATE_LIMIT_FAMILIES)[number];
+
+/** Per device: requests a second and burst. A user gets rateLimitUserFactor times, an address rateLimitAddressFactor times. */
+const DEFAULT_RATES: Record<RateLimitFamily, RateRule> = {
+  send: { perSecond: 10, burst: 50 },
+  join: { perSecond: 2, burst: 20 },
+  invite: { perSecond: 2, burst: 20 },
+  create_room: { perSecond: 0.5, burst: 10 },
+  keys_upload: { perSecond: 2, burst: 20 },
+  keys_claim: { perSecond: 10, burst: 50 },
+  to_device: { perSecond: 10, burst: 100 },
+  media: { perSecond: 5, burst: 50 },
+  admin: { perSecond: 5, burst: 50 },
+  client: { perSecond: 20, burst: 200 },
+};
+
 export interface Config {
   serverName: string;
   bindAddress: string;
@@ -29,6 +67,16 @@ export interface Config {
   /** Registrations allowed per address in a window before 429. */
   registrationsPerWindow: number;
   registrationWindowMs: number;
+  /** Whether the per-family request rate limits apply (login and registration limits always do). */
+  rateLimits: boolean;
+  /** Per family: requests a second and burst, per device. */
+  rateLimitRules: Record<RateLimitFamily, RateRule>;
+  /** A user's bucket holds and refills this many times a device's. */
+  rateLimitUserFactor: number;
+  /** An address's bucket (many users behind one NAT) holds and refills this many times a device's. */
+  rateLimitAddressFactor: number;
+  /** Users never rate-limited (server admins never are either). */
+  rateLimitExemptUsers: string[];
   /** A WebSocket sync client further behind than this many unsent bytes is disconnected (code 4008). */
   wsMaxBufferedBytes: number;
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
@@ -66,8 +114,39 @@ type Field = {
   key: keyof Config;
   env: string;
   yaml: string;
-  parse: (raw: unknown, source: string) => Config[keyof Config];
+  parse: (raw: unknown, source: string) => unknown;
+  /** Set one entry of an object-valued setting instead of the whole setting. */
+  entry?: string;
 };
+
+/** `<requests a second>,<burst>`, e.g. `10,50` or `0.5,10`. */
+function rateRule(raw: unknown, source: string): RateRule {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*,\s*(\d+)\s*$/.exec(str(raw, source));
+  const perSecond = Number(m?.[1]);
+  const burst = Number(m?.[2]);
+  if (!m || !(perSecond > 0) || perSecond > 1_000_000 || burst < 1 || burst > 1_000_000) {
+    throw new ConfigError(
+      `${source} must be "<requests a second>,<burst>" (e.g. "10,50"), got ${JSON.stringify(raw)}`,
+    );
+  }
+  return { perSecond, burst };
+}
+
+function onOff(raw: unknown, source: string): boolean {
+  const s = typeof raw === 'boolean' ? (raw ? 'on' : 'off') : str(raw, source).trim().toLowerCase();
+  if (s === 'on' || s === 'true') return true;
+  if (s === 'off' || s === 'false') return false;
+  throw new ConfigError(`${source} must be on or off, got ${JSON.stringify(raw)}`);
+}
+
+function userList(raw: unknown, source: string): string[] {
+  const items = Array.isArray(raw) ? raw.map((v) => str(v, source)) : str(raw, source).split(',');
+  const users = items.map((u) => u.trim()).filter((u) => u !== '');
+  for (const u of users) {
+    if (!/^@[^:]+:.+$/.test(u)) throw new ConfigError(`${source}: not a user ID: ${JSON.stringify(u)}`);
+  }
+  return users;
+}
 
 const SERVER_NAME_RE = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
@@ -195,6 +274,34 @@ const FIELDS: Field[] = [
     yaml: 'registration_window_ms',
     parse: int(1, 86_400_000),
   },
+  { key: 'rateLimits', env: 'CONCLAVE_RATE_LIMITS', yaml: 'rate_limits', parse: onOff },
+  ...RATE_LIMIT_FAMILIES.map(
+    (family): Field => ({
+      key: 'rateLimitRules',
+      entry: family,
+      env: `CONCLAVE_RATE_LIMIT_${family.toUpperCase()}`,
+      yaml: `rate_limit_${family}`,
+      parse: rateRule,
+    }),
+  ),
+  {
+    key: 'rateLimitUserFactor',
+    env: 'CONCLAVE_RATE_LIMIT_USER_FACTOR',
+    yaml: 'rate_limit_user_factor',
+    parse: int(1, 1000),
+  },
+  {
+    key: 'rateLimitAddressFactor',
+    env: 'CONCLAVE_RATE_LIMIT_ADDRESS_FACTOR',
+    yaml: 'rate_limit_address_factor',
+    parse: int(1, 100_000),
+  },
+  {
+    key: 'rateLimitExemptUsers',
+    env: 'CONCLAVE_RATE_LIMIT_EXEMPT_USERS',
+    yaml: 'rate_limit_exempt_users',
+    parse: userList,
+  },
   {
     key: 'wsMaxBufferedBytes',
     env: 'CONCLAVE_WS_MAX_BUFFERED_BYTES',
@@ -316,6 +423,11 @@ export function defaultConfig(): Config {
     loginFailureWindowMs: 60_000,
     registrationsPerWindow: 20,
     registrationWindowMs: 60_000,
+    rateLimits: true,
+    rateLimitRules: { ...DEFAULT_RATES },
+    rateLimitUserFactor: 2,
+    rateLimitAddressFactor: 10,
+    rateLimitExemptUsers: [],
     wsMaxBufferedBytes: 1024 * 1024,
     publicBaseUrl: '',
     logLevel: 'info',
@@ -370,8 +482,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   return config;
 }
 
-function assign(config: Config, field: Field, value: Config[keyof Config]): void {
-  (config as unknown as Record<string, unknown>)[field.key] = value;
+function assign(config: Config, field: Field, value: unknown): void {
+  const target = config as unknown as Record<string, unknown>;
+  if (field.entry !== undefined) {
+    target[field.key] = { ...(target[field.key] as object), [field.entry]: value };
+  } else {
+    target[field.key] = value;
+  }
 }
 
 export function pgliteDirectory(config: Config): string {

@@ -1,4 +1,5 @@
 import { type Bus, openBus } from './bus/index.ts';
+import { openRateLimitStore, type RateLimitStore } from './bus/rate-limit-store.ts';
 import { type Config, pgliteDirectory } from './config.ts';
 import type { Federation, FederationTransport } from './federation/index.ts';
 import { createServices, type Services } from './services/index.ts';
@@ -28,17 +29,21 @@ export async function startRuntime(
     pgliteDir: opts.pgliteInMemory ? null : pgliteDirectory(config),
   });
   let bus: Bus | undefined;
+  let rateLimitStore: RateLimitStore | undefined;
   try {
     await migrateToLatest(database.db);
     bus = await openBus(config.redisUrl);
+    rateLimitStore = await openRateLimitStore(config.redisUrl);
     const services = await createServices({
       config,
       db: database.db,
       bus,
+      rateLimitStore,
       ...(opts.federationTransport ? { federationTransport: opts.federationTransport } : {}),
     });
     const federation = services.federation;
     const openedBus = bus;
+    const openedStore = rateLimitStore;
     return {
       config,
       database,
@@ -47,11 +52,13 @@ export async function startRuntime(
       federation,
       async close() {
         await services.stop();
+        await openedStore.close();
         await openedBus.close();
         await database.close();
       },
     };
   } catch (err) {
+    await rateLimitStore?.close();
     await bus?.close();
     await database.close();
     throw err;

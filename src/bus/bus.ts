@@ -9,6 +9,16 @@ export interface Bus {
   readonly kind: 'memory' | 'redis';
   /** Where the bus lives, safe to log. */
   readonly description: string;
+  /**
+   * Whether messages flow between processes right now. A process that cannot be told (Redis down)
+   * must not trust what it caches on the strength of the bus: the session cache and the notifier
+   * fall back to the database while this is false.
+   */
+  healthy(): boolean;
+  /**
+   * Publishes to every process; never fails. While the bus is down the message reaches this
+   * process's listeners only (the others read the database meanwhile).
+   */
   publish(channel: string, message: string): Promise<void>;
   /** Subscribes to a channel; returns a function that unsubscribes. */
   subscribe(channel: string, listener: BusListener): Promise<() => Promise<void>>;

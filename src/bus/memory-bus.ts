@@ -6,6 +6,10 @@ export class MemoryBus implements Bus {
   readonly description = 'in-process';
   private readonly listeners = new ListenerSet();
 
+  healthy(): boolean {
+    return true;
+  }
+
   async publish(channel: string, message: string): Promise<void> {
     // Deliver asynchronously, like a real broker, so publishers never re-enter listeners.
     queueMicrotask(() => this.listeners.emit(channel, message));

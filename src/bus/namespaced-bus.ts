@@ -19,6 +19,10 @@ export class NamespacedBus implements Bus {
     return this.inner.description;
   }
 
+  healthy(): boolean {
+    return this.inner.healthy();
+  }
+
   publish(channel: string, message: string): Promise<void> {
     return this.inner.publish(`${this.namespace}.${channel}`, message);
   }

@@ -39,8 +39,22 @@ export class RedisBus implements Bus {
     return new RedisBus(pub, sub, url);
   }
 
+  healthy(): boolean {
+    return this.pub.status === 'ready' && this.sub.status === 'ready';
+  }
+
   async publish(channel: string, message: string): Promise<void> {
-    await this.pub.publish(channel, message);
+    // Without Redis, waiting for it would fail the request that made the change, which is already
+    // committed: tell this process's listeners and let the others find it in the database.
+    if (this.pub.status !== 'ready') {
+      this.listeners.emit(channel, message);
+      return;
+    }
+    try {
+      await this.pub.publish(channel, message);
+    } catch {
+      this.listeners.emit(channel, message);
+    }
   }
 
   async subscribe(channel: string, listener: BusListener): Promise<() => Promise<void>> {

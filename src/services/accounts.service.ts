@@ -5,7 +5,7 @@ import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { UserRow } from '../storage/database.ts';
 import type { DeviceLists } from './device-lists.ts';
-import { RateLimiter } from './rate-limiter.ts';
+import type { RateLimits } from './rate-limits.ts';
 import type { RegistrationTokensService } from './registration-tokens.service.ts';
 import { hashPassword, hashToken, randomDeviceId, randomToken, verifyPassword } from './secrets.ts';
 import type { SessionCache } from './session-cache.ts';
@@ -34,23 +34,17 @@ const MAX_PASSWORD_LENGTH = 512;
  * the admin command and tests all call these.
  */
 export class AccountsService {
-  private readonly failedLogins: RateLimiter;
-  private readonly registrations: RateLimiter;
-  /** Unauthenticated look-ups (username availability, token validity): against enumeration and guessing. */
-  private readonly lookups = new RateLimiter(LOOKUPS_PER_MINUTE, 60_000);
-
   constructor(
     private readonly db: Db,
     private readonly config: Config,
     private readonly uia: UiaService,
     private readonly registrationTokens: RegistrationTokensService,
     private readonly deviceLists: DeviceLists,
+    /** Failed logins, registrations and unauthenticated look-ups are limited through it. */
+    private readonly limits: RateLimits,
     private readonly sessions?: SessionCache,
     private readonly now: () => number = Date.now,
-  ) {
-    this.failedLogins = new RateLimiter(config.loginFailuresPerWindow, config.loginFailureWindowMs, now);
-    this.registrations = new RateLimiter(config.registrationsPerWindow, config.registrationWindowMs, now);
-  }
+  ) {}
 
   userIdFor(localpart: string): string {
     return `@${localpart}:${this.config.serverName}`;
@@ -69,10 +63,8 @@ export class AccountsService {
   }
 
   /** Counts one unauthenticated look-up by an address; 429 past LOOKUPS_PER_MINUTE. */
-  limitLookup(address: string): void {
-    const retry = this.lookups.retryAfter(address);
-    if (retry > 0) throw errors.limitExceeded(retry);
-    this.lookups.record(address);
+  limitLookup(address: string): Promise<void> {
+    return this.limits.limitLookup(address);
   }
 
   async isUsernameAvailable(username: string): Promise<boolean> {
@@ -116,8 +108,7 @@ export class AccountsService {
   }): Promise<{ user_id: string; device_id?: string; access_token?: string }> {
     if (this.config.registration === 'closed')
       throw errors.forbidden('Registration is disabled on this server');
-    const retry = this.registrations.retryAfter(`ip:${req.address}`);
-    if (retry > 0) throw errors.limitExceeded(retry);
+    await this.limits.checkRegistration(req.address);
     // Check what can be checked before the client goes through UIA, so it learns early.
     const localpart = req.username !== undefined ? this.normaliseUsername(req.username) : undefined;
     if (localpart !== undefined && (await repo.userExists(this.db, this.userIdFor(localpart))))
@@ -154,7 +145,7 @@ export class AccountsService {
         registrationToken: this.config.registration === 'token' ? String(token) : undefined,
       });
     });
-    this.registrations.record(`ip:${req.address}`);
+    await this.limits.recordRegistration(req.address);
     return result;
   }
 
@@ -254,17 +245,15 @@ export class AccountsService {
    * either is over its limit (before any check, so guessing cannot continue), 403 on a mismatch.
    */
   async checkPassword(userId: string | undefined, password: string, address: string): Promise<UserRow> {
-    const keys = [`ip:${address}`, ...(userId ? [`user:${userId}`] : [])];
-    const retry = Math.max(...keys.map((k) => this.failedLogins.retryAfter(k)));
-    if (retry > 0) throw errors.limitExceeded(retry);
+    await this.limits.checkLoginFailures(userId, address);
     const user = userId ? await repo.findUser(this.db, userId) : undefined;
     const ok = user?.password_hash ? await verifyPassword(password, user.password_hash) : false;
     if (!ok || !user) {
-      for (const k of keys) this.failedLogins.record(k);
+      await this.limits.recordLoginFailure(userId, address);
       throw errors.forbidden('Invalid username or password');
     }
     if (user.deactivated) throw errors.userDeactivated();
-    this.failedLogins.reset(`user:${userId}`);
+    await this.limits.clearLoginFailures(user.user_id);
     return user;
   }
 

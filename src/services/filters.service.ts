@@ -8,6 +8,7 @@ import type { Db } from '../storage/connect.ts';
 import * as repo from '../storage/filters.repository.ts';
 import type { Session } from './accounts.service.ts';
 import { type Filter, type RoomEventFilter, type SyncFilterView, syncFilterView } from './filter-matching.ts';
+import { LIMITS } from './request-limits.ts';
 
 /**
  * The schema of a filter (client-server API, Filtering), used for uploaded filters and for filters
@@ -16,7 +17,8 @@ import { type Filter, type RoomEventFilter, type SyncFilterView, syncFilterView 
  * the list of rooms asks for); how many events a filter is granted is clamped where it
  * is used (filter-matching.ts, effectiveLimit).
  */
-const MAX_LIST = 1000;
+const MAX_LIST = LIMITS.filterListEntries;
+// A timeline limit of 0 is allowed (the spec's own example; Complement's TestSync).
 const Limit = Type.Integer({ minimum: 0 });
 const EventTypes = Type.Array(Type.String({ maxLength: 255 }), { maxItems: MAX_LIST });
 const UserIds = Type.Array(Type.String({ maxLength: 255, pattern: '^@' }), { maxItems: MAX_LIST });
@@ -93,6 +95,10 @@ export function parseRoomEventFilter(raw: string | undefined): RoomEventFilter |
   return value as RoomEventFilter;
 }
 
+function filterBytes(filter: Filter): number {
+  return Buffer.byteLength(JSON.stringify(filter));
+}
+
 /** Filter IDs: short, opaque, never starting with `{` (which marks an inline filter). */
 function newFilterId(): string {
   return randomBytes(8).readBigUInt64BE().toString(36);
@@ -112,6 +118,9 @@ export class FiltersService {
    */
   async createFilter(session: Session, userId: string, filter: Filter): Promise<{ filter_id: string }> {
     this.assertSelf(session, userId, 'You cannot create filters for another user');
+    if (filterBytes(filter) > LIMITS.filterBytes) {
+      throw errors.tooLarge(`Filters may not exceed ${LIMITS.filterBytes} bytes as JSON`);
+    }
     const content = filter as JsonObject;
     const existing = await repo.findFilterIdByContent(this.db, userId, content);
     if (existing !== undefined) return { filter_id: existing };
@@ -153,6 +162,9 @@ export class FiltersService {
       }
       const checked = checkFilter(value);
       if (!checked.ok) throw errors.invalidParam(checked.message);
+      if (filterBytes(checked.filter) > LIMITS.filterBytes) {
+        throw errors.invalidParam(`filter: filters may not exceed ${LIMITS.filterBytes} bytes as JSON`);
+      }
       return checked.filter;
     }
     const stored = await repo.findFilter(this.db, userId, raw);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
 import { NamespacedBus } from '../bus/namespaced-bus.ts';
+import { MemoryRateLimitStore, type RateLimitStore } from '../bus/rate-limit-store.ts';
 import type { Config } from '../config.ts';
 import { EventsService } from '../events/events.service.ts';
 import { PreverifiedSignatures } from '../events/preverified.ts';
@@ -21,6 +22,7 @@ import { KeyBackupService } from './key-backup.service.ts';
 import { KeysService } from './keys.service.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
+import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
 import { RoomReader } from './room-reads.ts';
@@ -62,6 +64,7 @@ export interface Services {
   federationRooms: FederationRoomsService;
   /** Outbound PDUs, one queue per destination. */
   sender: FederationSender;
+  rateLimits: RateLimits;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -72,6 +75,8 @@ export async function createServices(deps: {
   bus: Bus;
   /** Where outbound federation requests go; HTTPS with server discovery by default. */
   federationTransport?: FederationTransport;
+  /** Where rate limit buckets live: Redis for several processes; process memory by default. */
+  rateLimitStore?: RateLimitStore;
 }): Promise<Services> {
   const { config, db } = deps;
   const uia = new UiaService(db);
@@ -81,14 +86,14 @@ export async function createServices(deps: {
   // Every process of this homeserver shares the signing keys (they live in the database), and no
   // other homeserver has them: the first key's fingerprint, which rotation keeps, keeps our bus
   // channels apart from theirs.
-  const bus = new NamespacedBus(
-    deps.bus,
-    `conclave.${createHash('sha256').update(serverKeys.firstPublicKey).digest('hex').slice(0, 16)}`,
-  );
+  const namespace = `conclave.${createHash('sha256').update(serverKeys.firstPublicKey).digest('hex').slice(0, 16)}`;
+  const bus = new NamespacedBus(deps.bus, namespace);
+  const rateLimits = new RateLimits(deps.rateLimitStore ?? new MemoryRateLimitStore(), config, namespace);
   const sessions = new SessionCache(bus);
   await sessions.start();
   const notifier = new Notifier(bus);
   await notifier.start(() => currentPosition(db));
+  notifier.watchBus(() => currentPosition(db));
   const typing = new TypingService(bus, notifier);
   await typing.start();
   const reader = new RoomReader();
@@ -117,7 +122,15 @@ export async function createServices(deps: {
   rooms.setRemoteJoins(remoteJoins);
   await sender.start();
   const deviceLists = new DeviceLists(db, notifier);
-  const accounts = new AccountsService(db, config, uia, registrationTokens, deviceLists, sessions);
+  const accounts = new AccountsService(
+    db,
+    config,
+    uia,
+    registrationTokens,
+    deviceLists,
+    rateLimits,
+    sessions,
+  );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
   return {
@@ -146,6 +159,7 @@ export async function createServices(deps: {
     federation,
     federationRooms,
     sender,
+    rateLimits,
     async stop() {
       sender.stop();
       federation.close();

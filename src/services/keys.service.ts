@@ -12,6 +12,7 @@ import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { AccountsService, Session } from './accounts.service.ts';
 import type { DeviceLists } from './device-lists.ts';
+import { inBatches, LIMITS, YIELD_EVERY, yieldToEventLoop } from './request-limits.ts';
 import { parseSyncToken } from './sync.service.ts';
 
 /**
@@ -64,6 +65,11 @@ export class KeysService {
     req: KeysUploadRequest,
   ): Promise<{ one_time_key_counts: Record<string, number> }> {
     const { userId, deviceId } = session;
+    const keyCount =
+      Object.keys(req.one_time_keys ?? {}).length + Object.keys(req.fallback_keys ?? {}).length;
+    if (keyCount > LIMITS.keysUploadKeys) {
+      throw errors.tooLarge(`At most ${LIMITS.keysUploadKeys} one-time and fallback keys per upload`);
+    }
     const stored = await repo.getDeviceKeys(this.db, userId, deviceId);
     let identity = stored && { ed25519: stored.ed25519, curve25519: stored.curve25519 };
     let newDeviceKeys: { keys: JsonObject; ed25519: string; curve25519: string | null } | undefined;
@@ -77,8 +83,8 @@ export class KeysService {
       identity = { ed25519: checked.ed25519, curve25519: checked.curve25519 };
       if (!stored || !sameJson(stored.keys, checked.keys)) newDeviceKeys = checked;
     }
-    const oneTimeKeys = this.checkOneTimeKeys(session, req.one_time_keys, identity?.ed25519, false);
-    const fallbackKeys = this.checkOneTimeKeys(session, req.fallback_keys, identity?.ed25519, true);
+    const oneTimeKeys = await this.checkOneTimeKeys(session, req.one_time_keys, identity?.ed25519, false);
+    const fallbackKeys = await this.checkOneTimeKeys(session, req.fallback_keys, identity?.ed25519, true);
     const fallbackAlgorithms = new Set<string>();
     for (const k of fallbackKeys) {
       if (fallbackAlgorithms.has(k.algorithm)) {
@@ -88,16 +94,18 @@ export class KeysService {
     }
 
     const position = await this.db.transaction().execute(async (trx) => {
-      const existing = await repo.existingOneTimeKeys(trx, userId, deviceId, oneTimeKeys);
-      for (const k of oneTimeKeys) {
-        const old = existing.get(`${k.algorithm}:${k.keyId}`);
-        if (old !== undefined && !sameJson(JSON.parse(old), k.key)) {
-          throw errors.invalidParam(
-            `One-time key ${k.algorithm}:${k.keyId} already exists with other content`,
-          );
+      await inBatches(oneTimeKeys, async (batch) => {
+        const existing = await repo.existingOneTimeKeys(trx, userId, deviceId, batch);
+        for (const k of batch) {
+          const old = existing.get(`${k.algorithm}:${k.keyId}`);
+          if (old !== undefined && !sameJson(JSON.parse(old), k.key)) {
+            throw errors.invalidParam(
+              `One-time key ${k.algorithm}:${k.keyId} already exists with other content`,
+            );
+          }
         }
-      }
-      await repo.insertOneTimeKeys(trx, userId, deviceId, oneTimeKeys);
+        await repo.insertOneTimeKeys(trx, userId, deviceId, batch);
+      });
       for (const k of fallbackKeys) {
         const old = await repo.getFallbackKey(trx, userId, deviceId, k.algorithm);
         // The same key again keeps its used mark; a new one replaces it.
@@ -161,16 +169,20 @@ export class KeysService {
     return { keys: kept, ed25519, curve25519: typeof curve === 'string' ? curve : null };
   }
 
-  /** Checks one-time or fallback keys; signed_curve25519 keys must verify with the device key. */
-  private checkOneTimeKeys(
+  /**
+   * Checks one-time or fallback keys; signed_curve25519 keys must verify with the device key.
+   * Other requests get a turn every YIELD_EVERY keys.
+   */
+  private async checkOneTimeKeys(
     session: Session,
     keys: Record<string, JsonValue> | undefined,
     ed25519: string | undefined,
     fallback: boolean,
-  ): repo.OneTimeKey[] {
+  ): Promise<repo.OneTimeKey[]> {
     const what = fallback ? 'Fallback' : 'One-time';
     const out: repo.OneTimeKey[] = [];
     for (const [name, key] of Object.entries(keys ?? {})) {
+      if (out.length % YIELD_EVERY === YIELD_EVERY - 1) await yieldToEventLoop();
       const colon = name.indexOf(':');
       if (colon <= 0 || colon === name.length - 1 || name.length > 255) {
         throw errors.invalidParam(`${what} key names must be <algorithm>:<key id>`);
@@ -211,19 +223,34 @@ export class KeysService {
     user_signing_keys: Record<string, JsonObject>;
     failures: Failures;
   }> {
+    const users = Object.keys(deviceKeys);
+    if (users.length > LIMITS.keysQueryUsers) {
+      throw errors.tooLarge(`At most ${LIMITS.keysQueryUsers} users per key query`);
+    }
+    if (Object.values(deviceKeys).reduce((n, ids) => n + ids.length, 0) > LIMITS.keysQueryDevices) {
+      throw errors.tooLarge(`At most ${LIMITS.keysQueryDevices} device IDs per key query`);
+    }
     const failures: Failures = {};
     const local: string[] = [];
-    for (const userId of Object.keys(deviceKeys)) {
+    for (const userId of users) {
       const parsed = parseUserId(userId);
       if (!parsed) throw errors.invalidParam('device_keys must be keyed by user IDs');
       if (parsed.serverName === this.config.serverName) local.push(userId);
       else failures[parsed.serverName] = unreachable();
     }
-    const [devices, crossSigning, signatures] = await Promise.all([
-      repo.listDeviceKeys(this.db, local),
-      repo.crossSigningKeysOf(this.db, local),
-      repo.signaturesOn(this.db, local),
-    ]);
+    const devices: repo.StoredDeviceKeys[] = [];
+    const crossSigning: repo.StoredCrossSigningKey[] = [];
+    const signatures: CrossSigningSignatureRow[] = [];
+    await inBatches(local, async (batch) => {
+      const [d, c, sig] = await Promise.all([
+        repo.listDeviceKeys(this.db, batch),
+        repo.crossSigningKeysOf(this.db, batch),
+        repo.signaturesOn(this.db, batch),
+      ]);
+      devices.push(...d);
+      crossSigning.push(...c);
+      signatures.push(...sig);
+    });
 
     const out = {
       device_keys: {} as Record<string, Record<string, JsonObject>>,
@@ -266,8 +293,12 @@ export class KeysService {
     one_time_keys: Record<string, Record<string, Record<string, JsonValue>>>;
     failures: Failures;
   }> {
+    const named = Object.values(wanted).reduce((n, devices) => n + Object.keys(devices).length, 0);
+    if (named > LIMITS.keysClaimDevices) {
+      throw errors.tooLarge(`At most ${LIMITS.keysClaimDevices} devices per key claim`);
+    }
     const failures: Failures = {};
-    const requests: Array<{ userId: string; deviceId: string; algorithm: string }> = [];
+    const requests: repo.KeyClaim[] = [];
     for (const [userId, devices] of Object.entries(wanted)) {
       const parsed = parseUserId(userId);
       if (!parsed) throw errors.invalidParam('one_time_keys must be keyed by user IDs');
@@ -278,23 +309,22 @@ export class KeysService {
       for (const [deviceId, algorithm] of Object.entries(devices))
         requests.push({ userId, deviceId, algorithm });
     }
+    // Batches of a few hundred devices, two statements each: the oldest one-time key of every
+    // device in the batch, then the fallback key of those that had none.
     const claimed = await this.db.transaction().execute(async (trx) => {
-      const got: Array<{ userId: string; deviceId: string; name: string; key: JsonValue }> = [];
-      for (const r of requests) {
-        const key =
-          (await repo.claimOneTimeKey(trx, r.userId, r.deviceId, r.algorithm)) ??
-          (await repo.claimFallbackKey(trx, r.userId, r.deviceId, r.algorithm));
-        if (key)
-          got.push({
-            userId: r.userId,
-            deviceId: r.deviceId,
-            name: `${r.algorithm}:${key.keyId}`,
-            key: key.key,
-          });
-      }
+      const got: repo.ClaimedKey[] = [];
+      await inBatches(requests, async (batch) => {
+        const oneTime = await repo.claimOneTimeKeys(trx, batch);
+        const served = new Set(oneTime.map((k) => claimKey(k)));
+        const rest = batch.filter((r) => !served.has(claimKey(r)));
+        got.push(...oneTime, ...(rest.length > 0 ? await repo.claimFallbackKeys(trx, rest) : []));
+      });
       // The claimed devices' key counts (and fallback key state) in their syncs changed.
       const position = got.length > 0 ? await nextPosition(trx) : undefined;
-      return { got, position };
+      return {
+        got: got.map((k) => ({ ...k, name: `${k.algorithm}:${k.keyId}` })),
+        position,
+      };
     });
     const out: Record<string, Record<string, Record<string, JsonValue>>> = {};
     for (const k of claimed.got) {
@@ -433,6 +463,10 @@ export class KeysService {
     body: Record<string, Record<string, JsonObject>>,
   ): Promise<{ failures: Failures }> {
     const me = session.userId;
+    const objects = Object.values(body).reduce((n, keys) => n + Object.keys(keys).length, 0);
+    if (objects > LIMITS.signatureUploads) {
+      throw errors.tooLarge(`At most ${LIMITS.signatureUploads} signed keys per signature upload`);
+    }
     const failures: Failures = {};
     const fail = (userId: string, keyId: string, err: MatrixError) => {
       failures[userId] = { ...failures[userId], [keyId]: { errcode: err.errcode, error: err.message } };
@@ -453,8 +487,10 @@ export class KeysService {
     const accepted: CrossSigningSignatureRow[] = [];
     const observed = new Set<string>();
     let ownChanged = false;
+    let checked = 0;
     for (const [target, keys] of Object.entries(body)) {
       for (const [keyId, signed] of Object.entries(keys)) {
+        if (++checked % YIELD_EVERY === 0) await yieldToEventLoop();
         try {
           if (!local.includes(target))
             throw errors.invalidParam('Signatures on keys of remote users are not supported yet');
@@ -578,6 +614,10 @@ export class KeysService {
 /** What /keys/query answers for a server it cannot reach (Conclave does not federate yet). */
 function unreachable(): JsonObject {
   return { status: 503, message: 'Federation is not supported by this server yet' };
+}
+
+function claimKey(k: { userId: string; deviceId: string }): string {
+  return JSON.stringify([k.userId, k.deviceId]);
 }
 
 function isKey32(text: string): boolean {

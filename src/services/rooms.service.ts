@@ -15,6 +15,7 @@ import * as txns from '../storage/event-txns.repository.ts';
 import * as eventStore from '../storage/events.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
+import { refuseControlCharacters } from './input-checks.ts';
 import { additionalCreators, powerLevelsProblem } from './room-content.ts';
 import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
@@ -65,9 +66,17 @@ export class RoomsService {
     if (!rv || rv.legacyEventFormat)
       throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${version} is not supported`);
     const invites = req.invite ?? [];
-    for (const u of invites) if (!isValidUserId(u)) throw errors.invalidParam(`Not a valid user ID: ${u}`);
+    for (const u of invites) {
+      refuseControlCharacters(u, 'An invited user ID');
+      if (!isValidUserId(u)) throw errors.invalidParam(`Not a valid user ID: ${u}`);
+    }
+    for (const s of req.initial_state ?? []) {
+      refuseControlCharacters(s.type, 'An initial_state event type');
+      refuseControlCharacters(s.state_key ?? '', 'An initial_state state key');
+    }
     let alias: string | undefined;
     if (req.room_alias_name !== undefined) {
+      refuseControlCharacters(req.room_alias_name, 'room_alias_name');
       alias = `#${req.room_alias_name}:${this.config.serverName}`;
       if (req.room_alias_name.includes(':') || !isValidRoomAlias(alias)) {
         throw errors.invalidParam('room_alias_name is not a valid alias localpart');
@@ -343,6 +352,7 @@ export class RoomsService {
   /** POST /rooms/{roomId}/invite */
   async invite(session: Session, roomId: string, target: string, reason?: string): Promise<void> {
     await this.requireRoom(roomId);
+    refuseControlCharacters(target, 'The user ID');
     if (!isValidUserId(target)) throw errors.invalidParam('Not a valid user ID');
     await this.sendMembership(session.userId, roomId, target, 'invite', reason);
   }
@@ -366,6 +376,7 @@ export class RoomsService {
     reason?: string,
   ): Promise<void> {
     await this.requireRoom(roomId);
+    refuseControlCharacters(target, 'The user ID');
     if (!isValidUserId(target)) throw errors.invalidParam('Not a valid user ID');
     const current = await this.membership(roomId, target);
     if (action === 'kick' && (current === undefined || current === 'leave' || current === 'ban')) {

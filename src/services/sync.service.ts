@@ -91,7 +91,12 @@ export class SyncService {
     private readonly now: () => number = Date.now,
   ) {
     notifier.onChange((change) => {
-      if (change.kind === 'event') {
+      if (change.everyone) {
+        // Changes made while the bus was down: none of them was heard, so nothing cached holds.
+        this.membershipCache.clear();
+        this.keyCountCache.clear();
+        this.unreadCache.clear();
+      } else if (change.kind === 'event') {
         for (const userId of change.userIds ?? []) this.membershipCache.delete(userId);
         if (change.redacts !== undefined) this.forgetRow(change.redacts);
       } else if (change.kind === 'keys' || change.kind === 'device_list') {

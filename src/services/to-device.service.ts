@@ -7,6 +7,7 @@ import * as repo from '../storage/keys.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
+import { BATCH_SIZE, inBatches, LIMITS } from './request-limits.ts';
 import { ENCRYPTED_ONLY_TO_DEVICE_TYPES } from './secret-policy.ts';
 
 /** How long a to-device transaction ID is remembered, and how often old ones are forgotten. */
@@ -44,8 +45,12 @@ export class ToDeviceService {
     if (ENCRYPTED_ONLY_TO_DEVICE_TYPES.has(type)) {
       throw errors.invalidParam(`${type} carries keys: send it Olm-encrypted, as m.room.encrypted`);
     }
+    const users = Object.entries(messages);
+    if (users.length > LIMITS.toDeviceUsers) {
+      throw errors.tooLarge(`At most ${LIMITS.toDeviceUsers} users per to-device request`);
+    }
     const local: Array<[string, Record<string, JsonObject>]> = [];
-    for (const [userId, byDevice] of Object.entries(messages)) {
+    for (const [userId, byDevice] of users) {
       const parsed = parseUserId(userId);
       if (!parsed) throw errors.invalidParam('messages must be keyed by user IDs');
       if (parsed.serverName === this.config.serverName) local.push([userId, byDevice]);
@@ -55,20 +60,35 @@ export class ToDeviceService {
         return undefined;
       }
       const targets: Array<{ userId: string; deviceId: string; content: JsonObject }> = [];
+      const devicesOf = new Map<string, string[]>();
+      await inBatches(
+        local.map(([userId]) => userId),
+        async (batch) => {
+          for (const [userId, ids] of await repo.deviceIdsOfUsers(trx, batch)) devicesOf.set(userId, ids);
+        },
+        // One short query per batch of users; each user may have several devices.
+        BATCH_SIZE * 4,
+      );
       for (const [userId, byDevice] of local) {
-        const devices = new Set(await repo.deviceIdsOf(trx, userId));
         const everyone = byDevice[ALL_DEVICES];
-        for (const deviceId of devices) {
+        for (const deviceId of devicesOf.get(userId) ?? []) {
           // A message naming the device wins over the one for all devices.
           const content = byDevice[deviceId] ?? everyone;
           if (content !== undefined) targets.push({ userId, deviceId, content });
         }
+        if (targets.length > LIMITS.toDeviceMessages) {
+          throw errors.tooLarge(
+            `At most ${LIMITS.toDeviceMessages} to-device messages per request, counting each device \`*\` reaches`,
+          );
+        }
       }
       if (targets.length === 0) return undefined;
       const position = await nextPosition(trx);
-      await repo.insertToDeviceMessages(
-        trx,
-        targets.map((t) => ({ position, sender: session.userId, type, ...t })),
+      await inBatches(targets, (batch) =>
+        repo.insertToDeviceMessages(
+          trx,
+          batch.map((t) => ({ position, sender: session.userId, type, ...t })),
+        ),
       );
       return { position, userIds: [...new Set(targets.map((t) => t.userId))] };
     });

@@ -103,6 +103,22 @@ export async function deviceExists(db: Executor, userId: string, deviceId: strin
   return row !== undefined;
 }
 
+/** The device IDs of each of the users, in one query (users without devices are absent). */
+export async function deviceIdsOfUsers(
+  db: Executor,
+  userIds: readonly string[],
+): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  if (userIds.length === 0) return out;
+  const rows = await db
+    .selectFrom('devices')
+    .select(['user_id', 'device_id'])
+    .where('user_id', 'in', userIds)
+    .execute();
+  for (const r of rows) out.set(r.user_id, [...(out.get(r.user_id) ?? []), r.device_id]);
+  return out;
+}
+
 export async function deviceIdsOf(db: Executor, userId: string): Promise<string[]> {
   const rows = await db.selectFrom('devices').select('device_id').where('user_id', '=', userId).execute();
   return rows.map((r) => r.device_id);
@@ -174,25 +190,72 @@ export async function countOneTimeKeys(
   return Object.fromEntries(rows.map((r) => [r.algorithm, Number(r.n)]));
 }
 
+/** One device's wish in POST /keys/claim: a key of this algorithm. */
+export interface KeyClaim {
+  userId: string;
+  deviceId: string;
+  algorithm: string;
+}
+
+export interface ClaimedKey extends KeyClaim {
+  keyId: string;
+  key: JsonObject | string;
+}
+
+/** The wishes as a VALUES list of (user_id, device_id, algorithm) rows. */
+function claimRows(claims: readonly KeyClaim[]) {
+  return sql.join(claims.map((c) => sql`(${c.userId}, ${c.deviceId}, ${c.algorithm})`));
+}
+
+interface ClaimRow {
+  user_id: string;
+  device_id: string;
+  algorithm: string;
+  key_id: string;
+  key_json: string;
+}
+
+function claimedKeys(rows: readonly ClaimRow[]): ClaimedKey[] {
+  return rows.map((r) => ({
+    userId: r.user_id,
+    deviceId: r.device_id,
+    algorithm: r.algorithm,
+    keyId: r.key_id,
+    key: JSON.parse(r.key_json) as JsonObject | string,
+  }));
+}
+
 /**
- * Takes the oldest one-time key of a device for an algorithm and deletes it, in one statement.
- * SKIP LOCKED lets concurrent claims take different keys instead of waiting for each other; a
- * key is never handed out twice because it is handed out by the statement that deletes it.
+ * Takes the oldest one-time key of each listed device for its algorithm and deletes it, all in one
+ * statement. SKIP LOCKED lets concurrent claims take different keys instead of waiting for each
+ * other; a key is never handed out twice because it is handed out by the statement that deletes
+ * it. Devices without such a key are absent from the result.
  */
-export async function claimOneTimeKey(
-  db: Executor,
-  userId: string,
-  deviceId: string,
-  algorithm: string,
-): Promise<{ keyId: string; key: JsonObject | string } | undefined> {
-  const result = await sql<{ key_id: string; key_json: string }>`
-    delete from e2e_one_time_keys where id = (
-      select id from e2e_one_time_keys
-      where user_id = ${userId} and device_id = ${deviceId} and algorithm = ${algorithm}
-      order by id limit 1 for update skip locked)
-    returning key_id, key_json`.execute(db);
-  const row = result.rows[0];
-  return row && { keyId: row.key_id, key: JSON.parse(row.key_json) as JsonObject | string };
+export async function claimOneTimeKeys(db: Executor, claims: readonly KeyClaim[]): Promise<ClaimedKey[]> {
+  if (claims.length === 0) return [];
+  const result = await sql<ClaimRow>`
+    delete from e2e_one_time_keys where id in (
+      select picked.id from (values ${claimRows(claims)}) as w(user_id, device_id, algorithm)
+      cross join lateral (
+        select k.id from e2e_one_time_keys k
+        where k.user_id = w.user_id and k.device_id = w.device_id and k.algorithm = w.algorithm
+        order by k.id limit 1 for update skip locked) picked)
+    returning user_id, device_id, algorithm, key_id, key_json`.execute(db);
+  return claimedKeys(result.rows);
+}
+
+/**
+ * Marks the fallback key of each listed device for its algorithm used and returns them (fallback
+ * keys are handed out again and again), in one statement.
+ */
+export async function claimFallbackKeys(db: Executor, claims: readonly KeyClaim[]): Promise<ClaimedKey[]> {
+  if (claims.length === 0) return [];
+  const result = await sql<ClaimRow>`
+    update e2e_fallback_keys f set used = true
+    from (values ${claimRows(claims)}) as w(user_id, device_id, algorithm)
+    where f.user_id = w.user_id and f.device_id = w.device_id and f.algorithm = w.algorithm
+    returning f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json`.execute(db);
+  return claimedKeys(result.rows);
 }
 
 export async function getFallbackKey(
@@ -237,24 +300,6 @@ export async function putFallbackKey(
       }),
     )
     .execute();
-}
-
-/** Marks the fallback key used and returns it (fallback keys are handed out again and again). */
-export async function claimFallbackKey(
-  db: Executor,
-  userId: string,
-  deviceId: string,
-  algorithm: string,
-): Promise<{ keyId: string; key: JsonObject | string } | undefined> {
-  const row = await db
-    .updateTable('e2e_fallback_keys')
-    .set({ used: true })
-    .where('user_id', '=', userId)
-    .where('device_id', '=', deviceId)
-    .where('algorithm', '=', algorithm)
-    .returning(['key_id', 'key_json'])
-    .executeTakeFirst();
-  return row && { keyId: row.key_id, key: JSON.parse(row.key_json) as JsonObject | string };
 }
 
 export async function unusedFallbackAlgorithms(

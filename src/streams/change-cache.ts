@@ -60,6 +60,20 @@ export class ChangeCache {
     this.drain();
   }
 
+  /**
+   * Positions up to `position` were committed but not heard (the bus was down): forget what is
+   * held, so ranges reaching below `position` are answered by the database, and go on from there.
+   */
+  skipTo(position: number): void {
+    if (position <= this.high) return;
+    this.entries = [];
+    this.low = position;
+    this.high = position;
+    for (const p of this.pending.keys()) if (p <= position) this.pending.delete(p);
+    this.gapSince = undefined;
+    this.drain();
+  }
+
   /** The changes in (from, upTo], or undefined when the cache does not hold all of them. */
   window(from: number, upTo: number): ChangeWindow | undefined {
     this.checkGap();

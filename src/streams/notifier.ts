@@ -19,6 +19,11 @@ export interface StreamChange {
   userIds?: string[];
   /** For a redaction: the event it redacts (whose cached copies must go). */
   redacts?: string;
+  /**
+   * Anything may have changed for anyone (changes made while the bus was down, found in the
+   * database): every waiter wakes and every cache drops what it holds.
+   */
+  everyone?: boolean;
 }
 
 export type StreamChangeKind =
@@ -62,7 +67,45 @@ export class Notifier {
   /** Tells this process's own announcements apart when the bus echoes them back. */
   private readonly origin = randomUUID();
 
+  private busWatch: NodeJS.Timeout | undefined;
+  private lastPolled = 0;
+
   constructor(private readonly bus: Bus) {}
+
+  /**
+   * While the bus is down (and for a few seconds after it is back), reads the stream position from the
+   * database every `intervalMs`: when other processes wrote meanwhile, this process's syncs are
+   * woken and read from the database, so their clients still see those writes within a few
+   * seconds, and all of it once the bus returns.
+   */
+  watchBus(readPosition: () => Promise<number>, intervalMs = 1000): void {
+    // Subscriptions are renewed just after Redis is back, and a message published meanwhile is
+    // lost: polling goes on for a few seconds after the bus looks healthy again.
+    let pollUntil = 0;
+    let busy = false;
+    this.busWatch = setInterval(() => {
+      const now = Date.now();
+      if (!this.bus.healthy()) pollUntil = now + 5 * intervalMs;
+      if (now >= pollUntil || busy) return;
+      busy = true;
+      readPosition()
+        .then((position) => {
+          const known = this.changes?.position ?? this.lastPolled;
+          if (position > Math.max(known, this.lastPolled)) {
+            this.changes?.skipTo(position);
+            this.deliver({ kind: 'event', position, everyone: true });
+          }
+          this.lastPolled = position;
+        })
+        .catch(() => {
+          // The database is away too: try again at the next tick.
+        })
+        .finally(() => {
+          busy = false;
+        });
+    }, intervalMs);
+    this.busWatch.unref();
+  }
 
   /**
    * Subscribes to the bus. With `currentPosition` (read after subscribing, so no change falls
@@ -87,6 +130,7 @@ export class Notifier {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.busWatch);
     await this.unsubscribe?.();
     for (const w of this.waiters) w.wake();
     this.waiters.clear();
@@ -159,6 +203,8 @@ export class Notifier {
 
 function concerns(change: StreamChange, userId: string, roomIds: ReadonlySet<string>): boolean {
   return (
-    (change.roomId !== undefined && roomIds.has(change.roomId)) || (change.userIds?.includes(userId) ?? false)
+    change.everyone === true ||
+    (change.roomId !== undefined && roomIds.has(change.roomId)) ||
+    (change.userIds?.includes(userId) ?? false)
   );
 }

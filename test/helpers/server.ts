@@ -61,6 +61,7 @@ export async function startTestServer(
     passwordHashCost: 10,
     // Tests of the limits set their own; the rest must not trip over them.
     loginFailuresPerWindow: 1000,
+    rateLimits: false,
     databaseUrl: database.url,
     dataDir: '',
     logLevel: 'silent',

@@ -48,7 +48,7 @@ export async function registerRoutes(fastify: FastifyInstance): Promise<void> {
     `${V3}/register/available`,
     { schema: { querystring: Type.Object({ username: Type.String({ maxLength: 255 }) }) } },
     async (request) => {
-      accounts.limitLookup(request.ip);
+      await accounts.limitLookup(request.ip);
       if (!(await accounts.isUsernameAvailable(request.query.username))) throw errors.userInUse();
       return { available: true };
     },
@@ -60,7 +60,7 @@ export async function registerRoutes(fastify: FastifyInstance): Promise<void> {
     { schema: { querystring: Type.Object({ token: Type.String({ maxLength: 64 }) }) } },
     async (request) => {
       if (config.registration !== 'token') throw errors.forbidden('Registration tokens are not in use here');
-      accounts.limitLookup(request.ip);
+      await accounts.limitLookup(request.ip);
       return { valid: await registrationTokens.isValid(request.query.token) };
     },
   );
