@@ -24,7 +24,11 @@ t.test('versions, well-known and capabilities', async (t) => {
   t.equal(caps.statusCode, 200);
   const c = caps.json().capabilities;
   t.equal(c['m.room_versions'].default, '12');
-  t.same(Object.keys(c['m.room_versions'].available).sort(), ['10', '11', '12']);
+  // Every version but 1 and 2, whose sender-chosen event IDs the server does not build yet.
+  t.same(
+    Object.keys(c['m.room_versions'].available).sort((a, b) => Number(a) - Number(b)),
+    ['3', '4', '5', '6', '7', '8', '9', '10', '11', '12'],
+  );
   t.equal(c['m.change_password'].enabled, true);
 });
 
