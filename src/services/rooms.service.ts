@@ -13,6 +13,7 @@ import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
 import * as txns from '../storage/event-txns.repository.ts';
 import * as eventStore from '../storage/events.repository.ts';
+import * as federationStore from '../storage/federation.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
 import { refuseControlCharacters } from './input-checks.ts';
@@ -311,28 +312,12 @@ export class RoomsService {
 
   /** Whether a user of this server is joined to the room (then our copy of it is live). */
   private async weAreIn(roomId: string): Promise<boolean> {
-    const row = await this.db
-      .selectFrom('memberships')
-      .select('user_id')
-      .where('room_id', '=', roomId)
-      .where('membership', '=', 'join')
-      .where('user_id', 'like', `%:${this.config.serverName}`)
-      .limit(1)
-      .executeTakeFirst();
-    return row !== undefined;
+    return federationStore.serverHasJoinedMember(this.db, roomId, this.config.serverName);
   }
 
   /** Servers of the room's joined members as we last knew them, but ours. */
   private async knownServers(roomId: string): Promise<string[]> {
-    const rows = await this.db
-      .selectFrom('memberships')
-      .select('user_id')
-      .where('room_id', '=', roomId)
-      .where('membership', '=', 'join')
-      .execute();
-    const servers = new Set(rows.map((r) => r.user_id.slice(r.user_id.indexOf(':') + 1)));
-    servers.delete(this.config.serverName);
-    return [...servers];
+    return federationStore.joinedServers(this.db, roomId, this.config.serverName);
   }
 
   /** POST /knock/{roomIdOrAlias} */

@@ -133,3 +133,38 @@ export async function resetBackoff(db: Executor, name: string): Promise<void> {
 export async function markOutbound(db: Executor, eventId: string): Promise<void> {
   await db.updateTable('pdus').set({ outbound: true }).where('event_id', '=', eventId).execute();
 }
+
+/** The answer given to a transaction already received from `origin`, if any. */
+export async function receivedTransaction(db: Executor, origin: string, txnId: string) {
+  const row = await db
+    .selectFrom('federation_received_txns')
+    .select('response')
+    .where('origin', '=', origin)
+    .where('txn_id', '=', txnId)
+    .executeTakeFirst();
+  return row?.response;
+}
+
+export async function recordReceivedTransaction(
+  db: Executor,
+  row: { origin: string; txn_id: string; response: object; received_ts: number },
+): Promise<void> {
+  await db
+    .insertInto('federation_received_txns')
+    .values({ ...row, response: JSON.stringify(row.response) })
+    .onConflict((c) => c.doNothing())
+    .execute();
+}
+
+/** Whether a user of `server` is joined to the room now. */
+export async function serverHasJoinedMember(db: Executor, roomId: string, server: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('memberships')
+    .select('user_id')
+    .where('room_id', '=', roomId)
+    .where('membership', '=', 'join')
+    .where('user_id', 'like', `%:${server.replace(/[\\%_]/g, (c) => `\\${c}`)}`)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}

@@ -10,6 +10,7 @@ import type { RoomReader } from '../../services/room-reads.ts';
 import type { Db } from '../../storage/connect.ts';
 import type { PduRow } from '../../storage/database.ts';
 import * as store from '../../storage/events.repository.ts';
+import * as outbox from '../../storage/federation.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
 import { type InboundDeps, ingestWithFetching, type Requester } from './fetch-missing.ts';
@@ -51,13 +52,8 @@ export class FederationRoomsService {
     if (typeof body.origin === 'string' && body.origin !== origin) {
       throw errors.badJson('The transaction origin is not the server that signed the request');
     }
-    const earlier = await this.db
-      .selectFrom('federation_received_txns')
-      .select('response')
-      .where('origin', '=', origin)
-      .where('txn_id', '=', txnId)
-      .executeTakeFirst();
-    if (earlier) return earlier.response as JsonObject;
+    const earlier = await outbox.receivedTransaction(this.db, origin, txnId);
+    if (earlier) return earlier as JsonObject;
 
     const results: Record<string, JsonObject> = {};
     const outcomes: IngestOutcome[] = [];
@@ -80,11 +76,12 @@ export class FederationRoomsService {
     }
     await this.events.announceOutcomes(outcomes);
     const response: JsonObject = { pdus: results };
-    await this.db
-      .insertInto('federation_received_txns')
-      .values({ origin, txn_id: txnId, response: JSON.stringify(response), received_ts: this.now() })
-      .onConflict((c) => c.doNothing())
-      .execute();
+    await outbox.recordReceivedTransaction(this.db, {
+      origin,
+      txn_id: txnId,
+      response,
+      received_ts: this.now(),
+    });
     return response;
   }
 
@@ -313,15 +310,7 @@ export class FederationRoomsService {
     )
       return true;
     if (visibility === 'joined' || visibility === 'invited') return false;
-    const now = await this.db
-      .selectFrom('memberships')
-      .select('user_id')
-      .where('room_id', '=', row.room_id)
-      .where('membership', '=', 'join')
-      .where('user_id', 'like', `%${suffix}`)
-      .limit(1)
-      .executeTakeFirst();
-    return now !== undefined;
+    return outbox.serverHasJoinedMember(this.db, row.room_id, origin);
   }
 
   private async roomVersion(roomId: string): Promise<RoomVersion> {
