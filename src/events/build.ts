@@ -10,7 +10,7 @@ import * as store from '../storage/events.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import { MAX_EVENT_BYTES, MAX_PREV_EVENTS } from './checks.ts';
 import type { RoomLock } from './room-lock.ts';
-import { resolveGroups, type StateResolver } from './state.ts';
+import { authStateAt, resolveGroups, type StateResolver } from './state.ts';
 
 export interface NewEvent {
   roomId: string;
@@ -100,14 +100,7 @@ export async function buildEvent(
  * verdict before they add checks of their own (the pipeline checks again on ingest).
  */
 export async function precheck(lock: RoomLock, reader: RoomReader, rv: RoomVersion, built: BuiltEvent) {
-  const keys = selectAuthEvents(built.event, rv).map((k) => stateTuple(k.type, k.state_key));
-  keys.push(stateTuple('m.room.create', ''));
-  const ids = keys.map((k) => built.stateBefore.get(k)).filter((id): id is string => id !== undefined);
-  const authState: StateMap = new Map();
-  for (const row of (await reader.eventRows(lock.trx, ids, true)).values()) {
-    const ev = rooms.toRoomEvent(row);
-    authState.set(stateTuple(ev.type, ev.state_key ?? ''), ev);
-  }
+  const authState = await authStateAt(lock.trx, reader, built.event, built.stateBefore, rv);
   const verdict = checkAuth(built.event, authState, rv);
   if (!verdict.allowed) throw errors.forbidden(`${verdict.reason} (rule ${verdict.rule})`);
 }

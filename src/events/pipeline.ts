@@ -1,5 +1,5 @@
-import { checkAuth, checkAuthAgainstAuthEvents, selectAuthEvents } from '../protocol/auth-rules.ts';
-import { type RoomEvent, type StateMap, stateTuple } from '../protocol/event.ts';
+import { checkAuth, checkAuthAgainstAuthEvents } from '../protocol/auth-rules.ts';
+import { type RoomEvent, stateTuple } from '../protocol/event.ts';
 import { checkContentHash, computeEventId, roomIdFromCreateEvent } from '../protocol/hashes.ts';
 import { redactEvent } from '../protocol/redaction.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
@@ -12,7 +12,14 @@ import { nextBackfillPosition, nextPosition } from '../streams/positions.ts';
 import { formatProblem } from './checks.ts';
 import { applyRedactions, redactsOf } from './redactions.ts';
 import type { RoomLock } from './room-lock.ts';
-import { type ResolvedState, resolveGroups, type StateResolver, stateDelta } from './state.ts';
+import {
+  authStateAt,
+  heldEvents,
+  type ResolvedState,
+  resolveGroups,
+  type StateResolver,
+  stateDelta,
+} from './state.ts';
 
 /**
  * The one entrance for room events. A local send (built and signed here), an event a remote
@@ -184,7 +191,7 @@ export class EventPipeline {
     } else {
       stateBefore = await this.stateBeforePrevs(lock, rv, event, prevRows);
     }
-    const before = await this.authState(lock, event, stateBefore.state, rv);
+    const before = await authStateAt(trx, this.deps.reader, event, stateBefore.state, rv);
     const verdict = own.allowed ? checkAuth(event, before, rv, options) : own;
     if (!verdict.allowed) {
       const reason = `${verdict.reason} (rule ${verdict.rule})`;
@@ -206,7 +213,12 @@ export class EventPipeline {
     const currentGroup = await store.roomCurrentStateGroup(trx, lock.roomId);
     if (input.kind === 'new' && currentGroup !== undefined && currentGroup !== stateBefore.group) {
       const currentState = await this.deps.reader.stateIdsAt(trx, currentGroup);
-      const now = checkAuth(event, await this.authState(lock, event, currentState, rv), rv, options);
+      const now = checkAuth(
+        event,
+        await authStateAt(trx, this.deps.reader, event, currentState, rv),
+        rv,
+        options,
+      );
       if (!now.allowed) {
         const reason = `${now.reason} (rule ${now.rule})`;
         await this.write(lock, rv, input, event, {
@@ -260,7 +272,7 @@ export class EventPipeline {
       await store.updateBackwardExtremities(trx, lock.roomId, event.event_id, missingPrev);
     }
 
-    const loadEvents = (ids: string[]) => this.events(lock, ids);
+    const loadEvents = (ids: string[]) => heldEvents(trx, this.deps.reader, ids);
     const loadState = (group: number) => this.deps.reader.stateIdsAt(trx, group);
     const redacted = await applyRedactions(lock, loadEvents, loadState, rv, event, stateBefore.state, {
       // Nothing can have named a local event we just built, so only remote events look back.
@@ -366,36 +378,11 @@ export class EventPipeline {
     await store.setRoomCurrentStateGroup(trx, lock.roomId, next);
   }
 
-  /** The events the auth rules read for `event`, taken from a state (IDs) map. */
-  private async authState(
-    lock: RoomLock,
-    event: RoomEvent,
-    state: rooms.StateIds,
-    rv: RoomVersion,
-  ): Promise<StateMap> {
-    const keys = selectAuthEvents(event, rv).map((k) => stateTuple(k.type, k.state_key));
-    keys.push(stateTuple('m.room.create', ''));
-    const ids = keys.map((k) => state.get(k)).filter((id): id is string => id !== undefined);
-    const events = await this.events(lock, ids);
-    const out: StateMap = new Map();
-    for (const e of events.values()) out.set(stateTuple(e.type, e.state_key ?? ''), e);
-    return out;
-  }
-
-  /** Held events by ID: timeline rows through the reader's cache, then any other held row. */
+  /** Held event rows by ID (any kind). */
   private async pdus(lock: RoomLock, ids: readonly string[]): Promise<Map<string, PduRow>> {
     const out = new Map<string, PduRow>();
     if (ids.length === 0) return out;
     for (const row of await store.getPdus(lock.trx, ids)) out.set(row.event_id, row);
-    return out;
-  }
-
-  private async events(lock: RoomLock, ids: readonly string[]): Promise<Map<string, RoomEvent>> {
-    const out = new Map<string, RoomEvent>();
-    const cached = await this.deps.reader.eventRows(lock.trx, ids, true);
-    for (const row of cached.values()) out.set(row.event_id, rooms.toRoomEvent(row));
-    const rest = ids.filter((id) => !out.has(id));
-    for (const row of await store.getPdus(lock.trx, rest)) out.set(row.event_id, store.toEvent(row));
     return out;
   }
 
@@ -455,7 +442,8 @@ export function requiredSigners(event: RoomEvent): string[] {
   return [...servers];
 }
 
-function withoutId(event: RoomEvent): Omit<RoomEvent, 'event_id'> {
+/** The PDU without our `event_id` field: what hashes and signatures cover. */
+export function withoutId(event: RoomEvent): Omit<RoomEvent, 'event_id'> {
   const { event_id: _omit, ...pdu } = event;
   return pdu;
 }

@@ -1,6 +1,8 @@
-import type { RoomEvent, StateTuple } from '../protocol/event.ts';
+import { selectAuthEvents } from '../protocol/auth-rules.ts';
+import { type RoomEvent, type StateMap, type StateTuple, stateTuple } from '../protocol/event.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../services/room-reads.ts';
+import type { Executor } from '../storage/accounts.repository.ts';
 import * as store from '../storage/events.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { RoomLock } from './room-lock.ts';
@@ -91,4 +93,35 @@ export function stateDelta(before: rooms.StateIds, after: rooms.StateIds) {
     }
   }
   return { changed, removed };
+}
+
+/** Held events by ID: timeline rows through the reader's cache, then any other held row. */
+export async function heldEvents(
+  trx: Executor,
+  reader: RoomReader,
+  ids: readonly string[],
+): Promise<Map<string, RoomEvent>> {
+  const out = new Map<string, RoomEvent>();
+  for (const row of (await reader.eventRows(trx, ids, true)).values())
+    out.set(row.event_id, rooms.toRoomEvent(row));
+  const rest = ids.filter((id) => !out.has(id));
+  for (const row of await store.getPdus(trx, rest)) out.set(row.event_id, store.toEvent(row));
+  return out;
+}
+
+/** The events the auth rules read for `event` (its auth selection and the create event) in `state`. */
+export async function authStateAt(
+  trx: Executor,
+  reader: RoomReader,
+  event: Pick<RoomEvent, 'type' | 'sender' | 'state_key' | 'content'>,
+  state: rooms.StateIds,
+  rv: RoomVersion,
+): Promise<StateMap> {
+  const keys = selectAuthEvents(event, rv).map((k) => stateTuple(k.type, k.state_key));
+  keys.push(stateTuple('m.room.create', ''));
+  const ids = keys.map((k) => state.get(k)).filter((id): id is string => id !== undefined);
+  const out: StateMap = new Map();
+  for (const e of (await heldEvents(trx, reader, ids)).values())
+    out.set(stateTuple(e.type, e.state_key ?? ''), e);
+  return out;
 }

@@ -2,8 +2,9 @@ import { errors, MatrixError } from '../../errors.ts';
 import type { EventsService } from '../../events/events.service.ts';
 import type { IngestOutcome } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
+import { authStateAt } from '../../events/state.ts';
 import { checkAuth, selectAuthEvents, serverNameOf } from '../../protocol/auth-rules.ts';
-import { type RoomEvent, type StateMap, stateTuple } from '../../protocol/event.ts';
+import { stateTuple } from '../../protocol/event.ts';
 import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import type { RoomReader } from '../../services/room-reads.ts';
@@ -123,7 +124,7 @@ export class FederationRoomsService {
         .map((k) => state.get(stateTuple(k.type, k.state_key)))
         .filter((id): id is string => id !== undefined);
       // Refuse up front what the rules would refuse (a banned user, an invite-only room).
-      const authState = await this.authState(lock.trx, state, template, rv);
+      const authState = await authStateAt(lock.trx, this.reader, template, state, rv);
       const verdict = checkAuth({ ...template, hashes: { sha256: '' }, signatures: {} }, authState, rv, {
         verifyEventSignature: () => true,
       });
@@ -317,23 +318,6 @@ export class FederationRoomsService {
     const version = await this.reader.roomVersionOf(this.db, roomId);
     if (version === undefined) throw errors.notFound('This server does not know that room');
     return getRoomVersion(version)!;
-  }
-
-  private async authState(
-    db: Db | import('../../storage/accounts.repository.ts').Executor,
-    state: rooms.StateIds,
-    event: { type: string; sender: string; state_key?: string; content: JsonObject },
-    rv: RoomVersion,
-  ): Promise<StateMap> {
-    const keys = selectAuthEvents(event, rv).map((k) => stateTuple(k.type, k.state_key));
-    keys.push(stateTuple('m.room.create', ''));
-    const ids = keys.map((k) => state.get(k)).filter((id): id is string => id !== undefined);
-    const out: StateMap = new Map();
-    for (const r of await store.getPdus(db, ids)) {
-      const e: RoomEvent = store.toEvent(r);
-      out.set(stateTuple(e.type, e.state_key ?? ''), e);
-    }
-    return out;
   }
 }
 

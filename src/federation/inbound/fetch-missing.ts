@@ -1,5 +1,5 @@
 import type { EventsService } from '../../events/events.service.ts';
-import { type IngestOutcome, requiredSigners } from '../../events/pipeline.ts';
+import { type IngestOutcome, requiredSigners, withoutId } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
 import { resolveStateSets } from '../../events/state.ts';
 import type { RoomEvent, StateTuple } from '../../protocol/event.ts';
@@ -199,11 +199,6 @@ export async function ingestOutliers(
   await deps.events.locks.withRoomLock(roomId, async (lock) => {
     for (const ev of sorted) await deps.events.ingest(lock, { kind: 'outlier', origin, event: ev });
   });
-}
-
-export function withoutId(event: RoomEvent): object {
-  const { event_id: _omit, ...pdu } = event;
-  return pdu;
 }
 
 function stringList(value: unknown): string[] {

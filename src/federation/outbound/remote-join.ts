@@ -1,6 +1,6 @@
 import { errors, MatrixError } from '../../errors.ts';
 import type { EventsService } from '../../events/events.service.ts';
-import { type IngestOutcome, requiredSigners } from '../../events/pipeline.ts';
+import { type IngestOutcome, requiredSigners, withoutId } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
 import type { Pdu, RoomEvent } from '../../protocol/event.ts';
 import { stateTuple } from '../../protocol/event.ts';
@@ -13,7 +13,7 @@ import type { ServerKeysService } from '../../services/server-keys.service.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
 import { FederationError } from '../client/transport.ts';
-import { type Requester, withoutId } from '../inbound/fetch-missing.ts';
+import type { Requester } from '../inbound/fetch-missing.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
 
 const enc = encodeURIComponent;
