@@ -1,0 +1,5 @@
+# Sourced by ../shared/conformance/launch-conclave.sh just before it starts a homeserver for
+# Complement. Complement creates many users and rooms within seconds from one address: the
+# per-family request limits (on by default) would answer it 429, which measures the limits, not
+# the API. Failed logins and registrations stay limited by the launcher's own settings.
+export CONCLAVE_RATE_LIMITS=off
