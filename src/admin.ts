@@ -18,6 +18,9 @@ commands:
       Creates a registration token (for CONCLAVE_REGISTRATION=token) and prints it.
   list-tokens
       Lists registration tokens with their uses and expiry.
+  audit-log [--since <ISO date or <n>d>] [--action <name>] [--after-id <n>] [--limit <n>]
+      Prints audit log entries as JSON lines, oldest first (spec/audit-log.md). Page with
+      --after-id set to the last id printed.
   rotate-key
       Retires the server's signing key (it stays published as an old key and still verifies
       what it signed) and makes a new one current. Restart running server processes afterwards.
@@ -33,6 +36,10 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
       token: { type: 'string' },
       uses: { type: 'string' },
       expires: { type: 'string' },
+      since: { type: 'string' },
+      action: { type: 'string' },
+      'after-id': { type: 'string' },
+      limit: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -78,6 +85,19 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
         }
         return 0;
       }
+      case 'audit-log': {
+        const sinceTs = values.since !== undefined ? parseSince(values.since) : undefined;
+        const afterId = values['after-id'] !== undefined ? parseUses(values['after-id']) : undefined;
+        const limit = values.limit !== undefined ? parseUses(values.limit) : 1000;
+        const records = await runtime.services.audit.list({
+          ...(sinceTs !== undefined ? { sinceTs } : {}),
+          ...(afterId !== undefined ? { afterId } : {}),
+          ...(values.action !== undefined ? { action: values.action } : {}),
+          limit,
+        });
+        for (const record of records) out(JSON.stringify(record));
+        return 0;
+      }
       case 'rotate-key': {
         const { previous, current } = await runtime.services.serverKeys.rotate();
         out(`retired ${previous}; the signing key is now ${current}`);
@@ -96,6 +116,15 @@ class UsageError extends Error {}
 function parseUses(raw: string): number {
   if (!/^\d+$/.test(raw)) throw new UsageError('--uses must be a whole number');
   return Number(raw);
+}
+
+/** An ISO date, or `<n>d` for that many days ago. */
+function parseSince(raw: string): number {
+  const days = /^(\d+)d$/.exec(raw);
+  if (days) return Date.now() - Number(days[1]) * 86_400_000;
+  const ts = Date.parse(raw);
+  if (Number.isNaN(ts)) throw new UsageError('--since must be an ISO date or a number of days like 7d');
+  return ts;
 }
 
 function parseExpiry(raw: string): number {

@@ -100,6 +100,21 @@ t.test('embedded default: starts, logs one line, keeps its key and data across r
   t.equal(await token2.exited, 0, token2.stderr());
   const regToken = /token: (\S+)/.exec(token2.stdout())?.[1];
   t.ok(regToken, 'the admin command prints the token');
+  const audit = runScript('src/admin.ts', ['audit-log', '--action', 'device.new'], {
+    CONCLAVE_DATA_DIR: dir,
+  });
+  t.equal(await audit.exited, 0, audit.stderr());
+  const auditLines = audit
+    .stdout()
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { action: string; actor: string });
+  t.same(
+    auditLines.map((r) => [r.action, r.actor]),
+    [['device.new', '@alice:process.test']],
+    'the admin command prints the audit log as JSON lines',
+  );
+  t.notOk(audit.stdout().includes(token), 'and no token in it');
 
   const second = await start({ CONCLAVE_DATA_DIR: dir, CONCLAVE_REGISTRATION: 'token' });
   t.teardown(() => second.proc.stop());

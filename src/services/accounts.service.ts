@@ -4,6 +4,7 @@ import { isValidLocalpart } from '../protocol/identifiers.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { UserRow } from '../storage/database.ts';
+import type { AuditLog } from './audit-log.ts';
 import type { DeviceLists } from './device-lists.ts';
 import type { RateLimits } from './rate-limits.ts';
 import type { RegistrationTokensService } from './registration-tokens.service.ts';
@@ -42,6 +43,7 @@ export class AccountsService {
     private readonly deviceLists: DeviceLists,
     /** Failed logins, registrations and unauthenticated look-ups are limited through it. */
     private readonly limits: RateLimits,
+    private readonly audit: AuditLog,
     private readonly sessions?: SessionCache,
     private readonly now: () => number = Date.now,
   ) {}
@@ -206,6 +208,9 @@ export class AccountsService {
   ): Promise<LoginResult> {
     const deviceId = requestedDeviceId ?? randomDeviceId();
     const now = this.now();
+    const known =
+      requestedDeviceId !== undefined && (await repo.findDevice(db, userId, deviceId)) !== undefined;
+    if (!known) await this.audit.record({ action: 'device.new', actor: userId, target: deviceId }, db);
     await repo.upsertDevice(db, {
       user_id: userId,
       device_id: deviceId,
@@ -250,6 +255,7 @@ export class AccountsService {
     const ok = user?.password_hash ? await verifyPassword(password, user.password_hash) : false;
     if (!ok || !user) {
       await this.limits.recordLoginFailure(userId, address);
+      await this.audit.record({ action: 'login.failed', target: userId ?? null, address });
       throw errors.forbidden('Invalid username or password');
     }
     if (user.deactivated) throw errors.userDeactivated();
@@ -267,9 +273,14 @@ export class AccountsService {
   }): Promise<LoginResult> {
     const userId = this.resolveUserIdentifier(req.identifier);
     const user = await this.checkPassword(userId, req.password, req.address);
-    const login = await this.db
-      .transaction()
-      .execute((trx) => this.startSession(trx, user.user_id, req.deviceId, req.initialDeviceDisplayName));
+    const login = await this.db.transaction().execute(async (trx) => {
+      const started = await this.startSession(trx, user.user_id, req.deviceId, req.initialDeviceDisplayName);
+      await this.audit.record(
+        { action: 'login', actor: user.user_id, target: started.device_id, address: req.address },
+        trx,
+      );
+      return started;
+    });
     // Logging in as an existing device ended that device's earlier tokens.
     if (req.deviceId !== undefined) await this.sessions?.revokeUser(user.user_id);
     return login;
@@ -364,6 +375,16 @@ export class AccountsService {
       const hash = await hashPassword(req.newPassword, this.config.passwordHashCost);
       const position = await this.db.transaction().execute(async (trx) => {
         await repo.updateUser(trx, session.userId, { password_hash: hash });
+        await this.audit.record(
+          {
+            action: 'password.change',
+            actor: session.userId,
+            target: session.userId,
+            address: req.address,
+            details: { logout_devices: req.logoutDevices },
+          },
+          trx,
+        );
         if (!req.logoutDevices) return undefined;
         return this.removeDevicesIn(trx, session.userId, (ids) =>
           ids.filter((id) => id !== session.deviceId),

@@ -14,6 +14,7 @@ import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import { AccountsService } from './accounts.service.ts';
+import { AuditLog } from './audit-log.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { FiltersService } from './filters.service.ts';
@@ -65,6 +66,8 @@ export interface Services {
   /** Outbound PDUs, one queue per destination. */
   sender: FederationSender;
   rateLimits: RateLimits;
+  /** Security-relevant actions, for admins (spec/audit-log.md). */
+  audit: AuditLog;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -122,6 +125,7 @@ export async function createServices(deps: {
   rooms.setRemoteJoins(remoteJoins);
   await sender.start();
   const deviceLists = new DeviceLists(db, notifier);
+  const audit = new AuditLog(db);
   const accounts = new AccountsService(
     db,
     config,
@@ -129,6 +133,7 @@ export async function createServices(deps: {
     registrationTokens,
     deviceLists,
     rateLimits,
+    audit,
     sessions,
   );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
@@ -160,6 +165,7 @@ export async function createServices(deps: {
     federationRooms,
     sender,
     rateLimits,
+    audit,
     async stop() {
       sender.stop();
       federation.close();

@@ -348,6 +348,17 @@ export interface ToDeviceTxnsTable {
   created_ts: number;
 }
 
+/** One audited action; `details` never holds a secret or message content. */
+export interface AuditLogTable {
+  id: Generated<number>;
+  ts: number;
+  action: string;
+  actor: string | null;
+  target: string | null;
+  address: string | null;
+  details: ColumnType<JsonObject, string, string>;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -389,9 +400,11 @@ export interface Database {
   device_list_changes: DeviceListChangesTable;
   to_device_messages: ToDeviceMessagesTable;
   to_device_txns: ToDeviceTxnsTable;
+  audit_log: AuditLogTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
+export type AuditLogRow = Selectable<AuditLogTable>;
 export type NewUserRow = Insertable<UsersTable>;
 export type DeviceRow = Selectable<DevicesTable>;
 export type NewDeviceRow = Insertable<DevicesTable>;
