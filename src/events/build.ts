@@ -6,9 +6,9 @@ import { computeEventId } from '../protocol/hashes.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../services/room-reads.ts';
-import * as store from '../storage/events.repository.ts';
-import * as rooms from '../storage/rooms.repository.ts';
+import type * as rooms from '../storage/rooms.repository.ts';
 import { MAX_EVENT_BYTES, MAX_PREV_EVENTS } from './checks.ts';
+import { roomHead } from './room-head.ts';
 import type { RoomLock } from './room-lock.ts';
 import { authStateAt, resolveGroups, type StateResolver } from './state.ts';
 
@@ -52,15 +52,16 @@ export async function buildEvent(
   input: NewEvent,
 ): Promise<BuiltEvent> {
   const { trx } = lock;
-  const extremities = await rooms.forwardExtremityRows(trx, input.roomId);
+  const head = await roomHead(lock);
+  const extremities = head?.extremities ?? [];
   if (extremities.length === 0) throw errors.notFound('Unknown room');
   const prevs = [...extremities].sort((a, b) => b.depth - a.depth).slice(0, MAX_PREV_EVENTS);
   let stateBefore: rooms.StateIds;
-  const current = await store.roomCurrentStateGroup(trx, input.roomId);
+  const current = head?.currentGroup;
   if (prevs.length === extremities.length && current !== undefined) {
     stateBefore = await deps.reader.stateIdsAt(trx, current);
   } else {
-    const groups = prevs.map((r) => r.state_group_after);
+    const groups = prevs.map((r) => r.state_group_after!);
     stateBefore = (await resolveGroups(lock, deps.reader, deps.resolver, rv, groups)).state;
   }
   const partial = {

@@ -56,7 +56,17 @@ export interface RoomTransaction {
 /** Where local events go to reach other servers (the federation sender). */
 export interface Outbox {
   /** In the event's transaction: records who must get it; returns those destinations. */
-  enqueue(lock: RoomLock, event: RoomEvent, position: number, except?: string): Promise<string[]>;
+  enqueue(
+    lock: RoomLock,
+    event: RoomEvent,
+    position: number,
+    opts?: {
+      /** The server the event came from, which need not get it back. */
+      except?: string;
+      /** The room's current state group after the event, when known (it names who is joined). */
+      stateGroup?: number;
+    },
+  ): Promise<string[]>;
   /** After the commit: start sending to them. */
   wake(destination: string): void;
 }
@@ -78,7 +88,8 @@ export class EventsService {
     verifier: EventSignatureVerifier = new OwnKeyVerifier(serverKeys),
     private readonly now: () => number = Date.now,
   ) {
-    this.locks = new RoomLocks(db);
+    // PostgreSQL may be shared by several processes; PGlite (no URL) belongs to this one.
+    this.locks = new RoomLocks(db, config.databaseUrl !== '');
     this.pipeline = new EventPipeline({
       serverName: config.serverName,
       reader,
@@ -101,7 +112,7 @@ export class EventsService {
     const outbox = this.outbox;
     if (!outbox) return;
     const destinations = await this.locks.withRoomLock(roomId, (lock) =>
-      outbox.enqueue(lock, event, position, except),
+      outbox.enqueue(lock, event, position, { except }),
     );
     for (const d of destinations) outbox.wake(d);
   }
@@ -248,8 +259,11 @@ export class EventsService {
       event: built.event,
     });
     const { persisted, change } = this.expectPersisted(outcome);
+    const stateGroup = outcome.status === 'persisted' ? outcome.roomStateGroup : undefined;
     if (this.outbox) {
-      const destinations = await this.outbox.enqueue(lock, persisted.event, persisted.streamOrdering);
+      const destinations = await this.outbox.enqueue(lock, persisted.event, persisted.streamOrdering, {
+        stateGroup,
+      });
       const owed = this.owed.get(lock);
       for (const d of destinations) owed?.add(d);
     }

@@ -11,6 +11,7 @@ import type { StreamChange } from '../streams/notifier.ts';
 import { nextBackfillPosition, nextPosition } from '../streams/positions.ts';
 import { formatProblem } from './checks.ts';
 import { applyRedactions, redactsOf } from './redactions.ts';
+import { forget, heldRows, roomHead } from './room-head.ts';
 import type { RoomLock } from './room-lock.ts';
 import {
   authStateAt,
@@ -50,7 +51,14 @@ export interface EventInput {
 }
 
 export type IngestOutcome =
-  | { status: 'persisted'; event: RoomEvent; position: number; change?: StreamChange }
+  | {
+      status: 'persisted';
+      event: RoomEvent;
+      position: number;
+      /** The room's current state group once it was persisted. */
+      roomStateGroup: number;
+      change?: StreamChange;
+    }
   | { status: 'outlier'; event: RoomEvent }
   | { status: 'soft_failed'; event: RoomEvent; reason: string }
   | { status: 'rejected'; event: RoomEvent; reason: string }
@@ -84,6 +92,14 @@ export class EventPipeline {
   constructor(private readonly deps: PipelineDeps) {}
 
   async ingest(lock: RoomLock, rv: RoomVersion, input: EventInput): Promise<IngestOutcome> {
+    try {
+      return await this.ingestOne(lock, rv, input);
+    } finally {
+      forget(lock);
+    }
+  }
+
+  private async ingestOne(lock: RoomLock, rv: RoomVersion, input: EventInput): Promise<IngestOutcome> {
     let event = input.event;
     const { trx } = lock;
 
@@ -128,12 +144,16 @@ export class EventPipeline {
     const options = { verifyEventSignature: (_ev: unknown, server: string) => servers.includes(server) };
 
     // 3. Against its own auth events.
-    const authRows = await this.pdus(lock, event.auth_events);
+    const createId =
+      rv.roomIdFromCreateEvent && event.type !== 'm.room.create' ? `$${lock.roomId.slice(1)}` : undefined;
+    const fetched = await heldRows(lock, createId ? [...event.auth_events, createId] : event.auth_events);
+    const authRows = new Map(
+      event.auth_events.flatMap((id) => (fetched.has(id) ? [[id, fetched.get(id)!]] : [])),
+    );
     const missingAuth = event.auth_events.filter((id) => !authRows.has(id));
     let createEvent: RoomEvent | undefined;
-    if (rv.roomIdFromCreateEvent && event.type !== 'm.room.create') {
-      const createId = `$${lock.roomId.slice(1)}`;
-      const createRow = (await this.pdus(lock, [createId])).get(createId);
+    if (createId !== undefined) {
+      const createRow = fetched.get(createId);
       if (!createRow) missingAuth.push(createId);
       else createEvent = store.toEvent(createRow);
     }
@@ -164,7 +184,7 @@ export class EventPipeline {
     }
 
     // 4. Against the state before it, resolved across all its prev events.
-    const prevRows = await this.pdus(lock, event.prev_events);
+    const prevRows = await heldRows(lock, event.prev_events);
     const missingPrev = event.prev_events.filter((id) => {
       const row = prevRows.get(id);
       return row === undefined || row.state_group_after === null;
@@ -210,7 +230,8 @@ export class EventPipeline {
     const after: ResolvedState = isState ? await this.stateAfter(lock, stateBefore, event) : stateBefore;
 
     // 5. Soft failure: a new event that the current state no longer allows.
-    const currentGroup = await store.roomCurrentStateGroup(trx, lock.roomId);
+    const head = await roomHead(lock);
+    const currentGroup = head?.currentGroup;
     if (input.kind === 'new' && currentGroup !== undefined && currentGroup !== stateBefore.group) {
       const currentState = await this.deps.reader.stateIdsAt(trx, currentGroup);
       const now = checkAuth(
@@ -241,7 +262,7 @@ export class EventPipeline {
     let roomState = currentGroup ?? after.group;
     let extremities: string[] | undefined;
     if (input.kind === 'new') {
-      const old = await store.forwardExtremityIds(trx, lock.roomId);
+      const old = (head?.extremities ?? []).map((r) => r.event_id);
       const prevs = new Set(event.prev_events);
       extremities = old.filter((id) => !prevs.has(id));
       // An event that a held event already points back to arrived late: it is no extremity.
@@ -278,7 +299,7 @@ export class EventPipeline {
       // Nothing can have named a local event we just built, so only remote events look back.
       lookBack: input.origin !== this.deps.serverName,
     });
-    if (input.kind === 'backfill') return { status: 'persisted', event, position };
+    if (input.kind === 'backfill') return { status: 'persisted', event, position, roomStateGroup: roomState };
     const change: StreamChange = {
       kind: 'event',
       position,
@@ -286,7 +307,7 @@ export class EventPipeline {
       userIds: [...affectedUsers],
       ...(redacted.length > 0 ? { redacts: redacted[0] } : {}),
     };
-    return { status: 'persisted', event, position, change };
+    return { status: 'persisted', event, position, roomStateGroup: roomState, change };
   }
 
   /** The state before an event whose prev events are all held: resolved across their states. */
@@ -300,8 +321,9 @@ export class EventPipeline {
     // The common case: an event on top of all the room's forward extremities has the room's
     // current state before it, which is their resolution already.
     if (new Set(groups).size > 1) {
-      const extremities = await store.forwardExtremityIds(lock.trx, lock.roomId);
-      const current = await store.roomCurrentStateGroup(lock.trx, lock.roomId);
+      const head = await roomHead(lock);
+      const extremities = (head?.extremities ?? []).map((r) => r.event_id);
+      const current = head?.currentGroup;
       if (current !== undefined && sameSet(extremities, event.prev_events)) {
         return { group: current, state: await this.deps.reader.stateIdsAt(lock.trx, current) };
       }
@@ -331,7 +353,7 @@ export class EventPipeline {
     eventGroup: number,
   ): Promise<number> {
     const others = extremities.filter((id) => id !== event.event_id);
-    const rows = await this.pdus(lock, others);
+    const rows = await heldRows(lock, others);
     const groups = others.map((id) => rows.get(id)!.state_group_after!);
     if (extremities.includes(event.event_id)) groups.push(eventGroup);
     return (await resolveGroups(lock, this.deps.reader, this.deps.resolver, rv, groups, [event])).group;
@@ -350,7 +372,7 @@ export class EventPipeline {
     const { changed, removed } = stateDelta(old, await this.deps.reader.stateIdsAt(trx, next));
     await store.applyCurrentStateDelta(trx, lock.roomId, changed, removed);
     const members = changed.filter((c) => c.type === 'm.room.member');
-    const rows = await this.pdus(
+    const rows = await heldRows(
       lock,
       members.map((m) => m.event_id),
     );
@@ -378,14 +400,6 @@ export class EventPipeline {
     await store.setRoomCurrentStateGroup(trx, lock.roomId, next);
   }
 
-  /** Held event rows by ID (any kind). */
-  private async pdus(lock: RoomLock, ids: readonly string[]): Promise<Map<string, PduRow>> {
-    const out = new Map<string, PduRow>();
-    if (ids.length === 0) return out;
-    for (const row of await store.getPdus(lock.trx, ids)) out.set(row.event_id, row);
-    return out;
-  }
-
   private async write(
     lock: RoomLock,
     rv: RoomVersion,
@@ -401,6 +415,8 @@ export class EventPipeline {
       softFailed: boolean;
     },
   ): Promise<void> {
+    // What the lock holder memoised of the room is about to change.
+    forget(lock);
     // Stored as received (the full event when its hash matched), so it can be served onwards.
     await store.insertPdu(lock.trx, {
       event,

@@ -19,7 +19,14 @@ export interface RoomLock {
 export class RoomLocks {
   private readonly queues = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly db: Db) {}
+  /**
+   * `crossProcess` false for the embedded database: one process owns it (a lock file says so)
+   * and it has one connection, so the queue below already is the whole lock.
+   */
+  constructor(
+    private readonly db: Db,
+    private readonly crossProcess = true,
+  ) {}
 
   /** Runs `fn` in a transaction holding the room's lock; the lock ends with the transaction. */
   async withRoomLock<T>(roomId: string, fn: (lock: RoomLock) => Promise<T>): Promise<T> {
@@ -28,7 +35,7 @@ export class RoomLocks {
       .catch(() => {})
       .then(() =>
         this.db.transaction().execute(async (trx) => {
-          await sql`select pg_advisory_xact_lock(hashtext(${roomId}))`.execute(trx);
+          if (this.crossProcess) await sql`select pg_advisory_xact_lock(hashtext(${roomId}))`.execute(trx);
           return fn({ roomId, trx } as RoomLock);
         }),
       );

@@ -76,19 +76,16 @@ export async function insertPdu(db: Executor, p: NewPdu): Promise<void> {
         .where('pdus.outlier', '=', true),
     )
     .execute();
-  if (e.prev_events.length > 0) {
-    await db
-      .insertInto('event_edges')
-      .values(e.prev_events.map((prev) => ({ event_id: e.event_id, prev_event_id: prev, room_id: p.roomId })))
-      .onConflict((c) => c.doNothing())
-      .execute();
-  }
-  if (e.auth_events.length > 0) {
-    await db
-      .insertInto('event_auth_edges')
-      .values(e.auth_events.map((a) => ({ event_id: e.event_id, auth_event_id: a })))
-      .onConflict((c) => c.doNothing())
-      .execute();
+  // Both edge lists in one statement (one round trip; an empty list inserts nothing).
+  if (e.prev_events.length > 0 || e.auth_events.length > 0) {
+    await sql`
+      with prev_edges as (
+        insert into event_edges (event_id, prev_event_id, room_id)
+        select ${e.event_id}, prev, ${p.roomId} from unnest(${e.prev_events}::text[]) as prev
+        on conflict do nothing)
+      insert into event_auth_edges (event_id, auth_event_id)
+      select ${e.event_id}, auth from unnest(${e.auth_events}::text[]) as auth
+      on conflict do nothing`.execute(db);
   }
 }
 
@@ -221,6 +218,31 @@ export async function markRedacted(db: Executor, targetId: string, redactionId: 
 
 export async function setRoomCurrentStateGroup(db: Executor, roomId: string, group: number): Promise<void> {
   await db.updateTable('rooms').set({ current_state_group: group }).where('room_id', '=', roomId).execute();
+}
+
+/**
+ * A room's current state group and forward extremities in one query; undefined for a room not
+ * held.
+ */
+export async function roomHead(
+  db: Executor,
+  roomId: string,
+): Promise<{ currentGroup: number | undefined; extremities: PduRow[] } | undefined> {
+  const rows = await db
+    .selectFrom('rooms as r')
+    .leftJoin('room_forward_extremities as f', 'f.room_id', 'r.room_id')
+    .leftJoin('pdus as p', 'p.event_id', 'f.event_id')
+    .select('r.current_state_group')
+    .selectAll('p')
+    .where('r.room_id', '=', roomId)
+    .execute();
+  const first = rows[0];
+  if (!first) return undefined;
+  const extremities: PduRow[] = [];
+  for (const { current_state_group: _group, ...row } of rows) {
+    if (row.event_id !== null) extremities.push(row as PduRow);
+  }
+  return { currentGroup: first.current_state_group ?? undefined, extremities };
 }
 
 export async function roomCurrentStateGroup(db: Executor, roomId: string): Promise<number | undefined> {

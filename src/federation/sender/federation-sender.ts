@@ -12,6 +12,8 @@ export interface SenderOptions {
   maxRetryMs: number;
 }
 
+const JOINED_CACHE_LIMIT = 1_000;
+
 export const DEFAULT_SENDER_OPTIONS: SenderOptions = { minRetryMs: 1_000, maxRetryMs: 60 * 60 * 1000 };
 
 /**
@@ -27,6 +29,8 @@ export class FederationSender {
   private readonly again = new Set<string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private stopped = false;
+  /** Joined servers by the room's current state group (see joinedServers). */
+  private readonly joinedByGroup = new Map<number, string[]>();
 
   constructor(
     private readonly db: Db,
@@ -41,9 +45,15 @@ export class FederationSender {
    * through send_join, send_leave or send_knock, which the resident server passes on): marks its
    * destinations, but `except` (the server it came from).
    */
-  async enqueue(lock: RoomLock, event: RoomEvent, position: number, except?: string): Promise<string[]> {
+  async enqueue(
+    lock: RoomLock,
+    event: RoomEvent,
+    position: number,
+    opts: { except?: string; stateGroup?: number } = {},
+  ): Promise<string[]> {
+    const { except } = opts;
     if (except !== undefined) await outbox.markOutbound(lock.trx, event.event_id);
-    const destinations = new Set(await outbox.joinedServers(lock.trx, lock.roomId, this.serverName));
+    const destinations = new Set(await this.joinedServers(lock, opts.stateGroup));
     if (except !== undefined) destinations.delete(except);
     if (event.type === 'm.room.member' && typeof event.state_key === 'string') {
       const target = event.state_key.slice(event.state_key.indexOf(':') + 1);
@@ -51,6 +61,25 @@ export class FederationSender {
     }
     for (const d of destinations) await outbox.markRoomForDestination(lock.trx, d, lock.roomId, position);
     return [...destinations];
+  }
+
+  /**
+   * The other servers with joined users in the room. The memberships table follows the room's
+   * current state group, and a group never changes once written, so the answer for a group is
+   * kept (most events, messages, leave the group as it was).
+   */
+  private async joinedServers(lock: RoomLock, stateGroup: number | undefined): Promise<string[]> {
+    const cached = stateGroup !== undefined ? this.joinedByGroup.get(stateGroup) : undefined;
+    if (cached) return cached;
+    const servers = await outbox.joinedServers(lock.trx, lock.roomId, this.serverName);
+    if (stateGroup !== undefined) {
+      if (this.joinedByGroup.size >= JOINED_CACHE_LIMIT) {
+        const oldest = this.joinedByGroup.keys().next().value;
+        if (oldest !== undefined) this.joinedByGroup.delete(oldest);
+      }
+      this.joinedByGroup.set(stateGroup, servers);
+    }
+    return servers;
   }
 
   /** Starts sending to every destination with a backlog (after a restart). */
