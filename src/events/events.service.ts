@@ -124,19 +124,27 @@ export class EventsService {
 
   /** Runs `fn` holding the room's lock and announces what it persisted once it committed. */
   async transact<T>(roomId: string, fn: (tx: RoomTransaction) => Promise<T>): Promise<T> {
-    const changes: StreamChange[] = [];
-    const owed = new Set<string>();
-    const result = await this.locks.withRoomLock(roomId, async (lock) => {
-      this.owed.set(lock, owed);
-      const rv = await this.versionOf(lock);
-      return fn({
+    return this.transactWith(roomId, (lock, rv, changes) =>
+      fn({
         lock,
         send: async (input, check) => {
           const { persisted, change } = await this.sendIn(lock, rv, { ...input, roomId }, check);
           if (change) changes.push(change);
           return persisted;
         },
-      });
+      }),
+    );
+  }
+
+  private async transactWith<T>(
+    roomId: string,
+    fn: (lock: RoomLock, rv: RoomVersion, changes: StreamChange[]) => Promise<T>,
+  ): Promise<T> {
+    const changes: StreamChange[] = [];
+    const owed = new Set<string>();
+    const result = await this.locks.withRoomLock(roomId, async (lock) => {
+      this.owed.set(lock, owed);
+      return fn(lock, await this.versionOf(lock), changes);
     });
     for (const change of changes) await this.notifier.notify(change);
     for (const d of owed) this.outbox?.wake(d);
@@ -242,6 +250,17 @@ export class EventsService {
     input: NewEvent,
     check?: EventCheck,
   ): Promise<{ persisted: PersistedEvent; change: StreamChange | undefined }> {
+    const built = await this.buildIn(lock, rv, input, check !== undefined);
+    if (check) await check(built, lock);
+    return this.persistIn(lock, rv, built.event);
+  }
+
+  private async buildIn(
+    lock: RoomLock,
+    rv: RoomVersion,
+    input: NewEvent,
+    checked: boolean,
+  ): Promise<BuiltEvent> {
     assertCanonical(input.content);
     const built = await buildEvent(
       lock,
@@ -249,14 +268,20 @@ export class EventsService {
       rv,
       input,
     );
-    if (check) {
-      await precheck(lock, this.reader, rv, built);
-      await check(built, lock);
-    }
+    if (checked) await precheck(lock, this.reader, rv, built);
+    return built;
+  }
+
+  /** Ingests an event built here, and marks who must get it. */
+  private async persistIn(
+    lock: RoomLock,
+    rv: RoomVersion,
+    event: RoomEvent,
+  ): Promise<{ persisted: PersistedEvent; change: StreamChange | undefined }> {
     const outcome = await this.pipeline.ingest(lock, rv, {
       kind: 'new',
       origin: this.config.serverName,
-      event: built.event,
+      event,
     });
     const { persisted, change } = this.expectPersisted(outcome);
     const stateGroup = outcome.status === 'persisted' ? outcome.roomStateGroup : undefined;
@@ -268,6 +293,27 @@ export class EventsService {
       for (const d of destinations) owed?.add(d);
     }
     return { persisted, change };
+  }
+
+  /**
+   * Builds, authorises and signs a local event without persisting it: for an invite that the
+   * invitee's server must see first. `sendPrepared` persists it afterwards, through the pipeline
+   * against the room as it is then.
+   */
+  async prepare(input: NewEvent): Promise<RoomEvent> {
+    return this.locks.withRoomLock(input.roomId, async (lock) => {
+      const built = await this.buildIn(lock, await this.versionOf(lock), input, true);
+      return built.event;
+    });
+  }
+
+  /** Persists an event `prepare` built, and announces it. */
+  async sendPrepared(roomId: string, event: RoomEvent): Promise<PersistedEvent> {
+    return this.transactWith(roomId, async (lock, rv, changes) => {
+      const { persisted, change } = await this.persistIn(lock, rv, event);
+      if (change) changes.push(change);
+      return persisted;
+    });
   }
 
   /** A local event the pipeline did not persist is refused to its sender with the reason. */

@@ -48,6 +48,13 @@ export interface EventInput {
    * /state_ids, as outliers); otherwise it is computed from the prev events.
    */
   stateBefore?: rooms.StateIds;
+  /**
+   * For an outlier whose auth events this server cannot have: a membership event of a room it
+   * is not in (an invite another server sent us, our rejection of it, or our knock). Format,
+   * event ID, signatures and hash are checked; auth is not (nothing to check it against), and
+   * the event stays an outlier that never enters a timeline or the room's state.
+   */
+  outOfBand?: boolean;
 }
 
 export type IngestOutcome =
@@ -143,6 +150,12 @@ export class EventPipeline {
     }
     const options = { verifyEventSignature: (_ev: unknown, server: string) => servers.includes(server) };
 
+    if (input.outOfBand) {
+      if (input.kind !== 'outlier') throw new Error('only an outlier may be out of band');
+      await this.writeOutlier(lock, rv, input, event, null);
+      return { status: 'outlier', event };
+    }
+
     // 3. Against its own auth events.
     const createId =
       rv.roomIdFromCreateEvent && event.type !== 'm.room.create' ? `$${lock.roomId.slice(1)}` : undefined;
@@ -170,15 +183,13 @@ export class EventPipeline {
       ...(createEvent ? { createEvent } : {}),
     });
     if (input.kind === 'outlier') {
-      await this.write(lock, rv, input, event, {
-        streamOrdering: null,
-        before: null,
-        after: null,
-        roomState: null,
-        outlier: true,
-        rejected: own.allowed ? null : `${own.reason} (rule ${own.rule})`,
-        softFailed: false,
-      });
+      await this.writeOutlier(
+        lock,
+        rv,
+        input,
+        event,
+        own.allowed ? null : `${own.reason} (rule ${own.rule})`,
+      );
       if (!own.allowed) return { status: 'rejected', event, reason: own.reason };
       return { status: 'outlier', event };
     }
@@ -398,6 +409,24 @@ export class EventPipeline {
         .execute();
     }
     await store.setRoomCurrentStateGroup(trx, lock.roomId, next);
+  }
+
+  private writeOutlier(
+    lock: RoomLock,
+    rv: RoomVersion,
+    input: EventInput,
+    event: RoomEvent,
+    rejected: string | null,
+  ): Promise<void> {
+    return this.write(lock, rv, input, event, {
+      streamOrdering: null,
+      before: null,
+      after: null,
+      roomState: null,
+      outlier: true,
+      rejected,
+      softFailed: false,
+    });
   }
 
   private async write(

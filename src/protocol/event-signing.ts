@@ -32,6 +32,21 @@ export function hashAndSignEvent<E extends object>(
 }
 
 /**
+ * Adds our signature to an event another server built and hashed (an invite we are asked to
+ * co-sign); its content hash and the other signatures are kept as they are.
+ */
+export function addEventSignature<E extends { signatures?: Signatures }>(
+  event: E,
+  roomVersion: RoomVersion,
+  serverName: string,
+  keyId: string,
+  seed: Uint8Array,
+): E & { signatures: Signatures } {
+  const signed = signJson(redactEvent(toWirePdu(event, roomVersion), roomVersion), serverName, keyId, seed);
+  return { ...event, signatures: signed.signatures };
+}
+
+/**
  * Checks `serverName`'s signature with key `keyId` on `event`, whether we hold the full event or
  * a redacted copy (server-server-api: Validating hashes and signatures on received events). The
  * content hash is a separate check: see `checkContentHash`.

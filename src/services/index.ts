@@ -6,6 +6,7 @@ import type { Config } from '../config.ts';
 import { EventsService } from '../events/events.service.ts';
 import { PreverifiedSignatures } from '../events/preverified.ts';
 import { FederationRoomsService } from '../federation/inbound/federation-rooms.service.ts';
+import { OutOfBandMemberships } from '../federation/inbound/invites.ts';
 import { createFederation, type Federation, type FederationTransport } from '../federation/index.ts';
 import { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
@@ -63,6 +64,8 @@ export interface Services {
   federation: Federation;
   /** The room side of the server-server API as this server answers it. */
   federationRooms: FederationRoomsService;
+  /** Membership events of rooms this server is not in: remote invites, rejections, knocks. */
+  outOfBand: OutOfBandMemberships;
   /** Outbound PDUs, one queue per destination. */
   sender: FederationSender;
   rateLimits: RateLimits;
@@ -120,7 +123,16 @@ export async function createServices(deps: {
     signatures,
     federation.client,
   );
-  const remoteJoins = new RemoteJoins(config.serverName, serverKeys, events, signatures, federation.client);
+  const outOfBand = new OutOfBandMemberships(db, config.serverName, serverKeys, events, signatures);
+  const remoteJoins = new RemoteJoins(
+    config.serverName,
+    serverKeys,
+    events,
+    signatures,
+    federation.client,
+    outOfBand,
+    reader,
+  );
   const rooms = new RoomsService(db, config, events, reader);
   rooms.setRemoteJoins(remoteJoins);
   await sender.start();
@@ -163,6 +175,7 @@ export async function createServices(deps: {
     toDevice,
     federation,
     federationRooms,
+    outOfBand,
     sender,
     rateLimits,
     audit,

@@ -1,4 +1,5 @@
 import { type RoomEvent, type StateTuple, stateTuple } from '../protocol/event.ts';
+import type { JsonObject } from '../protocol/json.ts';
 import { redactEvent } from '../protocol/redaction.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
@@ -30,6 +31,17 @@ class Lru<K, V> {
     if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value as K);
   }
 }
+
+/** The state event types stripped state carries. */
+const STRIPPED_TYPES = new Set([
+  'm.room.create',
+  'm.room.join_rules',
+  'm.room.name',
+  'm.room.avatar',
+  'm.room.canonical_alias',
+  'm.room.encryption',
+  'm.room.topic',
+]);
 
 export class RoomReader {
   private readonly groups = new Lru<number, rooms.StateIds>(CACHE_LIMIT);
@@ -94,6 +106,24 @@ export class RoomReader {
   }
 
   /** Full state events at a state group, as rows. */
+  /**
+   * The stripped state of a room at a state group (server-server API: stripped state): the
+   * events that let a client show a room it is invited to or knocking on, plus the member events
+   * of `members` (the inviter).
+   */
+  async strippedStateAt(db: Executor, groupId: number, members: readonly string[]): Promise<JsonObject[]> {
+    const rows = await this.stateEventsAt(db, groupId, (k) => {
+      const [type, stateKey] = k.split('\u0000') as [string, string];
+      return STRIPPED_TYPES.has(type) || (type === 'm.room.member' && members.includes(stateKey));
+    });
+    return rows.map((r) => ({
+      type: r.type,
+      state_key: r.state_key ?? '',
+      sender: r.sender,
+      content: r.json.content as JsonObject,
+    }));
+  }
+
   async stateEventsAt(
     db: Executor,
     groupId: number,

@@ -187,7 +187,7 @@ export class RoomsService {
             '',
           );
         }
-        for (const target of invites) {
+        for (const target of invites.filter((u) => !this.isRemoteUser(u))) {
           await send(
             'm.room.member',
             { membership: 'invite', ...(req.is_direct ? { is_direct: true } : {}) },
@@ -200,6 +200,10 @@ export class RoomsService {
       },
     );
     const roomId = created.event.room_id ?? (await this.roomIdOfCreate(created));
+    // Users of other servers are invited once the room exists: their servers must co-sign.
+    for (const target of invites.filter((u) => this.isRemoteUser(u))) {
+      await this.inviteUser(creator, roomId, target, req.is_direct ? { is_direct: true } : {});
+    }
     return { room_id: roomId, ...(alias ? { room_alias: alias } : {}) };
   }
 
@@ -290,6 +294,7 @@ export class RoomsService {
       const idServer = roomId.includes(':') ? roomId.slice(roomId.indexOf(':') + 1) : undefined;
       if (idServer && idServer !== this.config.serverName) servers.push(idServer);
       servers.push(...(await this.knownServers(roomId)));
+      servers.push(...(await this.inviterServers(roomId, session.userId)));
       if (servers.length === 0 && !(await rooms.findRoom(this.db, roomId)))
         throw errors.notFound('Unknown room');
       if (servers.length > 0) {
@@ -320,6 +325,14 @@ export class RoomsService {
     return federationStore.joinedServers(this.db, roomId, this.config.serverName);
   }
 
+  /** The server of whoever invited the user to a room we are not in: it can let them join. */
+  private async inviterServers(roomId: string, userId: string): Promise<string[]> {
+    const current = await rooms.membershipOf(this.db, roomId, userId);
+    if (current?.membership !== 'invite') return [];
+    const [held] = await eventStore.getPdus(this.db, [current.event_id]);
+    return held ? [held.sender.slice(held.sender.indexOf(':') + 1)] : [];
+  }
+
   /** POST /knock/{roomIdOrAlias} */
   async knock(session: Session, roomIdOrAlias: string, reason?: string): Promise<{ room_id: string }> {
     const roomId = await this.resolveRoom(roomIdOrAlias);
@@ -339,15 +352,53 @@ export class RoomsService {
     await this.requireRoom(roomId);
     refuseControlCharacters(target, 'The user ID');
     if (!isValidUserId(target)) throw errors.invalidParam('Not a valid user ID');
-    await this.sendMembership(session.userId, roomId, target, 'invite', reason);
+    await this.inviteUser(session.userId, roomId, target, reason !== undefined ? { reason } : {});
+  }
+
+  private isRemoteUser(userId: string): boolean {
+    return this.remote !== undefined && userId.slice(userId.indexOf(':') + 1) !== this.config.serverName;
+  }
+
+  /** An invite of a user here, or of another server's user through their server. */
+  private async inviteUser(
+    sender: string,
+    roomId: string,
+    target: string,
+    content: JsonObject,
+  ): Promise<void> {
+    if (this.remote && this.isRemoteUser(target)) {
+      const current = await this.membership(roomId, target);
+      if (current === 'join' || current === 'ban') {
+        throw errors.forbidden(
+          current === 'ban' ? 'That user is banned' : 'That user is already in the room',
+        );
+      }
+      await this.remote.invite(sender, roomId, target, content);
+      return;
+    }
+    await this.events.send({
+      roomId,
+      type: 'm.room.member',
+      sender,
+      stateKey: target,
+      content: { ...content, membership: 'invite' },
+    });
   }
 
   /** POST /rooms/{roomId}/leave (also rejects an invite or withdraws a knock) */
   async leave(session: Session, roomId: string, reason?: string): Promise<void> {
     await this.requireRoom(roomId);
-    const current = await this.membership(roomId, session.userId);
-    if (current === undefined || current === 'leave') {
+    const current = await rooms.membershipOf(this.db, roomId, session.userId);
+    if (current === undefined || current.membership === 'leave') {
       throw errors.forbidden('You are not a member of this room');
+    }
+    if (this.remote && current.membership !== 'join' && !(await this.weAreIn(roomId))) {
+      // An invite or knock of a room we are not in: rejected through the room's servers.
+      const [held] = await eventStore.getPdus(this.db, [current.event_id]);
+      if (held) {
+        await this.remote.leaveRemote(session.userId, roomId, eventStore.toEvent(held), reason);
+        return;
+      }
     }
     await this.sendMembership(session.userId, roomId, session.userId, 'leave', reason);
   }

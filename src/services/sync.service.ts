@@ -660,35 +660,30 @@ export class SyncService {
   private async strippedState(membershipEventId: string): Promise<JsonObject[]> {
     const memberRow = (await this.reader.eventRows(this.db, [membershipEventId])).get(membershipEventId);
     if (!memberRow) return [];
-    const keep = [
-      'm.room.create',
-      'm.room.join_rules',
-      'm.room.name',
-      'm.room.avatar',
-      'm.room.canonical_alias',
-      'm.room.encryption',
-      'm.room.topic',
-    ];
-    const rows = await this.reader.stateEventsAt(this.db, memberRow.state_group_before, (k) =>
-      keep.includes(k.split('\u0000')[0]!),
-    );
-    const all = [...rows, memberRow];
-    const inviter =
-      memberRow.sender !== memberRow.state_key
-        ? await this.reader.stateEventAt(
-            this.db,
-            memberRow.state_group_before,
-            'm.room.member',
-            memberRow.sender,
-          )
-        : undefined;
-    if (inviter) all.push(inviter);
-    return all.map((r) => ({
+    const stripped = (r: { type: string; state_key: string | null; sender: string; json: JsonObject }) => ({
       type: r.type,
       state_key: r.state_key ?? '',
       sender: r.sender,
       content: r.json.content as JsonObject,
-    }));
+    });
+    // Out of band (a room we are not in): the stripped state the other server sent with it.
+    const given = await this.db
+      .selectFrom('room_stripped_state')
+      .select('state')
+      .where('event_id', '=', membershipEventId)
+      .executeTakeFirst();
+    if (given) {
+      const others = given.state.filter(
+        (e) => !(e.type === 'm.room.member' && e.state_key === memberRow.state_key),
+      );
+      return [...others, stripped(memberRow)];
+    }
+    const others = await this.reader.strippedStateAt(
+      this.db,
+      memberRow.state_group_before,
+      memberRow.sender !== memberRow.state_key ? [memberRow.sender] : [],
+    );
+    return [...others, stripped(memberRow)];
   }
 
   /** m.receipt for the room: everyone's public receipts, and the user's own private ones. */

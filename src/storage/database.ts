@@ -359,6 +359,15 @@ export interface AuditLogTable {
   details: ColumnType<JsonObject, string, string>;
 }
 
+/** Stripped state that came with a remote invite or knock (migration 0013). */
+export interface RoomStrippedStateTable {
+  event_id: string;
+  room_id: string;
+  user_id: string;
+  state: ColumnType<JsonObject[], string, string>;
+  received_ts: number;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -401,6 +410,7 @@ export interface Database {
   to_device_messages: ToDeviceMessagesTable;
   to_device_txns: ToDeviceTxnsTable;
   audit_log: AuditLogTable;
+  room_stripped_state: RoomStrippedStateTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -8,12 +8,14 @@ import { hashAndSignEvent } from '../../protocol/event-signing.ts';
 import { computeEventId } from '../../protocol/hashes.ts';
 import { isValidServerName } from '../../protocol/identifiers.ts';
 import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
-import { getRoomVersion, ROOM_VERSIONS } from '../../protocol/room-versions.ts';
+import { getRoomVersion, ROOM_VERSIONS, type RoomVersion } from '../../protocol/room-versions.ts';
+import type { RoomReader } from '../../services/room-reads.ts';
 import type { ServerKeysService } from '../../services/server-keys.service.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
 import { FederationError } from '../client/transport.ts';
 import type { Requester } from '../inbound/fetch-missing.ts';
+import type { OutOfBandMemberships } from '../inbound/invites.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
 
 const enc = encodeURIComponent;
@@ -34,8 +36,123 @@ export class RemoteJoins {
     private readonly events: EventsService,
     private readonly signatures: PreverifiedSignatures,
     private readonly requester: Requester,
+    private readonly outOfBand: OutOfBandMemberships,
+    private readonly reader: RoomReader,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /**
+   * Invites a user of another server (server-server API: Inviting to a room): our invite event,
+   * built and authorised against the room, goes to the invitee's server, which must co-sign it;
+   * then it is persisted (checked again against the room as it is then) and sent to the room.
+   */
+  async invite(sender: string, roomId: string, target: string, content: JsonObject): Promise<void> {
+    const destination = target.slice(target.indexOf(':') + 1);
+    const event = await this.events.prepare({
+      roomId,
+      type: 'm.room.member',
+      sender,
+      stateKey: target,
+      content: { ...content, membership: 'invite' },
+    });
+    const rv = getRoomVersion((await this.reader.roomVersionOf(this.db(), roomId))!)!;
+    const group = await store.roomCurrentStateGroup(this.db(), roomId);
+    const strippedState =
+      group !== undefined ? await this.reader.strippedStateAt(this.db(), group, [sender]) : [];
+    let answer: { event?: unknown };
+    try {
+      answer = await this.requester.request<{ event?: unknown }>({
+        destination,
+        method: 'PUT',
+        path: `/_matrix/federation/v2/invite/${enc(roomId)}/${enc(event.event_id)}`,
+        body: { event: toWire(event), room_version: rv.id, invite_room_state: strippedState },
+      });
+    } catch (err) {
+      const refusal = remoteRefusal(err, 'invite');
+      if (refusal) throw refusal;
+      throw new MatrixError(502, 'M_UNKNOWN', `${destination} could not be reached to invite ${target}`);
+    }
+    const returned = fromWire(answer.event, rv);
+    if (isWireError(returned) || returned.event_id !== event.event_id)
+      throw new MatrixError(502, 'M_UNKNOWN', `${destination} answered the invite with another event`);
+    const { event_id: _id, ...pdu } = returned;
+    await this.signatures.preverify([pdu], rv, () => [destination]);
+    const cosigned = await this.signatures.verifyEvent(pdu, rv, [destination]);
+    if (!cosigned.ok) throw new MatrixError(502, 'M_UNKNOWN', `${destination} did not sign the invite`);
+    const signatures = { ...event.signatures, [destination]: returned.signatures[destination]! };
+    await this.events.sendPrepared(roomId, { ...event, signatures });
+  }
+
+  /**
+   * Rejects an invite to (or withdraws a knock on) a room this server is not in: make_leave and
+   * send_leave through the servers that can know the room (the inviter's first). When none
+   * answers, the rejection stays local, as an out-of-band leave, so the invite is gone for our
+   * user either way.
+   */
+  async leaveRemote(
+    userId: string,
+    roomId: string,
+    membershipEvent: RoomEvent,
+    reason?: string,
+  ): Promise<void> {
+    const rv = getRoomVersion((await this.reader.roomVersionOf(this.db(), roomId))!)!;
+    const base = {
+      type: 'm.room.member',
+      room_id: roomId,
+      sender: userId,
+      state_key: userId,
+      content: { membership: 'leave', ...(reason !== undefined ? { reason } : {}) },
+    };
+    const candidates = [
+      ...new Set([membershipEvent.sender, roomId].map((id) => id.slice(id.indexOf(':') + 1))),
+    ].filter((s) => s !== this.serverName && isValidServerName(s));
+    for (const server of candidates) {
+      try {
+        const made = await this.requester.request<{ event?: unknown; room_version?: unknown }>({
+          destination: server,
+          method: 'GET',
+          path: `/_matrix/federation/v1/make_leave/${enc(roomId)}/${enc(userId)}`,
+        });
+        const template = made.event;
+        if (!isJsonObject(template) || template.room_id !== roomId || template.state_key !== userId) continue;
+        const leave = this.signNew(rv, {
+          ...base,
+          origin_server_ts: this.now(),
+          depth: typeof template.depth === 'number' ? template.depth : 1,
+          prev_events: stringList(template.prev_events),
+          auth_events: stringList(template.auth_events),
+        });
+        await this.requester.request({
+          destination: server,
+          method: 'PUT',
+          path: `/_matrix/federation/v2/send_leave/${enc(roomId)}/${enc(leave.event_id)}`,
+          body: toWire(leave),
+        });
+        await this.outOfBand.recordOwn(rv, leave);
+        return;
+      } catch {
+        // The next server, or the local rejection below.
+      }
+    }
+    const local = this.signNew(rv, {
+      ...base,
+      origin_server_ts: this.now(),
+      depth: membershipEvent.depth + 1,
+      prev_events: [membershipEvent.event_id],
+      auth_events: [membershipEvent.event_id],
+    });
+    await this.outOfBand.recordOwn(rv, local);
+  }
+
+  private signNew(rv: RoomVersion, unsigned: Omit<Pdu, 'hashes' | 'signatures'>): RoomEvent {
+    const key = this.serverKeys.key;
+    const pdu = hashAndSignEvent(unsigned, rv, this.serverName, key.keyId, key.seed) as Pdu;
+    return { ...pdu, event_id: computeEventId(pdu, rv) };
+  }
+
+  private db() {
+    return this.events.db;
+  }
 
   /** GET /query/directory on the alias's server: the room ID and servers to join through. */
   async resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }> {
@@ -103,9 +220,7 @@ export class RemoteJoins {
       prev_events: stringList(template.prev_events),
       auth_events: stringList(template.auth_events),
     };
-    const key = this.serverKeys.key;
-    const pdu = hashAndSignEvent(unsigned, rv, this.serverName, key.keyId, key.seed) as Pdu;
-    const join: RoomEvent = { ...pdu, event_id: computeEventId(pdu, rv) };
+    const join = this.signNew(rv, unsigned);
     const answer = await this.requester.request<{ state?: unknown; auth_chain?: unknown }>({
       destination: server,
       method: 'PUT',
@@ -182,14 +297,17 @@ export class RemoteJoins {
   }
 }
 
-/** A FederationError that carries a resident server's 403 or 400 answer, as our MatrixError. */
-function remoteRefusal(err: unknown): MatrixError | undefined {
+/** A FederationError that carries a remote server's refusal (400, 403; 404 for invites), as our MatrixError. */
+function remoteRefusal(err: unknown, what = 'join'): MatrixError | undefined {
   if (!(err instanceof FederationError)) return undefined;
-  if (err.status !== 403 && err.status !== 400) return undefined;
+  const passed = what === 'invite' ? [400, 403, 404] : [400, 403];
+  const status = err.status;
+  if (status === undefined || !passed.includes(status)) return undefined;
+  const whose = what === 'join' ? "The room's server" : "The invited user's server";
   return new MatrixError(
-    err.status,
+    status,
     err.errcode ?? 'M_FORBIDDEN',
-    `The room's server refused the join: ${err.message}`,
+    `${whose} refused the ${what}: ${err.message}`,
   );
 }
 

@@ -16,7 +16,7 @@ const AnyObject = Type.Object({}, { additionalProperties: true });
  */
 export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const { federationRooms: fed, sender } = app.services;
+  const { federationRooms: fed, sender, outOfBand } = app.services;
   const room = (roomId: string) => {
     if (!isValidRoomId(roomId)) throw errors.invalidParam('Not a valid room ID');
     return roomId;
@@ -89,6 +89,31 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
         ),
     );
   }
+
+  // PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
+  app.put(
+    `${V2}/invite/:roomId/:eventId`,
+    {
+      schema: {
+        params: Type.Object({ roomId: Id, eventId: Id }),
+        body: Type.Object(
+          {
+            event: AnyObject,
+            room_version: Type.String({ maxLength: 32 }),
+            invite_room_state: Type.Optional(Type.Array(AnyObject, { maxItems: 200 })),
+          },
+          { additionalProperties: true },
+        ),
+      },
+    },
+    async (request) =>
+      outOfBand.receiveInvite(
+        request.origin,
+        room(request.params.roomId),
+        eventId(request.params.eventId),
+        request.body as JsonObject,
+      ),
+  );
 
   // GET /_matrix/federation/v1/event/{eventId}
   app.get(`${V1}/event/:eventId`, { schema: { params: Type.Object({ eventId: Id }) } }, async (request) =>
