@@ -7,6 +7,7 @@ import { checkAuth, selectAuthEvents, serverNameOf } from '../../protocol/auth-r
 import { stateTuple } from '../../protocol/event.ts';
 import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
+import { serverAllowedByAcl } from '../../protocol/server-acl.ts';
 import type { RoomReader } from '../../services/room-reads.ts';
 import type { Db } from '../../storage/connect.ts';
 import type { PduRow } from '../../storage/database.ts';
@@ -65,6 +66,10 @@ export class FederationRoomsService {
       if (!roomId || !rv) continue; // A room we are not in: nothing to answer for it.
       const event = fromWire(json, rv);
       if (isWireError(event)) continue;
+      if (!(await this.serverAllowed(roomId, origin))) {
+        results[event.event_id] = { error: "the room's server ACL does not allow the sending server" };
+        continue;
+      }
       try {
         const all = await ingestWithFetching(this.deps, rv, roomId, origin, event);
         outcomes.push(...all);
@@ -84,6 +89,23 @@ export class FederationRoomsService {
       received_ts: this.now(),
     });
     return response;
+  }
+
+  /**
+   * Whether the room's current server ACL (m.room.server_acl) lets `server` take part; a room we
+   * hold no state of lets every server in.
+   */
+  async serverAllowed(roomId: string, server: string): Promise<boolean> {
+    const group = await store.roomCurrentStateGroup(this.db, roomId);
+    if (group === undefined) return true;
+    const acl = await this.reader.stateEventAt(this.db, group, 'm.room.server_acl', '');
+    return serverAllowedByAcl(server, acl?.json.content as JsonObject | undefined);
+  }
+
+  /** 403 M_FORBIDDEN for a server the room's ACL shuts out (server-server API: Server ACLs). */
+  async requireAllowed(roomId: string, server: string): Promise<void> {
+    if (!(await this.serverAllowed(roomId, server)))
+      throw errors.forbidden("The room's server ACL does not allow this server");
   }
 
   // GET /_matrix/federation/v1/make_join/{roomId}/{userId} (and make_leave, make_knock)

@@ -29,6 +29,12 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
   app.addHook('preHandler', async (request) => {
     if (request.origin) sender.wake(request.origin, { resetBackoff: true });
   });
+  // Every route of a room (make_*, send_*, invite, state, state_ids, event_auth, backfill,
+  // get_missing_events) is shut to a server the room's ACL denies; /send checks it per PDU.
+  app.addHook('preHandler', async (request) => {
+    const roomId = (request.params as { roomId?: unknown }).roomId;
+    if (typeof roomId === 'string' && isValidRoomId(roomId)) await fed.requireAllowed(roomId, request.origin);
+  });
 
   // PUT /_matrix/federation/v1/send/{txnId}
   app.put(
