@@ -47,7 +47,7 @@ function blockedRanges(): BlockList {
   const v6: Array<[string, number]> = [
     ['::', 128],
     ['::1', 128],
-    ['::ffff:0:0', 96],
+    ['::', 96],
     ['64:ff9b::', 96],
     ['64:ff9b:1::', 48],
     ['100::', 64],
@@ -59,6 +59,8 @@ function blockedRanges(): BlockList {
     ['fec0::', 10],
     ['ff00::', 8],
   ];
+  // IPv4-mapped addresses (::ffff:0:0/96) are judged by the IPv4 address they carry (below); a
+  // rule for that range here would match every IPv4 address, as BlockList compares them mapped.
   for (const [net, bits] of v6) b.addSubnet(net, bits, 'ipv6');
   return b;
 }
@@ -82,10 +84,21 @@ export function isPublicAddress(address: string, allowed: BlockList = new BlockL
   if (allowed.check(address, type)) return true;
   if (type === 'ipv6') {
     // An IPv4-mapped address is judged as the IPv4 address it carries.
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    if (mapped) return isPublicAddress(mapped[1]!, allowed);
+    const mapped = mappedIpv4(address);
+    if (mapped !== undefined) return isPublicAddress(mapped, allowed);
   }
   return !BLOCKED.check(address, type);
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:1.2.3.4` or `::ffff:102:304`). */
+function mappedIpv4(address: string): string | undefined {
+  const dotted = /^(?:0{0,4}:){0,5}:?ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (dotted) return dotted[1];
+  const hex = /^(?:0{0,4}:){0,5}:?ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
+  if (!hex) return undefined;
+  const hi = Number.parseInt(hex[1]!, 16);
+  const lo = Number.parseInt(hex[2]!, 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
 const refused = (msg: string) => new MatrixError(403, 'M_FORBIDDEN', msg);

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
+import { errors } from '../../errors.ts';
 import { requireAuth } from '../../http/auth.ts';
 import { contentDisposition, MEDIA_SECURITY_HEADERS } from '../../media/disposition.ts';
 import type { MediaContent, MediaUploadInput } from '../../media/media.service.ts';
@@ -73,6 +74,13 @@ async function uploadRoutes(fastify: FastifyInstance): Promise<void> {
   const { media } = app.services;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+  // Whatever the bytes are, a Content-Type fastify cannot parse is a bad parameter, not bad JSON.
+  app.setErrorHandler(async (error) => {
+    if ((error as { code?: string }).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      throw errors.invalidParam('The Content-Type header is malformed');
+    }
+    throw error;
+  });
 
   // POST /_matrix/media/v3/upload
   app.post(
