@@ -17,13 +17,16 @@ const MEDIA_V1 = '/_matrix/media/v1';
 const MEDIA_V3 = '/_matrix/media/v3';
 const CLIENT_MEDIA = `${V1}/media`;
 
+const MediaIdSchema = Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_-]+$' });
 const MediaParams = Type.Object({
   serverName: Type.String({ minLength: 1, maxLength: 255 }),
-  mediaId: Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_-]+$' }),
+  mediaId: MediaIdSchema,
 });
+/** The media ID alone, for the federation routes (media of this server). */
+export const MediaIdParams = Type.Object({ mediaId: MediaIdSchema });
 const MediaFileParams = Type.Object({
   serverName: Type.String({ minLength: 1, maxLength: 255 }),
-  mediaId: Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_-]+$' }),
+  mediaId: MediaIdSchema,
   fileName: Type.String({ minLength: 1, maxLength: 255 }),
 });
 const UploadQuery = Type.Object({ filename: Type.Optional(Type.String({ maxLength: 255 })) });
@@ -32,8 +35,8 @@ const waitProperties = {
   allow_remote: Type.Optional(Type.Boolean()),
   allow_redirect: Type.Optional(Type.Boolean()),
 };
-const DownloadQuery = Type.Object(waitProperties);
-const ThumbnailQuery = Type.Object({
+export const DownloadQuery = Type.Object(waitProperties);
+export const ThumbnailQuery = Type.Object({
   width: Type.Integer({ minimum: 1, maximum: 10000 }),
   height: Type.Integer({ minimum: 1, maximum: 10000 }),
   method: Type.Optional(Type.Union([Type.Literal('crop'), Type.Literal('scale')])),
@@ -56,7 +59,7 @@ function uploadInput(request: FastifyRequest, filename: string | undefined): Med
   };
 }
 
-function sendMedia(reply: FastifyReply, content: MediaContent, fileName?: string): FastifyReply {
+export function sendMedia(reply: FastifyReply, content: MediaContent, fileName?: string): FastifyReply {
   void reply.headers({
     ...MEDIA_SECURITY_HEADERS,
     'content-type': content.contentType,
@@ -175,6 +178,6 @@ export async function mediaRoutes(fastify: FastifyInstance): Promise<void> {
   );
 }
 
-function waitOf(query: { timeout_ms?: number | undefined }): { timeoutMs?: number } {
+export function waitOf(query: { timeout_ms?: number | undefined }): { timeoutMs?: number } {
   return query.timeout_ms !== undefined ? { timeoutMs: query.timeout_ms } : {};
 }
