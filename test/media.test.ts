@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import sharp from 'sharp';
 import t from 'tap';
-import { defaultConfig } from '../src/config.ts';
+import { ConfigError, defaultConfig, loadConfig } from '../src/config.ts';
 import { contentDisposition } from '../src/media/disposition.ts';
 import { chooseSize } from '../src/media/thumbnails.ts';
 import { isPublicAddress, openGraph } from '../src/media/url-preview.ts';
@@ -93,6 +93,29 @@ t.test('URL preview address checks and Open Graph parsing', async (t) => {
     { 'og:description': 'A "paper"', 'og:site_name': 'Lab', 'og:title': 'Fallback & title' },
     'og tags, the title standing in, images left out',
   );
+});
+
+t.test('media settings', async (t) => {
+  const media = loadConfig({
+    CONCLAVE_MEDIA_LEGACY_FREEZE: '2024-09-04T00:00:00Z',
+    CONCLAVE_MAX_UPLOAD_BYTES: '1000',
+    CONCLAVE_MEDIA_QUOTA_BYTES: '5000',
+    CONCLAVE_URL_PREVIEWS: 'on',
+    CONCLAVE_URL_PREVIEW_ALLOW: '127.0.0.1, 10.0.0.0/8, ::1',
+  }).media;
+  t.equal(media.legacyFreezeTs, Date.parse('2024-09-04T00:00:00Z'));
+  t.same([media.maxUploadBytes, media.quotaBytes, media.urlPreviews], [1000, 5000, true]);
+  t.same(media.urlPreviewAllowAddresses, ['127.0.0.1', '10.0.0.0/8', '::1']);
+  t.equal(loadConfig({}).media.legacyFreezeTs, 0, 'the freeze is off by default');
+  t.equal(loadConfig({}).media.urlPreviews, false, 'previews are off by default');
+  for (const [env, value] of [
+    ['CONCLAVE_MEDIA_LEGACY_FREEZE', 'someday'],
+    ['CONCLAVE_URL_PREVIEW_ALLOW', 'example.org'],
+    ['CONCLAVE_URL_PREVIEW_ALLOW', '10.0.0.0/33'],
+    ['CONCLAVE_MAX_UPLOAD_BYTES', '0'],
+  ] as const) {
+    t.throws(() => loadConfig({ [env]: value }), ConfigError, `${env}=${value} is refused`);
+  }
 });
 
 t.test('the thumbnail sizes offered', async (t) => {
