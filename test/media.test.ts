@@ -202,6 +202,14 @@ for (const backend of databaseBackends()) {
         'the name in the path wins, encoded per RFC 6266',
       );
 
+      const r0 = await s.request('POST', '/_matrix/media/r0/upload?filename=r0.txt', {
+        token: alice.access_token,
+        rawBody: 'old path',
+        headers: { 'content-type': 'text/plain' },
+      });
+      t.equal(r0.statusCode, 200, 'the r0 path of the media API answers as v3 does');
+      t.equal((await download(mediaPath(r0.json().content_uri))).body, 'old path');
+
       const head = await s.app.inject({
         method: 'HEAD',
         url: `${CLIENT_MEDIA}/download/${p}`,
