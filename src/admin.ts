@@ -21,6 +21,13 @@ commands:
   audit-log [--since <ISO date or <n>d>] [--action <name>] [--after-id <n>] [--limit <n>]
       Prints audit log entries as JSON lines, oldest first (spec/audit-log.md). Page with
       --after-id set to the last id printed.
+  media-quarantine <mxc://server/mediaId>
+      Stops serving a media (kept on disk; downloads answer 404). Audited.
+  media-delete <mxc://server/mediaId>
+      Deletes a media and its thumbnails; their files go when no other media has the same bytes.
+      Audited.
+  media-list <userId> [--limit <n>]
+      Prints the media a user uploaded or created, newest first, as JSON lines.
   rotate-key
       Retires the server's signing key (it stays published as an old key and still verifies
       what it signed) and makes a new one current. Restart running server processes afterwards.
@@ -98,6 +105,29 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
         for (const record of records) out(JSON.stringify(record));
         return 0;
       }
+      case 'media-quarantine': {
+        const mxc = rest[0];
+        if (!mxc) throw new UsageError('media-quarantine needs an mxc:// URI');
+        await runtime.services.media.quarantineMedia(mxc, ADMIN_CLI_ACTOR);
+        out(`quarantined ${mxc}`);
+        return 0;
+      }
+      case 'media-delete': {
+        const mxc = rest[0];
+        if (!mxc) throw new UsageError('media-delete needs an mxc:// URI');
+        const { files_deleted } = await runtime.services.media.deleteMedia(mxc, ADMIN_CLI_ACTOR);
+        out(`deleted ${mxc} (${files_deleted} file${files_deleted === 1 ? '' : 's'} removed)`);
+        return 0;
+      }
+      case 'media-list': {
+        const userId = rest[0];
+        if (!userId) throw new UsageError('media-list needs a user ID');
+        const limit = values.limit !== undefined ? parseUses(values.limit) : 1000;
+        for (const item of await runtime.services.media.listUserMedia(userId, { limit })) {
+          out(JSON.stringify(item));
+        }
+        return 0;
+      }
       case 'rotate-key': {
         const { previous, current } = await runtime.services.serverKeys.rotate();
         out(`retired ${previous}; the signing key is now ${current}`);
@@ -112,6 +142,9 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
 }
 
 class UsageError extends Error {}
+
+/** The audit log's actor for actions taken with this command. */
+export const ADMIN_CLI_ACTOR = 'admin-cli';
 
 function parseUses(raw: string): number {
   if (!/^\d+$/.test(raw)) throw new UsageError('--uses must be a whole number');

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { DEFAULT_ROOM_VERSION, getRoomVersion } from './protocol/room-versions.ts';
@@ -98,6 +99,29 @@ export interface Config {
   webClient: string;
   /** The room version of rooms created without one (one the server supports). */
   defaultRoomVersion: string;
+  /** Media settings (spec/media.md). */
+  media: MediaConfig;
+}
+
+export interface MediaConfig {
+  /** Where media files live; empty: `<data_dir>/media` (a temporary folder when data_dir is empty). */
+  dir: string;
+  /** Largest upload, in bytes (413 M_TOO_LARGE beyond). */
+  maxUploadBytes: number;
+  /** Bytes of uploads a user may have; 0: no quota. */
+  quotaBytes: number;
+  /** Media IDs created with /create and not yet uploaded that a user may hold at once. */
+  maxPendingPerUser: number;
+  /** How long a media ID from /create waits for its upload, in ms. */
+  unusedExpiryMs: number;
+  /** Media created before this time (ms) are served by the unauthenticated v3 endpoints; 0: none. */
+  legacyFreezeTs: number;
+  /** Whether GET /media/preview_url fetches pages. */
+  urlPreviews: boolean;
+  /** Addresses (or CIDR ranges) a preview may reach although they are private or loopback. */
+  urlPreviewAllowAddresses: string[];
+  urlPreviewMaxBytes: number;
+  urlPreviewTimeoutMs: number;
 }
 
 export interface TrustedKeyServer {
@@ -358,7 +382,72 @@ const FIELDS: Field[] = [
     yaml: 'default_room_version',
     parse: roomVersion,
   },
+  mediaField('dir', 'CONCLAVE_MEDIA_DIR', 'media_dir', (raw, source) => str(raw, source)),
+  mediaField('maxUploadBytes', 'CONCLAVE_MAX_UPLOAD_BYTES', 'max_upload_bytes', int(1, 2 ** 40)),
+  mediaField('quotaBytes', 'CONCLAVE_MEDIA_QUOTA_BYTES', 'media_quota_bytes', int(0, 2 ** 50)),
+  mediaField('maxPendingPerUser', 'CONCLAVE_MEDIA_MAX_PENDING', 'media_max_pending', int(1, 10_000)),
+  mediaField(
+    'unusedExpiryMs',
+    'CONCLAVE_MEDIA_UNUSED_EXPIRY_MS',
+    'media_unused_expiry_ms',
+    int(1000, 2 ** 40),
+  ),
+  mediaField('legacyFreezeTs', 'CONCLAVE_MEDIA_LEGACY_FREEZE', 'media_legacy_freeze', freezeDate),
+  mediaField('urlPreviews', 'CONCLAVE_URL_PREVIEWS', 'url_previews', onOff),
+  mediaField('urlPreviewAllowAddresses', 'CONCLAVE_URL_PREVIEW_ALLOW', 'url_preview_allow', addressList),
+  mediaField(
+    'urlPreviewMaxBytes',
+    'CONCLAVE_URL_PREVIEW_MAX_BYTES',
+    'url_preview_max_bytes',
+    int(1024, 2 ** 30),
+  ),
+  mediaField(
+    'urlPreviewTimeoutMs',
+    'CONCLAVE_URL_PREVIEW_TIMEOUT_MS',
+    'url_preview_timeout_ms',
+    int(100, 120_000),
+  ),
 ];
+
+function mediaField(
+  entry: keyof MediaConfig,
+  env: string,
+  yaml: string,
+  parse: (raw: unknown, source: string) => unknown,
+): Field {
+  return { key: 'media', entry, env, yaml, parse };
+}
+
+/** `off`, or the date (ISO 8601) before which media stay served without authentication. */
+function freezeDate(raw: unknown, source: string): number {
+  if (raw === false) return 0;
+  if (raw instanceof Date) return raw.getTime();
+  const s = str(raw, source).trim();
+  if (s === 'off' || s === '') return 0;
+  const ts = Date.parse(s);
+  if (!Number.isFinite(ts) || ts <= 0)
+    throw new ConfigError(`${source} must be off or an ISO date, got ${JSON.stringify(s)}`);
+  return ts;
+}
+
+/** IP addresses or CIDR ranges, comma-separated or a YAML list. */
+function addressList(raw: unknown, source: string): string[] {
+  const items = Array.isArray(raw) ? raw.map((v) => str(v, source)) : str(raw, source).split(',');
+  const out = items.map((a) => a.trim()).filter((a) => a !== '');
+  for (const a of out) {
+    const [ip, bits, extra] = a.split('/');
+    const family = isIP(ip ?? '');
+    const max = family === 6 ? 128 : 32;
+    if (
+      family === 0 ||
+      extra !== undefined ||
+      (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= max))
+    ) {
+      throw new ConfigError(`${source}: not an IP address or CIDR range: ${JSON.stringify(a)}`);
+    }
+  }
+  return out;
+}
 
 const KEY_ID_RE = /^ed25519:[A-Za-z0-9_]+$/;
 
@@ -440,6 +529,18 @@ export function defaultConfig(): Config {
     federationPort: 8448,
     webClient: '/',
     defaultRoomVersion: DEFAULT_ROOM_VERSION,
+    media: {
+      dir: '',
+      maxUploadBytes: 50 * 1024 * 1024,
+      quotaBytes: 0,
+      maxPendingPerUser: 5,
+      unusedExpiryMs: 24 * 60 * 60 * 1000,
+      legacyFreezeTs: 0,
+      urlPreviews: false,
+      urlPreviewAllowAddresses: [],
+      urlPreviewMaxBytes: 1024 * 1024,
+      urlPreviewTimeoutMs: 10_000,
+    },
   };
 }
 

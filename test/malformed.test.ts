@@ -8,6 +8,11 @@ import { PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
  * route is covered without editing this file.
  */
 const MAX_BYTES = 64 * 1024;
+/** Routes whose body is a file of any type (media uploads), not JSON. */
+const RAW_BODY_ROUTES = new Set([
+  'POST /_matrix/media/v3/upload',
+  'PUT /_matrix/media/v3/upload/:serverName/:mediaId',
+]);
 
 type Schema = { type?: string; properties?: Record<string, Schema>; required?: string[]; maxLength?: number };
 
@@ -79,7 +84,20 @@ for (const backend of databaseBackends()) {
           headers: { authorization: `Bearer ${alice.access_token}`, 'content-type': contentType },
         });
 
-      if (route.method === 'POST' || route.method === 'PUT' || route.method === 'DELETE') {
+      if (RAW_BODY_ROUTES.has(label)) {
+        // Uploads take any bytes as the file: JSON rules do not apply, but nothing may break.
+        t.test(`${label}: any bytes`, async (t) => {
+          for (const payload of [
+            '{"unterminated": ',
+            Buffer.from([0x7b, 0xff, 0xfe, 0x7d]),
+            deepNesting(200),
+          ]) {
+            const res = await send(payload, 'application/octet-stream');
+            t.ok(res.statusCode < 500, `no 500 (${res.statusCode})`);
+            t.type(res.json(), 'object', 'a JSON answer');
+          }
+        });
+      } else if (route.method === 'POST' || route.method === 'PUT' || route.method === 'DELETE') {
         t.test(`${label}: bad bodies`, async (t) => {
           assertMatrixError(t, await send('{"unterminated": '), 'not JSON', 400, 'M_NOT_JSON');
           assertMatrixError(

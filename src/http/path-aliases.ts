@@ -11,10 +11,14 @@
 const R0 = '/_matrix/client/r0/';
 const V3 = '/_matrix/client/v3/';
 const UNSTABLE = '/_matrix/client/unstable/';
+// The media API had the same rename (matrix-nio, and so matrix-commander, still upload to r0).
+const MEDIA_R0 = '/_matrix/media/r0/';
+const MEDIA_V3 = '/_matrix/media/v3/';
 const UNSTABLE_ENDPOINTS = ['keys/device_signing/upload', 'keys/signatures/upload'];
 
 export function aliasedUrl(url: string): string {
   if (url.startsWith(R0)) return V3 + url.slice(R0.length);
+  if (url.startsWith(MEDIA_R0)) return MEDIA_V3 + url.slice(MEDIA_R0.length);
   if (url.startsWith(UNSTABLE)) {
     const rest = url.slice(UNSTABLE.length);
     const path = rest.split('?', 1)[0];

@@ -14,7 +14,7 @@ const FAMILIES: Array<[RegExp, RateLimitFamily]> = [
   [/^POST \/_matrix\/client\/v3\/keys\/(upload|device_signing\/upload|signatures\/upload)$/, 'keys_upload'],
   [/^POST \/_matrix\/client\/v3\/keys\/(claim|query)$/, 'keys_claim'],
   [/^PUT \/_matrix\/client\/v3\/sendToDevice\//, 'to_device'],
-  [/^[A-Z]+ \/_matrix\/(media\/v3|client\/v1\/media)\//, 'media'],
+  [/^[A-Z]+ \/_matrix\/(media\/v[13]|client\/v1\/media)\//, 'media'],
   [/^[A-Z]+ \/_(conclave|synapse)\/admin\//, 'admin'],
 ];
 

@@ -10,6 +10,7 @@ import { OutOfBandMemberships } from '../federation/inbound/invites.ts';
 import { createFederation, type Federation, type FederationTransport } from '../federation/index.ts';
 import { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
+import { MediaService } from '../media/media.service.ts';
 import { resolveState } from '../protocol/state-res/index.ts';
 import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
@@ -71,6 +72,8 @@ export interface Services {
   rateLimits: RateLimits;
   /** Security-relevant actions, for admins (spec/audit-log.md). */
   audit: AuditLog;
+  /** The media repository (src/media, spec/media.md); its quarantineMedia, deleteMedia and listUserMedia are for admins. */
+  media: MediaService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -150,6 +153,15 @@ export async function createServices(deps: {
   );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
+  const media = new MediaService({
+    db,
+    config: config.media,
+    serverName: config.serverName,
+    dataDir: config.dataDir,
+    bus,
+    audit,
+  });
+  await media.start();
   return {
     config,
     db,
@@ -179,7 +191,9 @@ export async function createServices(deps: {
     sender,
     rateLimits,
     audit,
+    media,
     async stop() {
+      await media.stop();
       sender.stop();
       federation.close();
       await typing.stop();

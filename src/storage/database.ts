@@ -368,6 +368,34 @@ export interface RoomStrippedStateTable {
   received_ts: number;
 }
 
+/** One media ID of this server (spec/media.md); pending while `uploaded_ts` is null. */
+export interface MediaTable {
+  media_id: string;
+  user_id: string;
+  created_ts: number;
+  unused_expires_ts: number | null;
+  uploaded_ts: number | null;
+  content_type: string | null;
+  upload_name: string | null;
+  size: number | null;
+  sha256: string | null;
+  quarantined_ts: number | null;
+  quarantined_by: string | null;
+}
+
+/** A thumbnail made of a media, kept in the media store under its SHA-256. */
+export interface MediaThumbnailsTable {
+  media_id: string;
+  width: number;
+  height: number;
+  method: string;
+  animated: boolean;
+  content_type: string;
+  size: number;
+  sha256: string;
+  created_ts: number;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -411,10 +439,15 @@ export interface Database {
   to_device_txns: ToDeviceTxnsTable;
   audit_log: AuditLogTable;
   room_stripped_state: RoomStrippedStateTable;
+  media: MediaTable;
+  media_thumbnails: MediaThumbnailsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
 export type AuditLogRow = Selectable<AuditLogTable>;
+export type MediaRow = Selectable<MediaTable>;
+export type NewMediaRow = Insertable<MediaTable>;
+export type MediaThumbnailRow = Selectable<MediaThumbnailsTable>;
 export type NewUserRow = Insertable<UsersTable>;
 export type DeviceRow = Selectable<DevicesTable>;
 export type NewDeviceRow = Insertable<DevicesTable>;

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { requireXMatrix } from './auth.ts';
 import { keysRoutes } from './keys.routes.ts';
+import { mediaRoutes } from './media.routes.ts';
 import { queryRoutes } from './query.routes.ts';
 import { roomsRoutes } from './rooms.routes.ts';
 import { versionRoutes } from './version.routes.ts';
@@ -18,5 +19,6 @@ export async function federationRoutes(app: FastifyInstance): Promise<void> {
     signed.addHook('preValidation', requireXMatrix);
     await signed.register(queryRoutes);
     await signed.register(roomsRoutes);
+    await signed.register(mediaRoutes);
   });
 }

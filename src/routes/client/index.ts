@@ -4,6 +4,7 @@ import { directoryRoutes } from './directory.routes.ts';
 import { filtersRoutes } from './filters.routes.ts';
 import { keyBackupRoutes } from './key-backup.routes.ts';
 import { keysRoutes } from './keys.routes.ts';
+import { mediaRoutes } from './media.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
@@ -30,4 +31,5 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(syncWebSocketRoutes);
   await app.register(keysRoutes);
   await app.register(toDeviceRoutes);
+  await app.register(mediaRoutes);
 }

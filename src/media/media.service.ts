@@ -1,0 +1,536 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Bus } from '../bus/bus.ts';
+import type { MediaConfig } from '../config.ts';
+import { errors, MatrixError } from '../errors.ts';
+import type { AuditLog } from '../services/audit-log.ts';
+import type { Executor } from '../storage/accounts.repository.ts';
+import type { Db } from '../storage/connect.ts';
+import type { MediaRow } from '../storage/database.ts';
+import * as repo from '../storage/media.repository.ts';
+import { essence, hasControlCharacter, storedContentType } from './disposition.ts';
+import { FileMediaStore, type MediaStore } from './store.ts';
+import { canThumbnail, chooseSize, makeThumbnail, type ThumbnailMethod } from './thumbnails.ts';
+import { previewUrl } from './url-preview.ts';
+
+/**
+ * The media repository (spec/media.md): uploads (at once, or a media ID first and its bytes
+ * later), downloads, thumbnails, URL previews, and the admin's quarantine and deletion. Bytes are
+ * streamed to and from the store, never held whole in memory.
+ */
+
+const UPLOADED_CHANNEL = 'media.uploaded';
+/** The longest a download waits for a pending upload, whatever timeout_ms asks. */
+export const MAX_WAIT_MS = 120_000;
+/** The wait when the client names none (the spec's default). */
+export const DEFAULT_WAIT_MS = 20_000;
+const THUMBNAIL_CONCURRENCY = 2;
+
+export const MEDIA_ID_RE = /^[A-Za-z0-9_-]{1,255}$/;
+
+const notYetUploaded = () =>
+  new MatrixError(504, 'M_NOT_YET_UPLOADED', 'The media has not been uploaded yet');
+const cannotOverwrite = () =>
+  new MatrixError(409, 'M_CANNOT_OVERWRITE_MEDIA', 'This media ID already has its content');
+const quotaExceeded = () =>
+  new MatrixError(403, 'M_RESOURCE_LIMIT_EXCEEDED', 'This upload would exceed your media quota', {
+    admin_contact: '',
+  });
+
+export interface MediaUploadInput {
+  body: Readable;
+  /** The Content-Type header as sent. */
+  contentType: string | undefined;
+  /** The Content-Length header, when sent. */
+  contentLength: number | undefined;
+  fileName: string | undefined;
+}
+
+/** What a download or thumbnail serves. */
+export interface MediaContent {
+  stream: ReadStream;
+  size: number;
+  contentType: string;
+  fileName: string | null;
+}
+
+/** One media as the admin functions list it. */
+export interface MediaInfo {
+  mxc: string;
+  media_id: string;
+  user_id: string;
+  created_ts: number;
+  uploaded: boolean;
+  content_type: string | null;
+  upload_name: string | null;
+  size: number | null;
+  sha256: string | null;
+  quarantined: boolean;
+}
+
+export interface MediaServiceDeps {
+  db: Db;
+  config: MediaConfig;
+  serverName: string;
+  /** The data directory; media live in `<dataDir>/media` unless `config.dir` says otherwise. */
+  dataDir: string;
+  bus: Bus;
+  audit: AuditLog;
+  now?: () => number;
+  /** Another store; a FileMediaStore at the configured folder by default. */
+  store?: MediaStore;
+}
+
+export class MediaService {
+  private readonly db: Db;
+  private readonly config: MediaConfig;
+  private readonly serverName: string;
+  private readonly bus: Bus;
+  private readonly audit: AuditLog;
+  private readonly now: () => number;
+  private store!: MediaStore;
+  private tempRoot: string | undefined;
+  private unsubscribe: (() => Promise<void>) | undefined;
+  private readonly waiters = new Map<string, Set<() => void>>();
+  private thumbnailsRunning = 0;
+  private readonly thumbnailQueue: Array<() => void> = [];
+
+  constructor(private readonly deps: MediaServiceDeps) {
+    this.db = deps.db;
+    this.config = deps.config;
+    this.serverName = deps.serverName;
+    this.bus = deps.bus;
+    this.audit = deps.audit;
+    this.now = deps.now ?? Date.now;
+  }
+
+  async start(): Promise<void> {
+    if (this.deps.store) this.store = this.deps.store;
+    else {
+      let dir = this.config.dir;
+      if (dir === '' && this.deps.dataDir !== '') dir = path.join(this.deps.dataDir, 'media');
+      if (dir === '') {
+        // No data directory (the in-memory test set-up): a temporary folder, removed at stop.
+        this.tempRoot = await mkdtemp(path.join(os.tmpdir(), 'conclave-media-'));
+        dir = this.tempRoot;
+      }
+      const store = new FileMediaStore(dir);
+      await store.init();
+      this.store = store;
+    }
+    this.unsubscribe = await this.bus.subscribe(UPLOADED_CHANNEL, (mediaId) => this.wake(mediaId));
+  }
+
+  async stop(): Promise<void> {
+    await this.unsubscribe?.();
+    for (const set of this.waiters.values()) for (const wake of set) wake();
+    if (this.tempRoot) await rm(this.tempRoot, { recursive: true, force: true });
+  }
+
+  /** GET /media/config. */
+  mediaConfig(): Record<string, number> {
+    return { 'm.upload.size': this.config.maxUploadBytes };
+  }
+
+  /** POST /media/v3/upload: stores the bytes under a new media ID. */
+  async upload(userId: string, input: MediaUploadInput): Promise<{ content_uri: string }> {
+    const received = await this.receive(userId, input.body, input.contentLength);
+    const mediaId = newMediaId();
+    const now = this.now();
+    await this.takeIn(received, async (trx) => {
+      await repo.insertMedia(trx, {
+        media_id: mediaId,
+        user_id: userId,
+        created_ts: now,
+        unused_expires_ts: null,
+        uploaded_ts: now,
+        content_type: storedContentType(input.contentType),
+        upload_name: cleanFileName(input.fileName),
+        size: received.size,
+        sha256: received.sha256,
+      });
+    });
+    return { content_uri: this.mxc(mediaId) };
+  }
+
+  /** POST /media/v1/create: a media ID whose bytes come later, by PUT, before it expires. */
+  async create(userId: string): Promise<{ content_uri: string; unused_expires_at: number }> {
+    const now = this.now();
+    await repo.deleteExpiredPending(this.db, now, userId);
+    const pending = await repo.countPendingMedia(this.db, userId, now);
+    if (pending >= this.config.maxPendingPerUser) {
+      throw new MatrixError(429, 'M_LIMIT_EXCEEDED', 'Too many media IDs waiting for their upload', {
+        retry_after_ms: Math.min(this.config.unusedExpiryMs, 60_000),
+      });
+    }
+    const mediaId = newMediaId();
+    const expires = now + this.config.unusedExpiryMs;
+    await repo.insertMedia(this.db, {
+      media_id: mediaId,
+      user_id: userId,
+      created_ts: now,
+      unused_expires_ts: expires,
+      uploaded_ts: null,
+      content_type: null,
+      upload_name: null,
+      size: null,
+      sha256: null,
+    });
+    return { content_uri: this.mxc(mediaId), unused_expires_at: expires };
+  }
+
+  /** PUT /media/v3/upload/{serverName}/{mediaId}: the bytes of a media ID made by create(). */
+  async uploadTo(
+    userId: string,
+    serverName: string,
+    mediaId: string,
+    input: MediaUploadInput,
+  ): Promise<void> {
+    checkMediaId(mediaId);
+    if (serverName !== this.serverName) throw errors.notFound('No such media ID on this server');
+    const row = await repo.findMedia(this.db, mediaId);
+    if (!row || this.expired(row)) throw errors.notFound('No such media ID');
+    if (row.user_id !== userId) throw errors.forbidden('This media ID was created by another user');
+    if (row.uploaded_ts !== null) throw cannotOverwrite();
+    const received = await this.receive(userId, input.body, input.contentLength);
+    await this.takeIn(received, async (trx) => {
+      const done = await repo.completePendingMedia(trx, mediaId, {
+        uploaded_ts: this.now(),
+        content_type: storedContentType(input.contentType),
+        upload_name: cleanFileName(input.fileName),
+        size: received.size,
+        sha256: received.sha256,
+      });
+      if (!done) throw cannotOverwrite();
+    });
+    await this.bus.publish(UPLOADED_CHANNEL, mediaId);
+  }
+
+  /**
+   * The bytes of a media of this server, waiting up to `timeoutMs` for a pending one.
+   * `legacy`: the unauthenticated endpoints, which serve only media from before the freeze.
+   */
+  async download(
+    serverName: string,
+    mediaId: string,
+    opts: { timeoutMs?: number; legacy?: boolean },
+  ): Promise<MediaContent> {
+    const row = await this.readable(serverName, mediaId, opts);
+    return {
+      stream: this.store.open(row.sha256!),
+      size: Number(row.size),
+      contentType: row.content_type ?? 'application/octet-stream',
+      fileName: row.upload_name,
+    };
+  }
+
+  /** A thumbnail of an image of this server, made once per offered size and kept. */
+  async thumbnail(
+    serverName: string,
+    mediaId: string,
+    opts: {
+      width: number;
+      height: number;
+      method: ThumbnailMethod;
+      animated: boolean;
+      timeoutMs?: number;
+      legacy?: boolean;
+    },
+  ): Promise<MediaContent> {
+    const row = await this.readable(serverName, mediaId, opts);
+    const sourceType = essence(row.content_type);
+    if (!canThumbnail(sourceType)) {
+      throw new MatrixError(400, 'M_UNKNOWN', 'This media cannot be thumbnailed');
+    }
+    const size = chooseSize(opts.width, opts.height, opts.method);
+    const key = { media_id: mediaId, ...size, animated: opts.animated };
+    let thumb = await repo.findThumbnail(this.db, key);
+    if (!thumb || !(await this.store.has(thumb.sha256))) {
+      const temp = await this.store.tempPath();
+      let made: { contentType: string };
+      try {
+        made = await this.limitThumbnails(() =>
+          makeThumbnail(this.store.localPath(row.sha256!), sourceType, size, opts.animated, temp),
+        );
+      } catch {
+        await this.store.discard(temp);
+        throw new MatrixError(400, 'M_UNKNOWN', 'This image could not be thumbnailed');
+      }
+      const received = await hashFile(temp);
+      const newThumb = {
+        ...key,
+        content_type: made.contentType,
+        size: received.size,
+        sha256: received.sha256,
+        created_ts: this.now(),
+      };
+      await this.takeIn({ ...received, tempFile: temp }, (trx) => repo.insertThumbnail(trx, newThumb));
+      thumb = newThumb;
+    }
+    return {
+      stream: this.store.open(thumb.sha256),
+      size: Number(thumb.size),
+      contentType: thumb.content_type,
+      fileName: null,
+    };
+  }
+
+  /** GET /media/preview_url. */
+  async preview(url: string): Promise<Record<string, string | number>> {
+    if (!this.config.urlPreviews) throw errors.forbidden('URL previews are turned off on this server');
+    return previewUrl(url, {
+      allow: this.config.urlPreviewAllowAddresses,
+      maxBytes: this.config.urlPreviewMaxBytes,
+      timeoutMs: this.config.urlPreviewTimeoutMs,
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Admin: the CLI and any admin API call these.
+
+  /** Quarantines a media of this server: it is kept but no longer served. Audited. */
+  async quarantineMedia(mxc: string, actor: string | null): Promise<void> {
+    const mediaId = this.localMediaId(mxc);
+    await this.db.transaction().execute(async (trx) => {
+      if (!(await repo.setQuarantined(trx, mediaId, actor, this.now())))
+        throw errors.notFound('No such media');
+      await this.audit.record({ action: 'media.quarantine', actor, target: mxc }, trx);
+    });
+  }
+
+  /**
+   * Deletes a media of this server and its thumbnails; their files go when nothing else names
+   * the same bytes. Audited.
+   */
+  async deleteMedia(mxc: string, actor: string | null): Promise<{ files_deleted: number }> {
+    const mediaId = this.localMediaId(mxc);
+    let filesDeleted = 0;
+    await this.db.transaction().execute(async (trx) => {
+      const hashes = await repo.deleteMediaRow(trx, mediaId);
+      if (hashes === undefined) throw errors.notFound('No such media');
+      for (const sha256 of [...hashes].sort()) {
+        await repo.lockHash(trx, sha256);
+        if (await repo.hashInUse(trx, sha256)) continue;
+        await this.store.delete(sha256);
+        filesDeleted++;
+      }
+      await this.audit.record(
+        { action: 'media.delete', actor, target: mxc, details: { files_deleted: filesDeleted } },
+        trx,
+      );
+    });
+    return { files_deleted: filesDeleted };
+  }
+
+  /** The media a user of this server created, newest first. */
+  async listUserMedia(
+    userId: string,
+    opts: { limit?: number; beforeTs?: number } = {},
+  ): Promise<MediaInfo[]> {
+    const limit = Math.min(Math.max(opts.limit ?? 100, 1), 1000);
+    const rows = await repo.listUserMedia(this.db, userId, {
+      limit,
+      ...(opts.beforeTs !== undefined ? { beforeTs: opts.beforeTs } : {}),
+    });
+    return rows.map((r) => ({
+      mxc: this.mxc(r.media_id),
+      media_id: r.media_id,
+      user_id: r.user_id,
+      created_ts: Number(r.created_ts),
+      uploaded: r.uploaded_ts !== null,
+      content_type: r.content_type,
+      upload_name: r.upload_name,
+      size: r.size === null ? null : Number(r.size),
+      sha256: r.sha256,
+      quarantined: r.quarantined_ts !== null,
+    }));
+  }
+
+  /** The media ID of an `mxc://<this server>/<id>` URI; 400 M_INVALID_PARAM for anything else. */
+  localMediaId(mxc: string): string {
+    const m = /^mxc:\/\/([^/]+)\/([^/]+)$/.exec(mxc);
+    if (!m || !MEDIA_ID_RE.test(m[2]!)) throw errors.invalidParam('Not an mxc:// URI');
+    if (m[1] !== this.serverName) throw errors.invalidParam('Not a media of this server');
+    return m[2]!;
+  }
+
+  // ----------------------------------------------------------------------------------------
+
+  private mxc(mediaId: string): string {
+    return `mxc://${this.serverName}/${mediaId}`;
+  }
+
+  private expired(row: MediaRow): boolean {
+    return (
+      row.uploaded_ts === null &&
+      row.unused_expires_ts !== null &&
+      Number(row.unused_expires_ts) <= this.now()
+    );
+  }
+
+  /** A servable media row (uploaded, not quarantined), after waiting for a pending upload. */
+  private async readable(
+    serverName: string,
+    mediaId: string,
+    opts: { timeoutMs?: number; legacy?: boolean },
+  ): Promise<MediaRow & { sha256: string }> {
+    checkMediaId(mediaId);
+    // Remote media are not fetched over federation yet.
+    if (serverName !== this.serverName) throw errors.notFound('Remote media are not served yet');
+    let row = await repo.findMedia(this.db, mediaId);
+    if (row && row.uploaded_ts === null && !this.expired(row)) {
+      const wait = Math.min(Math.max(opts.timeoutMs ?? DEFAULT_WAIT_MS, 0), MAX_WAIT_MS);
+      row = await this.waitForUpload(mediaId, wait);
+      if (row && row.uploaded_ts === null && !this.expired(row)) throw notYetUploaded();
+    }
+    if (!row || row.uploaded_ts === null || row.sha256 === null || row.quarantined_ts !== null) {
+      throw errors.notFound('No such media');
+    }
+    if (
+      opts.legacy &&
+      !(this.config.legacyFreezeTs > 0 && Number(row.created_ts) < this.config.legacyFreezeTs)
+    ) {
+      // Since the freeze (spec v1.11), media are served only through the authenticated endpoints.
+      throw errors.notFound(
+        'This media is served only by the authenticated /_matrix/client/v1/media endpoints',
+      );
+    }
+    return row as MediaRow & { sha256: string };
+  }
+
+  /** Waits until the media is uploaded (told over the bus) or the time runs out; returns its row then. */
+  private async waitForUpload(mediaId: string, ms: number): Promise<MediaRow | undefined> {
+    let wake!: () => void;
+    const woken = new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    let set = this.waiters.get(mediaId);
+    if (!set) {
+      set = new Set();
+      this.waiters.set(mediaId, set);
+    }
+    set.add(wake);
+    const timer = setTimeout(wake, ms);
+    try {
+      // Read again after listening, so an upload that landed just before is not missed.
+      const row = await repo.findMedia(this.db, mediaId);
+      if (row?.uploaded_ts === null) await woken;
+      else return row;
+    } finally {
+      clearTimeout(timer);
+      set.delete(wake);
+      if (set.size === 0) this.waiters.delete(mediaId);
+    }
+    return repo.findMedia(this.db, mediaId);
+  }
+
+  private wake(mediaId: string): void {
+    for (const wake of this.waiters.get(mediaId) ?? []) wake();
+  }
+
+  /**
+   * Streams an upload to a temporary file while hashing and counting it; refuses it (413, or the
+   * quota's 403) as soon as it grows past the limit, and discards the partial file.
+   */
+  private async receive(
+    userId: string,
+    body: Readable,
+    declaredLength: number | undefined,
+  ): Promise<{ tempFile: string; sha256: string; size: number }> {
+    const max = this.config.maxUploadBytes;
+    const tooLarge = () => errors.tooLarge(`Uploads may not exceed ${max} bytes`);
+    let quotaLeft = Number.POSITIVE_INFINITY;
+    if (this.config.quotaBytes > 0) {
+      quotaLeft = this.config.quotaBytes - (await repo.usedBytes(this.db, userId));
+    }
+    if (declaredLength !== undefined && declaredLength > max) throw tooLarge();
+    if (declaredLength !== undefined && declaredLength > quotaLeft) throw quotaExceeded();
+    const tempFile = await this.store.tempPath();
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        size += chunk.length;
+        if (size > max) return callback(tooLarge());
+        if (size > quotaLeft) return callback(quotaExceeded());
+        hash.update(chunk);
+        callback(null, chunk);
+      },
+    });
+    try {
+      await pipeline(body, meter, createWriteStream(tempFile));
+    } catch (err) {
+      await this.store.discard(tempFile);
+      if (err instanceof MatrixError) throw err;
+      throw new MatrixError(400, 'M_UNKNOWN', 'The upload was interrupted');
+    }
+    return { tempFile, sha256: hash.digest('hex'), size };
+  }
+
+  /**
+   * Records bytes received in a temporary file: under the lock of their hash, `record` writes the
+   * row that names them and the store takes the file in (or keeps the copy it has).
+   */
+  private async takeIn(
+    received: { tempFile: string; sha256: string },
+    record: (trx: Executor) => Promise<void>,
+  ): Promise<void> {
+    try {
+      await this.db.transaction().execute(async (trx) => {
+        await repo.lockHash(trx, received.sha256);
+        await record(trx);
+        await this.store.put(received.sha256, received.tempFile);
+      });
+    } finally {
+      await this.store.discard(received.tempFile);
+    }
+  }
+
+  private async limitThumbnails<T>(fn: () => Promise<T>): Promise<T> {
+    // At most THUMBNAIL_CONCURRENCY images are decoded at once; a finishing one hands its turn on.
+    if (this.thumbnailsRunning >= THUMBNAIL_CONCURRENCY) {
+      await new Promise<void>((resolve) => this.thumbnailQueue.push(resolve));
+    } else {
+      this.thumbnailsRunning++;
+    }
+    try {
+      return await fn();
+    } finally {
+      const next = this.thumbnailQueue.shift();
+      if (next) next();
+      else this.thumbnailsRunning--;
+    }
+  }
+}
+
+function newMediaId(): string {
+  return randomBytes(18).toString('base64url');
+}
+
+function checkMediaId(mediaId: string): void {
+  if (!MEDIA_ID_RE.test(mediaId)) throw errors.invalidParam('Not a valid media ID');
+}
+
+/** The file name a client gave, without path separators or control characters, at most 255 characters. */
+function cleanFileName(name: string | undefined): string | null {
+  if (name === undefined) return null;
+  let cleaned = '';
+  for (const ch of name.slice(0, 255))
+    cleaned += hasControlCharacter(ch) || ch === '/' || ch === '\\' ? '_' : ch;
+  return cleaned === '' ? null : cleaned;
+}
+
+async function hashFile(file: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
