@@ -14,6 +14,11 @@ import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import { AccountsService } from './accounts.service.ts';
+import { ReportsService } from './admin/reports.service.ts';
+import { AdminRoomsService } from './admin/rooms.admin.ts';
+import { ServerNoticesService } from './admin/server-notices.service.ts';
+import { AdminTokensService } from './admin/tokens.admin.ts';
+import { AdminUsersService } from './admin/users.admin.ts';
 import { AuditLog } from './audit-log.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
@@ -27,6 +32,7 @@ import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
 import { RoomReader } from './room-reads.ts';
+import { RoomRolesService } from './room-roles.service.ts';
 import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
 import { SessionCache } from './session-cache.ts';
@@ -68,6 +74,16 @@ export interface Services {
   rateLimits: RateLimits;
   /** Security-relevant actions, for admins (spec/audit-log.md). */
   audit: AuditLog;
+  /** What server admins do (spec/admin.md): the admin API and the admin command call these. */
+  admin: {
+    users: AdminUsersService;
+    rooms: AdminRoomsService;
+    reports: ReportsService;
+    notices: ServerNoticesService;
+    tokens: AdminTokensService;
+  };
+  /** Roles, permissions and expiries of room members (spec/admin.md). */
+  roomRoles: RoomRolesService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -138,6 +154,16 @@ export async function createServices(deps: {
   );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
+  const notices = new ServerNoticesService(db, config, rooms, events, audit);
+  const admin = {
+    users: new AdminUsersService(db, config, accounts, rooms, audit),
+    rooms: new AdminRoomsService(db, config, rooms, events, reader, audit),
+    reports: new ReportsService(db, rooms, notices, audit),
+    notices,
+    tokens: new AdminTokensService(registrationTokens, audit),
+  };
+  const roomRoles = new RoomRolesService(db, rooms, events, reader, audit);
+  roomRoles.start(config.roomExpiryIntervalMs);
   return {
     config,
     db,
@@ -166,7 +192,10 @@ export async function createServices(deps: {
     sender,
     rateLimits,
     audit,
+    admin,
+    roomRoles,
     async stop() {
+      await roomRoles.stop();
       sender.stop();
       federation.close();
       await typing.stop();
