@@ -28,6 +28,7 @@ export const PERMISSIONS = {
   change_encryption: { event: 'm.room.encryption' },
   change_retention: { event: 'm.room.retention' },
   send_state: { key: 'state_default' },
+  change_roles: { event: 'm.room.power_levels' },
 } as const;
 export type Permission = keyof typeof PERMISSIONS;
 
