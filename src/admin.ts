@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.ts';
-import { MatrixError } from './errors.ts';
+import { errors, MatrixError } from './errors.ts';
 import { type Runtime, startRuntime } from './runtime.ts';
 import { cliActor } from './services/admin/actor.ts';
 
@@ -84,12 +84,14 @@ export async function runAdmin(
         const localpart = rest[0];
         if (!localpart) throw new UsageError('create-user needs a localpart');
         const password = values.password ?? randomBytes(18).toString('base64url');
-        const result = await accounts.createAccount({
-          localpart,
+        // The same path as PUT /_synapse/admin/v2/users/{userId}: created and audited.
+        if (!(await accounts.isUsernameAvailable(localpart))) throw errors.userInUse();
+        const userId = accounts.userIdFor(accounts.normaliseUsername(localpart));
+        const { user } = await runtime.services.admin.users.upsert(cliActor(), userId, {
           password,
           admin: values.admin,
-          login: false,
         });
+        const result = { user_id: user.name };
         out(`created ${result.user_id}${values.admin ? ' (admin)' : ''}`);
         if (values.password === undefined) out(`password: ${password}`);
         return 0;

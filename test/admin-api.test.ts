@@ -793,6 +793,25 @@ for (const backend of databaseBackends()) {
       lines.length = 0;
       t.equal(await runAdmin(['user', bob.user_id], (l) => lines.push(l), s.runtime), 0);
       t.equal(JSON.parse(lines[0]!).name, bob.user_id);
+      lines.length = 0;
+      t.equal(
+        await runAdmin(
+          ['create-user', 'frank', '--password', 'franks long password'],
+          (l) => lines.push(l),
+          s.runtime,
+        ),
+        0,
+      );
+      t.match(lines[0], /created @frank:/);
+      const again = await runAdmin(['create-user', 'frank'], () => {}, s.runtime).catch(
+        (e: { errcode?: string }) => e.errcode,
+      );
+      t.equal(again, 'M_USER_IN_USE', 'an existing user is not created again');
+      const created = await s.runtime.services.audit.list({ action: 'admin.user.create' });
+      t.ok(
+        created.some((r) => r.actor?.startsWith('cli:') && r.target === `@frank:${SERVER_NAME}`),
+        'create-user is audited',
+      );
       const cli = await s.runtime.services.audit.list({ action: 'admin.user.lock' });
       t.ok(cli.some((r) => r.actor?.startsWith('cli:') && r.target === alice.user_id));
     });

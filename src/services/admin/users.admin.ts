@@ -116,14 +116,15 @@ export class AdminUsersService {
         login: false,
       });
       await this.db.transaction().execute(async (trx) => {
-        await accountsRepo.updateUser(trx, userId, {
+        const initial = {
           ...(changes.displayname !== undefined && changes.displayname !== null
             ? { display_name: changes.displayname }
             : {}),
           ...(changes.avatarUrl !== undefined ? { avatar_url: changes.avatarUrl } : {}),
           ...(changes.userType !== undefined ? { user_type: changes.userType } : {}),
           ...(changes.locked !== undefined ? { locked: changes.locked } : {}),
-        });
+        };
+        if (Object.keys(initial).length > 0) await accountsRepo.updateUser(trx, userId, initial);
         await this.record(by, 'admin.user.create', userId, { admin: changes.admin ?? false }, trx);
       });
       if (changes.deactivated === true) await this.deactivate(by, userId, false);
