@@ -7,6 +7,7 @@ import * as m0005 from './0005_federated_events.ts';
 import * as m0006 from './0006_federation_keys.ts';
 import * as m0007 from './0007_audit_log.ts';
 import * as m0009 from './0009_media.ts';
+import * as m0010 from './0010_admin.ts';
 import * as m0013 from './0013_remote_invites.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
@@ -19,5 +20,6 @@ export const migrations: Record<string, Migration> = {
   '0006_federation_keys': m0006,
   '0007_audit_log': m0007,
   '0009_media': m0009,
+  '0010_admin': m0010,
   '0013_remote_invites': m0013,
 };

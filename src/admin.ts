@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.ts';
-import { MatrixError } from './errors.ts';
-import { startRuntime } from './runtime.ts';
+import { errors, MatrixError } from './errors.ts';
+import { type Runtime, startRuntime } from './runtime.ts';
+import { cliActor } from './services/admin/actor.ts';
 
 /**
  * `npm run admin -- <command>`: administration against the configured database, through the same
@@ -28,12 +29,31 @@ commands:
       Audited.
   media-list <userId> [--limit <n>]
       Prints the media a user uploaded or created, newest first, as JSON lines.
+
+  Accounts (the same service functions as the admin API, each action audited; output is JSON):
+  list-users [--name <text>] [--deactivated] [--from <n>] [--limit <n>]
+  user <userId>                         whois <userId>
+  set-admin <userId> [--revoke]         reset-password <userId> [--password <p>] [--keep-devices]
+  lock <userId> | unlock <userId>       suspend <userId> | unsuspend <userId>
+  shadow-ban <userId> | unshadow-ban <userId>
+  deactivate <userId> [--erase]         delete-device <userId> <deviceId>
+  server-notice <userId> <text>
+  Rooms and reports:
+  list-rooms [--search <text>] [--from <n>] [--limit <n>]     room <roomId>
+  block-room <roomId> | unblock-room <roomId>
+  delete-room <roomId> [--block]        make-room-admin <roomId> <userId>
+  reports [--from <n>] [--limit <n>]    report <id>             dismiss-report <id>
   rotate-key
       Retires the server's signing key (it stays published as an old key and still verifies
       what it signed) and makes a new one current. Restart running server processes afterwards.
 `;
 
-export async function runAdmin(argv: string[], out: (line: string) => void): Promise<number> {
+export async function runAdmin(
+  argv: string[],
+  out: (line: string) => void,
+  /** A runtime to use instead of opening the configured one (tests). */
+  given?: Runtime,
+): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -47,6 +67,14 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
       action: { type: 'string' },
       'after-id': { type: 'string' },
       limit: { type: 'string' },
+      name: { type: 'string' },
+      search: { type: 'string' },
+      from: { type: 'string' },
+      deactivated: { type: 'boolean', default: false },
+      erase: { type: 'boolean', default: false },
+      revoke: { type: 'boolean', default: false },
+      block: { type: 'boolean', default: false },
+      'keep-devices': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -55,8 +83,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
     out(USAGE);
     return command ? 0 : 2;
   }
-  const config = loadConfig();
-  const runtime = await startRuntime(config);
+  const runtime = given ?? (await startRuntime(loadConfig()));
   try {
     const { accounts, registrationTokens } = runtime.services;
     switch (command) {
@@ -64,18 +91,20 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
         const localpart = rest[0];
         if (!localpart) throw new UsageError('create-user needs a localpart');
         const password = values.password ?? randomBytes(18).toString('base64url');
-        const result = await accounts.createAccount({
-          localpart,
+        // The same path as PUT /_synapse/admin/v2/users/{userId}: created and audited.
+        if (!(await accounts.isUsernameAvailable(localpart))) throw errors.userInUse();
+        const userId = accounts.userIdFor(accounts.normaliseUsername(localpart));
+        const { user } = await runtime.services.admin.users.upsert(cliActor(), userId, {
           password,
           admin: values.admin,
-          login: false,
         });
+        const result = { user_id: user.name };
         out(`created ${result.user_id}${values.admin ? ' (admin)' : ''}`);
         if (values.password === undefined) out(`password: ${password}`);
         return 0;
       }
       case 'create-token': {
-        const row = await registrationTokens.create({
+        const row = await runtime.services.admin.tokens.create(cliActor(), {
           ...(values.token !== undefined ? { token: values.token } : {}),
           usesAllowed: values.uses !== undefined ? parseUses(values.uses) : null,
           expiryTime: values.expires !== undefined ? parseExpiry(values.expires) : null,
@@ -133,11 +162,102 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
         out(`retired ${previous}; the signing key is now ${current}`);
         return 0;
       }
-      default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+      default: {
+        const result = await adminCommand(runtime, command, rest, values);
+        if (result === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+        out(JSON.stringify(result));
+        return 0;
+      }
     }
   } finally {
-    await runtime.close();
+    if (!given) await runtime.close();
+  }
+}
+
+/** The admin API's actions from the command line; undefined for a command that is not one. */
+async function adminCommand(
+  runtime: Runtime,
+  command: string,
+  args: string[],
+  values: Record<string, string | boolean | undefined>,
+): Promise<unknown> {
+  const { users, rooms, reports, notices } = runtime.services.admin;
+  const by = cliActor();
+  const arg = (i: number, what: string): string => {
+    const v = args[i];
+    if (v === undefined) throw new UsageError(`${command} needs ${what}`);
+    return v;
+  };
+  const num = (name: string, fallback: number) =>
+    typeof values[name] === 'string' ? parseUses(values[name] as string) : fallback;
+  switch (command) {
+    case 'list-users':
+      return users.list(
+        {
+          ...(typeof values.name === 'string' ? { name: values.name } : {}),
+          deactivated: values.deactivated === true,
+          locked: true,
+        },
+        { from: num('from', 0), limit: num('limit', 100), orderBy: 'name', dir: 'f' },
+      );
+    case 'user':
+      return users.get(arg(0, 'a user ID'));
+    case 'whois':
+      return users.whois(arg(0, 'a user ID'));
+    case 'set-admin':
+      await users.setAdmin(by, arg(0, 'a user ID'), values.revoke !== true);
+      return users.get(arg(0, 'a user ID'));
+    case 'reset-password': {
+      const password =
+        typeof values.password === 'string' ? values.password : randomBytes(18).toString('base64url');
+      await users.resetPassword(by, arg(0, 'a user ID'), password, values['keep-devices'] !== true);
+      return values.password === undefined ? { password } : {};
+    }
+    case 'lock':
+    case 'unlock':
+      await users.lockUser(arg(0, 'a user ID'), command === 'lock', by);
+      return {};
+    case 'suspend':
+    case 'unsuspend':
+      await users.suspendUser(arg(0, 'a user ID'), command === 'suspend', by);
+      return {};
+    case 'shadow-ban':
+    case 'unshadow-ban':
+      await users.shadowBan(by, arg(0, 'a user ID'), command === 'shadow-ban');
+      return {};
+    case 'deactivate':
+      await users.deactivate(by, arg(0, 'a user ID'), values.erase === true);
+      return {};
+    case 'delete-device':
+      return { deleted: await users.deleteDevices(by, arg(0, 'a user ID'), [arg(1, 'a device ID')]) };
+    case 'server-notice':
+      return notices.send(by, arg(0, 'a user ID'), { msgtype: 'm.text', body: arg(1, 'the text') });
+    case 'list-rooms':
+      return rooms.list({
+        ...(typeof values.search === 'string' ? { searchTerm: values.search } : {}),
+        from: num('from', 0),
+        limit: num('limit', 100),
+        orderBy: 'name',
+        dir: 'f',
+      });
+    case 'room':
+      return rooms.details(arg(0, 'a room ID'));
+    case 'block-room':
+    case 'unblock-room':
+      return rooms.block(by, arg(0, 'a room ID'), command === 'block-room');
+    case 'delete-room':
+      return rooms.deleteRoom(by, arg(0, 'a room ID'), { block: values.block === true, purge: false });
+    case 'make-room-admin':
+      return rooms.makeRoomAdmin(by, arg(0, 'a room ID'), arg(1, 'a user ID'));
+    case 'reports':
+      return reports.list({}, { from: num('from', 0), limit: num('limit', 100), dir: 'b' });
+    case 'report':
+      return reports.get(parseUses(arg(0, 'a report ID')));
+    case 'dismiss-report':
+      await reports.dismiss(by, parseUses(arg(0, 'a report ID')));
+      return {};
+    default:
+      return undefined;
   }
 }
 

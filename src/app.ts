@@ -10,6 +10,7 @@ import { parseJsonBody } from './http/json-body.ts';
 import { aliasedUrl } from './http/path-aliases.ts';
 import { limitRequestRate } from './http/rate-limits.ts';
 import { webClientPlugin } from './http/web-client.ts';
+import { adminRoutes } from './routes/admin/index.ts';
 import { clientRoutes } from './routes/client/index.ts';
 import type { Services } from './services/index.ts';
 
@@ -137,6 +138,7 @@ export async function buildApp(
   installErrorHandling(app);
   await app.register(clientRoutes);
   await app.register(federationRoutes);
+  await app.register(adminRoutes);
   if (services.config.webClient !== '') {
     await app.register(webClientPlugin, {
       basePath: services.config.webClient,

@@ -80,6 +80,8 @@ export interface Config {
   rateLimitExemptUsers: string[];
   /** A WebSocket sync client further behind than this many unsent bytes is disconnected (code 4008). */
   wsMaxBufferedBytes: number;
+  /** How often the room expiry job looks for memberships and roles that have expired (spec/admin.md). */
+  roomExpiryIntervalMs: number;
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -327,6 +329,12 @@ const FIELDS: Field[] = [
     parse: userList,
   },
   {
+    key: 'roomExpiryIntervalMs',
+    env: 'CONCLAVE_ROOM_EXPIRY_INTERVAL_MS',
+    yaml: 'room_expiry_interval_ms',
+    parse: int(100, 86_400_000),
+  },
+  {
     key: 'wsMaxBufferedBytes',
     env: 'CONCLAVE_WS_MAX_BUFFERED_BYTES',
     yaml: 'ws_max_buffered_bytes',
@@ -518,6 +526,7 @@ export function defaultConfig(): Config {
     rateLimitAddressFactor: 10,
     rateLimitExemptUsers: [],
     wsMaxBufferedBytes: 1024 * 1024,
+    roomExpiryIntervalMs: 30_000,
     publicBaseUrl: '',
     logLevel: 'info',
     signingKeyPath: '',

@@ -42,5 +42,11 @@ export const errors = {
   unknownLoginType: (type: string) => new MatrixError(400, 'M_UNKNOWN', `Unsupported login type: ${type}`),
   badState: (msg: string) => new MatrixError(400, 'M_BAD_STATE', msg),
   invalidSignature: (msg: string) => new MatrixError(400, 'M_INVALID_SIGNATURE', msg),
+  /** MSC3939: the account is locked by an admin; the client should keep its data (soft logout). */
+  userLocked: () =>
+    new MatrixError(401, 'M_USER_LOCKED', 'This account has been locked', { soft_logout: true }),
+  /** MSC3823: the account is suspended; it can read but not write. */
+  userSuspended: () =>
+    new MatrixError(403, 'M_USER_SUSPENDED', 'This account is suspended: it can read but not write'),
   userDeactivated: () => new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated'),
 };

@@ -28,7 +28,41 @@ export async function requireAuth(request: FastifyRequest): Promise<void> {
   if (token === undefined) throw errors.missingToken();
   const { accounts } = request.server.services;
   request.session = await accounts.authenticateToken(token);
+  refuseByAccountState(request);
   accounts
     .touch(request.session, request.ip)
     .catch((err: unknown) => request.log.warn({ err }, 'device touch failed'));
+}
+
+/** Routes a locked account may still use: ending its sessions (MSC3939). */
+const LOCKED_ALLOWED = /^POST \/_matrix\/client\/v3\/logout(\/all)?$/;
+
+/**
+ * Routes a suspended account may not use (MSC3823): whatever writes into rooms or shows the
+ * account to others. Reading, leaving, logging out and managing its own devices and keys stay open.
+ */
+const SUSPENDED_REFUSED = new RegExp(
+  [
+    '^PUT /_matrix/client/v3/rooms/:roomId/(send|state)/',
+    '^POST /_matrix/client/v3/(createRoom|join/:roomIdOrAlias|knock/:roomIdOrAlias)$',
+    '^POST /_matrix/client/v3/rooms/:roomId/(join|invite|kick|ban|unban)$',
+    '^PUT /_matrix/client/v3/profile/',
+    '^PUT /_matrix/client/v3/directory/',
+    '^PUT /_conclave/client/v1/rooms/',
+  ].join('|'),
+);
+
+/** 401 M_USER_LOCKED for a locked account, 403 M_USER_SUSPENDED for a suspended one's writes. */
+function refuseByAccountState(request: FastifyRequest): void {
+  const { session } = request;
+  if (!session.locked && !session.suspended) return;
+  const route = `${request.method} ${request.routeOptions.url ?? ''}`;
+  if (session.locked && !LOCKED_ALLOWED.test(route)) throw errors.userLocked();
+  if (session.suspended && SUSPENDED_REFUSED.test(route)) throw errors.userSuspended();
+}
+
+/** onRequest for the admin API: a valid token of a server admin, else 401 or 403 M_FORBIDDEN. */
+export async function requireAdmin(request: FastifyRequest): Promise<void> {
+  await requireAuth(request);
+  if (!request.session.isAdmin) throw errors.forbidden('You are not a server admin');
 }

@@ -18,6 +18,10 @@ export interface Session {
   /** SHA-256 of the access token in use: identifies it without keeping it. */
   tokenHash: string;
   isAdmin: boolean;
+  /** Account states an admin sets (spec/admin.md); requireAuth enforces them. */
+  locked?: boolean;
+  suspended?: boolean;
+  shadowBanned?: boolean;
 }
 
 export interface LoginResult {
@@ -259,6 +263,7 @@ export class AccountsService {
       throw errors.forbidden('Invalid username or password');
     }
     if (user.deactivated) throw errors.userDeactivated();
+    if (user.locked) throw errors.userLocked();
     await this.limits.clearLoginFailures(user.user_id);
     return user;
   }
@@ -293,7 +298,15 @@ export class AccountsService {
     if (cached) return cached;
     const row = await repo.findAccessToken(this.db, tokenHash);
     if (!row || row.deactivated) throw errors.unknownToken();
-    const session = { userId: row.user_id, deviceId: row.device_id, tokenHash, isAdmin: row.is_admin };
+    const session: Session = {
+      userId: row.user_id,
+      deviceId: row.device_id,
+      tokenHash,
+      isAdmin: row.is_admin,
+      locked: row.locked,
+      suspended: row.suspended,
+      shadowBanned: row.shadow_banned,
+    };
     this.sessions?.set(session);
     return session;
   }
@@ -332,6 +345,31 @@ export class AccountsService {
     const position = await this.deviceLists.removeDevices(trx, userId, doomed);
     await repo.deleteDevices(trx, userId, doomed);
     return position;
+  }
+
+  /**
+   * Ends sessions of a user on behalf of an admin, without UIA: the devices named (all when
+   * none are named), their tokens, keys and waiting to-device messages. Returns the removed IDs.
+   */
+  async endSessions(userId: string, deviceIds?: readonly string[]): Promise<string[]> {
+    const wanted = deviceIds && new Set(deviceIds);
+    let removed: string[] = [];
+    await this.removeDevices(userId, (ids) => {
+      removed = wanted ? ids.filter((id) => wanted.has(id)) : ids;
+      return removed;
+    });
+    return removed;
+  }
+
+  /** Forgets cached sessions of the user on every process (after an admin changes the account). */
+  async forgetSessions(userId: string): Promise<void> {
+    await this.sessions?.revokeUser(userId);
+  }
+
+  /** Sets a password on behalf of an admin (no UIA, no strength bypass). */
+  async hashNewPassword(password: string): Promise<string> {
+    this.checkPasswordStrength(password);
+    return hashPassword(password, this.config.passwordHashCost);
   }
 
   /** Runs a sensitive action behind UIA with the user's password (m.login.password). */

@@ -11,6 +11,36 @@ export const MAX_PAGE = 1000;
 
 export type EventMatcher = (row: EventRow) => boolean;
 
+/** The positions a /messages request's `from` and `to` tokens name (`from` defaults to an end). */
+export async function pageBounds(
+  db: Db,
+  opts: { from?: string; to?: string; dir: 'b' | 'f' },
+): Promise<{ from: number; to: number | undefined }> {
+  const from =
+    opts.from !== undefined ? parseStreamToken(opts.from) : opts.dir === 'b' ? await currentPosition(db) : 0;
+  return { from, to: opts.to !== undefined ? parseStreamToken(opts.to) : undefined };
+}
+
+/**
+ * One page of a room's timeline from `cursor` (exclusive going forward, inclusive going back),
+ * bounded by `to`, in the direction's order: what /messages pages through.
+ */
+export function timelinePage(
+  db: Db,
+  roomId: string,
+  page: { cursor: number; dir: 'b' | 'f'; to: number | undefined; limit: number },
+): Promise<EventRow[]> {
+  let q = db.selectFrom('events').selectAll().where('room_id', '=', roomId);
+  if (page.dir === 'b') {
+    q = q.where('stream_ordering', '<=', page.cursor).orderBy('stream_ordering', 'desc');
+    if (page.to !== undefined) q = q.where('stream_ordering', '>', page.to);
+  } else {
+    q = q.where('stream_ordering', '>', page.cursor).orderBy('stream_ordering', 'asc');
+    if (page.to !== undefined) q = q.where('stream_ordering', '<=', page.to);
+  }
+  return q.limit(page.limit).execute();
+}
+
 /**
  * Room history: /messages and /context. Pagination tokens are stream positions (`s<n>`), stable
  * across restarts and processes: `s<n>` means "between the event at position n and the next".
@@ -31,13 +61,7 @@ export class HistoryService {
   ) {
     await this.rooms.readableStateGroup(session.userId, roomId);
     const limit = Math.min(Math.max(opts.limit ?? 10, 0), MAX_PAGE);
-    const from =
-      opts.from !== undefined
-        ? parseStreamToken(opts.from)
-        : opts.dir === 'b'
-          ? await currentPosition(this.db)
-          : 0;
-    const to = opts.to !== undefined ? parseStreamToken(opts.to) : undefined;
+    const { from, to } = await pageBounds(this.db, opts);
 
     const chunk: EventRow[] = [];
     let cursor = from;
@@ -45,15 +69,7 @@ export class HistoryService {
     // Read in batches until `limit` visible events are found or the room's history ends.
     while (chunk.length < limit) {
       const batchSize = Math.max(limit * 2, 20);
-      let q = this.db.selectFrom('events').selectAll().where('room_id', '=', roomId);
-      if (opts.dir === 'b') {
-        q = q.where('stream_ordering', '<=', cursor).orderBy('stream_ordering', 'desc');
-        if (to !== undefined) q = q.where('stream_ordering', '>', to);
-      } else {
-        q = q.where('stream_ordering', '>', cursor).orderBy('stream_ordering', 'asc');
-        if (to !== undefined) q = q.where('stream_ordering', '<=', to);
-      }
-      const rows = await q.limit(batchSize).execute();
+      const rows = await timelinePage(this.db, roomId, { cursor, dir: opts.dir, to, limit: batchSize });
       const visible = new Set(await this.reader.filterVisible(this.db, session.userId, rows));
       let consumed = 0;
       for (const row of rows) {

@@ -16,6 +16,11 @@ import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import { AccountsService } from './accounts.service.ts';
+import { ReportsService } from './admin/reports.service.ts';
+import { AdminRoomsService } from './admin/rooms.admin.ts';
+import { ServerNoticesService } from './admin/server-notices.service.ts';
+import { AdminTokensService } from './admin/tokens.admin.ts';
+import { AdminUsersService } from './admin/users.admin.ts';
 import { AuditLog } from './audit-log.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
@@ -29,6 +34,7 @@ import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
 import { RoomReader } from './room-reads.ts';
+import { RoomRolesService } from './room-roles.service.ts';
 import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
 import { SessionCache } from './session-cache.ts';
@@ -74,6 +80,16 @@ export interface Services {
   audit: AuditLog;
   /** The media repository (src/media, spec/media.md); its quarantineMedia, deleteMedia and listUserMedia are for admins. */
   media: MediaService;
+  /** What server admins do (spec/admin.md): the admin API and the admin command call these. */
+  admin: {
+    users: AdminUsersService;
+    rooms: AdminRoomsService;
+    reports: ReportsService;
+    notices: ServerNoticesService;
+    tokens: AdminTokensService;
+  };
+  /** Roles, permissions and expiries of room members (spec/admin.md). */
+  roomRoles: RoomRolesService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -162,6 +178,16 @@ export async function createServices(deps: {
     audit,
   });
   await media.start();
+  const notices = new ServerNoticesService(db, config, rooms, events, audit);
+  const admin = {
+    users: new AdminUsersService(db, config, accounts, rooms, audit),
+    rooms: new AdminRoomsService(db, config, rooms, events, reader, audit),
+    reports: new ReportsService(db, rooms, notices, audit),
+    notices,
+    tokens: new AdminTokensService(registrationTokens, audit),
+  };
+  const roomRoles = new RoomRolesService(db, rooms, events, reader, audit);
+  roomRoles.start(config.roomExpiryIntervalMs);
   return {
     config,
     db,
@@ -192,8 +218,11 @@ export async function createServices(deps: {
     rateLimits,
     audit,
     media,
+    admin,
+    roomRoles,
     async stop() {
       await media.stop();
+      await roomRoles.stop();
       sender.stop();
       federation.close();
       await typing.stop();

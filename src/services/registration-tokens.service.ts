@@ -43,6 +43,49 @@ export class RegistrationTokensService {
     return this.db.selectFrom('registration_tokens').selectAll().orderBy('created_ts').execute();
   }
 
+  get(token: string): Promise<RegistrationTokenRow | undefined> {
+    return this.db
+      .selectFrom('registration_tokens')
+      .selectAll()
+      .where('token', '=', token)
+      .executeTakeFirst();
+  }
+
+  /** Changes uses allowed and expiry (null: unlimited, never); undefined fields stay. */
+  async update(
+    token: string,
+    changes: { usesAllowed?: number | null; expiryTime?: number | null },
+    trx: Executor = this.db,
+  ): Promise<RegistrationTokenRow | undefined> {
+    if (
+      changes.usesAllowed != null &&
+      (!Number.isSafeInteger(changes.usesAllowed) || changes.usesAllowed < 0)
+    ) {
+      throw errors.invalidParam('uses_allowed must be a non-negative integer');
+    }
+    const set = {
+      ...(changes.usesAllowed !== undefined ? { uses_allowed: changes.usesAllowed } : {}),
+      ...(changes.expiryTime !== undefined ? { expiry_time: changes.expiryTime } : {}),
+    };
+    if (Object.keys(set).length === 0) return this.get(token);
+    return trx
+      .updateTable('registration_tokens')
+      .set(set)
+      .where('token', '=', token)
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  async delete(token: string, trx: Executor = this.db): Promise<boolean> {
+    const r = await trx.deleteFrom('registration_tokens').where('token', '=', token).executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
+  }
+
+  /** Whether a token can be used now (exists, not expired, uses left). */
+  isUsable(row: RegistrationTokenRow): boolean {
+    return this.usable(row);
+  }
+
   /** True when the token exists, has not expired, and has uses left. */
   async isValid(token: string): Promise<boolean> {
     if (!TOKEN_RE.test(token)) return false;

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
 import type { EventsService, NewEvent, PersistedEvent } from '../events/events.service.ts';
@@ -9,6 +10,7 @@ import type { JsonObject } from '../protocol/json.ts';
 import { namedLevel, roomCreators, userPowerLevel } from '../protocol/power-levels.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
+import { isRoomBlocked } from '../storage/admin.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
 import * as txns from '../storage/event-txns.repository.ts';
@@ -352,6 +354,8 @@ export class RoomsService {
     await this.requireRoom(roomId);
     refuseControlCharacters(target, 'The user ID');
     if (!isValidUserId(target)) throw errors.invalidParam('Not a valid user ID');
+    // A shadow-banned user's invite seems to succeed and reaches no one (spec/admin.md).
+    if (session.shadowBanned) return;
     await this.inviteUser(session.userId, roomId, target, reason !== undefined ? { reason } : {});
   }
 
@@ -448,6 +452,12 @@ export class RoomsService {
     reason?: string,
     extra: JsonObject = {},
   ): Promise<PersistedEvent> {
+    if (
+      (membership === 'join' || membership === 'invite' || membership === 'knock') &&
+      (await isRoomBlocked(this.db, roomId))
+    ) {
+      throw errors.forbidden('This room has been blocked on this server');
+    }
     return this.events.send({
       roomId,
       type: 'm.room.member',
@@ -467,6 +477,7 @@ export class RoomsService {
   async sendMessage(session: Session, roomId: string, type: string, txnId: string, content: JsonObject) {
     await this.requireRoom(roomId);
     if (type === 'm.room.redaction') throw errors.badJson('Use the /redact endpoint to redact');
+    if (session.shadowBanned) return { event_id: shadowEventId() };
     const result = await this.sendOnce(session, roomId, txnId, {
       type,
       sender: session.userId,
@@ -507,6 +518,7 @@ export class RoomsService {
     // A room has one create event, made with it: a second is a malformed request (400, as
     // Complement's MSC4291 test expects), whoever sends it.
     if (type === 'm.room.create') throw errors.badJson('The create event cannot be replaced');
+    if (session.shadowBanned) return { event_id: shadowEventId() };
     if (type === 'm.room.member') {
       const membership = content.membership;
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
@@ -764,6 +776,11 @@ export class RoomsService {
   stateKeyOf(type: string, key: string) {
     return stateTuple(type, key);
   }
+}
+
+/** An event ID that names nothing: what a shadow-banned user's send answers. */
+function shadowEventId(): string {
+  return `$${randomBytes(32).toString('base64url')}`;
 }
 
 /** Stream tokens: `s<position>`; a bare number is accepted too. */

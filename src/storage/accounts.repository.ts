@@ -27,7 +27,19 @@ export async function updateUser(
   db: Executor,
   userId: string,
   changes: Partial<
-    Pick<UserRow, 'password_hash' | 'display_name' | 'avatar_url' | 'is_admin' | 'deactivated'>
+    Pick<
+      UserRow,
+      | 'password_hash'
+      | 'display_name'
+      | 'avatar_url'
+      | 'is_admin'
+      | 'deactivated'
+      | 'locked'
+      | 'suspended'
+      | 'shadow_banned'
+      | 'erased'
+      | 'user_type'
+    >
   >,
 ): Promise<void> {
   await db.updateTable('users').set(changes).where('user_id', '=', userId).execute();
@@ -91,7 +103,15 @@ export function findAccessToken(db: Executor, tokenHash: string) {
   return db
     .selectFrom('access_tokens')
     .innerJoin('users', 'users.user_id', 'access_tokens.user_id')
-    .select(['access_tokens.user_id', 'access_tokens.device_id', 'users.deactivated', 'users.is_admin'])
+    .select([
+      'access_tokens.user_id',
+      'access_tokens.device_id',
+      'users.deactivated',
+      'users.is_admin',
+      'users.locked',
+      'users.suspended',
+      'users.shadow_banned',
+    ])
     .where('access_tokens.token_hash', '=', tokenHash)
     .executeTakeFirst();
 }

@@ -11,6 +11,12 @@ export interface UsersTable {
   is_admin: Generated<boolean>;
   deactivated: Generated<boolean>;
   created_ts: number;
+  /** Migration 0010 (spec/admin.md). */
+  locked: Generated<boolean>;
+  suspended: Generated<boolean>;
+  shadow_banned: Generated<boolean>;
+  erased: Generated<boolean>;
+  user_type: Generated<string | null>;
 }
 
 export interface DevicesTable {
@@ -396,6 +402,42 @@ export interface MediaThumbnailsTable {
   created_ts: number;
 }
 
+/** Admin tables (migration 0010, spec/admin.md). */
+export interface BlockedRoomsTable {
+  room_id: string;
+  blocked_by: string | null;
+  ts: number;
+}
+
+export interface ReportsTable {
+  id: Generated<number>;
+  kind: 'event' | 'room' | 'user';
+  received_ts: number;
+  reporter: string;
+  room_id: string | null;
+  event_id: string | null;
+  target_user_id: string | null;
+  reason: string | null;
+  score: number | null;
+}
+
+export interface ServerNoticeRoomsTable {
+  user_id: string;
+  room_id: string;
+}
+
+export interface RoomExpiriesTable {
+  room_id: string;
+  user_id: string;
+  kind: 'membership' | 'role';
+  expires_ts: number;
+  set_by: string;
+  level_after: number | null;
+  created_ts: number;
+  claimed_until: number | null;
+  attempts: Generated<number>;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -441,6 +483,10 @@ export interface Database {
   room_stripped_state: RoomStrippedStateTable;
   media: MediaTable;
   media_thumbnails: MediaThumbnailsTable;
+  blocked_rooms: BlockedRoomsTable;
+  reports: ReportsTable;
+  server_notice_rooms: ServerNoticeRoomsTable;
+  room_expiries: RoomExpiriesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -465,3 +511,5 @@ export type NewRoomKeyBackupKeyRow = Insertable<RoomKeyBackupKeysTable>;
 export type DeviceKeysRow = Selectable<E2eDeviceKeysTable>;
 export type CrossSigningKeyRow = Selectable<E2eCrossSigningKeysTable>;
 export type CrossSigningSignatureRow = Selectable<E2eCrossSigningSignaturesTable>;
+export type ReportRow = Selectable<ReportsTable>;
+export type RoomExpiryRow = Selectable<RoomExpiriesTable>;

@@ -8,6 +8,8 @@ import { mediaRoutes } from './media.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
+import { reportsRoutes } from './reports.routes.ts';
+import { rolesRoutes } from './roles.routes.ts';
 import { roomsRoutes } from './rooms.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
@@ -32,4 +34,6 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(keysRoutes);
   await app.register(toDeviceRoutes);
   await app.register(mediaRoutes);
+  await app.register(reportsRoutes);
+  await app.register(rolesRoutes);
 }
