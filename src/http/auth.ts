@@ -28,6 +28,12 @@ export async function requireAuth(request: FastifyRequest): Promise<void> {
   if (token === undefined) throw errors.missingToken();
   const { accounts } = request.server.services;
   request.session = await accounts.authenticateToken(token);
+  // A locked account answers 401 M_USER_LOCKED; a suspended one 403 M_USER_SUSPENDED on writes.
+  await request.server.services.restrictions.check(
+    request.session.userId,
+    request.method,
+    request.routeOptions.url,
+  );
   accounts
     .touch(request.session, request.ip)
     .catch((err: unknown) => request.log.warn({ err }, 'device touch failed'));

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
+import { type DetectionStore, MemoryDetectionStore } from '../bus/detection-store.ts';
 import { NamespacedBus } from '../bus/namespaced-bus.ts';
 import { MemoryRateLimitStore, type RateLimitStore } from '../bus/rate-limit-store.ts';
 import type { Config } from '../config.ts';
@@ -11,16 +12,22 @@ import { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
 import { resolveState } from '../protocol/state-res/index.ts';
 import type { Db } from '../storage/connect.ts';
+import { destinationsWithBacklog } from '../storage/federation.repository.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import { AccountsService } from './accounts.service.ts';
 import { AuditLog } from './audit-log.ts';
+import { Detection, WebhookSink } from './detection/detection.service.ts';
+import { alertSinkOf, ServerNotices } from './detection/notices.ts';
+import { PolicyLists } from './detection/policy-lists.ts';
+import { DbAccountRestrictions } from './detection/restrictions.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { FiltersService } from './filters.service.ts';
 import { HistoryService } from './history.service.ts';
 import { KeyBackupService } from './key-backup.service.ts';
 import { KeysService } from './keys.service.ts';
+import { Metrics } from './metrics.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
@@ -68,6 +75,15 @@ export interface Services {
   rateLimits: RateLimits;
   /** Security-relevant actions, for admins (spec/audit-log.md). */
   audit: AuditLog;
+  /** Detectors of suspicious activity and their responses (spec/detection.md). */
+  detection: Detection;
+  /** Locked and suspended accounts. */
+  restrictions: DbAccountRestrictions;
+  /** The admins' server-notices room. */
+  notices: ServerNotices;
+  /** Shared ban lists (policy rooms). */
+  policy: PolicyLists;
+  metrics: Metrics;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -80,6 +96,8 @@ export async function createServices(deps: {
   federationTransport?: FederationTransport;
   /** Where rate limit buckets live: Redis for several processes; process memory by default. */
   rateLimitStore?: RateLimitStore;
+  /** Where the detectors count: Redis for several processes; process memory by default. */
+  detectionStore?: DetectionStore;
 }): Promise<Services> {
   const { config, db } = deps;
   const uia = new UiaService(db);
@@ -136,6 +154,31 @@ export async function createServices(deps: {
     audit,
     sessions,
   );
+  const metrics = new Metrics();
+  metrics.watchFederationQueues(async () => ({
+    destinations: (await destinationsWithBacklog(db)).length,
+    sending: sender.sending,
+  }));
+  const restrictions = new DbAccountRestrictions(db, bus);
+  await restrictions.start();
+  const policy = new PolicyLists(db, config.policyRooms);
+  rooms.setPolicy(policy);
+  const detection = new Detection(
+    db,
+    config,
+    deps.detectionStore ?? new MemoryDetectionStore(),
+    rateLimits,
+    audit,
+    restrictions,
+    metrics,
+    namespace,
+  );
+  const notices = new ServerNotices(db, accounts, rooms);
+  detection.addSink(alertSinkOf(notices));
+  if (config.detectionWebhookUrl !== '') {
+    detection.addSink(new WebhookSink(config.detectionWebhookUrl, config.serverName));
+  }
+  accounts.setDetection(detection);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
   return {
@@ -166,7 +209,13 @@ export async function createServices(deps: {
     sender,
     rateLimits,
     audit,
+    detection,
+    restrictions,
+    notices,
+    policy,
+    metrics,
     async stop() {
+      await restrictions.stop();
       sender.stop();
       federation.close();
       await typing.stop();

@@ -359,6 +359,20 @@ export interface AuditLogTable {
   details: ColumnType<JsonObject, string, string>;
 }
 
+/** Accounts locked or suspended (migration 0011, spec/detection.md). */
+export interface DetectionAccountRestrictionsTable {
+  user_id: string;
+  locked: Generated<boolean>;
+  suspended: Generated<boolean>;
+  reason: string;
+  updated_ts: number;
+}
+
+export interface DetectionNoticeRoomsTable {
+  name: string;
+  room_id: string;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -401,6 +415,8 @@ export interface Database {
   to_device_messages: ToDeviceMessagesTable;
   to_device_txns: ToDeviceTxnsTable;
   audit_log: AuditLogTable;
+  detection_account_restrictions: DetectionAccountRestrictionsTable;
+  detection_notice_rooms: DetectionNoticeRoomsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -62,6 +62,8 @@ export async function startTestServer(
     // Tests of the limits set their own; the rest must not trip over them.
     loginFailuresPerWindow: 1000,
     rateLimits: false,
+    // The detectors are tested on their own (test/detection*.test.ts).
+    detection: false,
     databaseUrl: database.url,
     dataDir: '',
     logLevel: 'silent',
