@@ -78,7 +78,7 @@ async function periodStart(ms: number): Promise<void> {
 
 for (const backend of databaseBackends()) {
   t.test(`per-user baselines on ${backend.name}`, async (t) => {
-    const PERIOD = 2000;
+    const PERIOD = 3000;
     const s = await startTestServer(
       t,
       backend,
@@ -107,17 +107,20 @@ for (const backend of databaseBackends()) {
       });
     let invitees = 0;
     const inviteRooms = new Map<string, string>();
-    const invite = async (who: Login) => {
+    const roomFor = async (who: Login) => {
       let r = inviteRooms.get(who.user_id);
       if (!r) {
-        r = (await s.request('POST', `${V3}/createRoom`, { token: who.access_token, body: {} })).json()
-          .room_id as string;
+        const made = await s.request('POST', `${V3}/createRoom`, { token: who.access_token, body: {} });
+        r = made.json().room_id as string;
         inviteRooms.set(who.user_id, r);
       }
-      const target = await s.runtime.services.accounts.createAccount({
-        localpart: `guest${invitees++}`,
-        login: false,
-      });
+      return r;
+    };
+    const guest = () =>
+      s.runtime.services.accounts.createAccount({ localpart: `guest${invitees++}`, login: false });
+    const invite = async (who: Login, made?: { user_id: string }) => {
+      const r = await roomFor(who);
+      const target = made ?? (await guest());
       const res = await s.request('POST', `${V3}/rooms/${enc(r)}/invite`, {
         token: who.access_token,
         body: { user_id: target.user_id },
@@ -146,7 +149,11 @@ for (const backend of databaseBackends()) {
       Number(alert.details.usual) >= 1 && Number(alert.details.usual) <= 3,
       `usual near 2 (${alert.details.usual})`,
     );
-    for (let i = 0; i < 12; i++) await invite(burster);
+    // The invites at once, within one period (their invitees made beforehand).
+    const targets: Array<{ user_id: string }> = [];
+    for (let i = 0; i < 16; i++) targets.push(await guest());
+    await roomFor(burster);
+    await Promise.all(targets.map((g) => invite(burster, g)));
     await until('the invite baseline alert', async () =>
       (await alertsFor(s, burster.user_id)).find((a) => a.actor === 'detector:invite_baseline'),
     );
