@@ -138,6 +138,7 @@ export async function buildApp(
   app.addHook('preValidation', refuseControlCharactersInNames);
   app.addHook('preValidation', limitRequestRate);
   app.addHook('onResponse', observeRequest);
+  services.detection.setErrorHandler((err) => app.log.warn({ err }, 'alert notification failed'));
   installMetrics(app, services.metrics);
   const { metricsListen } = services.config;
   if (metricsListen === 'main') await metricsRoute(app, services.metrics);

@@ -23,6 +23,8 @@ export async function startRuntime(
     pgliteInMemory?: boolean;
     /** Where outbound federation requests go; HTTPS with server discovery by default. */
     federationTransport?: FederationTransport;
+    /** Where the detectors count (tests hand one with a clock of their own); closed with the runtime. */
+    detectionStore?: DetectionStore;
   } = {},
 ): Promise<Runtime> {
   const database = await openDatabase({
@@ -36,7 +38,7 @@ export async function startRuntime(
     await migrateToLatest(database.db);
     bus = await openBus(config.redisUrl);
     rateLimitStore = await openRateLimitStore(config.redisUrl);
-    detectionStore = await openDetectionStore(config.redisUrl);
+    detectionStore = opts.detectionStore ?? (await openDetectionStore(config.redisUrl));
     const services = await createServices({
       config,
       db: database.db,

@@ -75,7 +75,6 @@ export class Detection {
     private readonly metrics: Metrics,
     /** Keeps the keys of homeservers sharing one Redis apart. */
     private readonly prefix: string,
-    private readonly onError: (err: unknown) => void = () => {},
   ) {
     this.exempt = new Set(config.rateLimitExemptUsers);
   }
@@ -84,8 +83,31 @@ export class Detection {
     return this.store.kind;
   }
 
+  /** Failures of the notices room or the webhook go here (the app logs them). */
+  private onError: (err: unknown) => void = () => {};
+
   addSink(sink: AlertSink): void {
     this.sinks.push(sink);
+  }
+
+  setErrorHandler(handler: (err: unknown) => void): void {
+    this.onError = handler;
+  }
+
+  private inFlight = 0;
+
+  /** Resolves once nothing is being counted (for tests that move the store's clock). */
+  async idle(): Promise<void> {
+    while (this.inFlight > 0) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  private async tracked(run: () => Promise<void>): Promise<void> {
+    this.inFlight++;
+    try {
+      await run();
+    } finally {
+      this.inFlight--;
+    }
   }
 
   /** A failed password login, for the account named (when it names one) and the address. */
@@ -113,12 +135,14 @@ export class Detection {
   async acted(action: Action, session: Session, address: string, invitee?: string): Promise<void> {
     if (!this.config.detection || session.isAdmin || this.exempt.has(session.userId)) return;
     const subject: Subject = { kind: 'user', id: session.userId };
-    await this.flood(FLOOD_OF[action], subject, address);
-    const baseline = BASELINE_OF[action];
-    if (baseline) await this.baseline(baseline, subject, address);
-    if (invitee !== undefined && !(await this.shareRoom(session.userId, invitee))) {
-      await this.flood('stranger_invites', subject, address, invitee);
-    }
+    await this.tracked(async () => {
+      await this.flood(FLOOD_OF[action], subject, address);
+      const baseline = BASELINE_OF[action];
+      if (baseline) await this.baseline(baseline, subject, address);
+      if (invitee !== undefined && !(await this.shareRoom(session.userId, invitee))) {
+        await this.flood('stranger_invites', subject, address, invitee);
+      }
+    });
   }
 
   /**
