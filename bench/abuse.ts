@@ -40,6 +40,10 @@ const now = () => performance.timeOrigin + performance.now();
 
 /** Thresholds an attack reaches within seconds, far above what a chatting user does. */
 const DETECTION_ENV = {
+  CONCLAVE_DETECTION: 'on',
+  // The attacker's addresses are throttled too (off by default: behind a proxy all share one).
+  CONCLAVE_DETECT_FAILED_LOGINS_ADDRESS_RESPONSES: 'throttle,notify',
+  CONCLAVE_DETECT_REGISTRATIONS_ADDRESS_RESPONSES: 'throttle,notify',
   CONCLAVE_LOGIN_FAILURES_PER_WINDOW: '10',
   CONCLAVE_DETECT_FAILED_LOGINS_ACCOUNT: '5,3600000',
   CONCLAVE_DETECT_FAILED_LOGINS_ADDRESS: '8,3600000',

@@ -84,8 +84,8 @@ const MIN = 60_000;
 const HOUR = 60 * MIN;
 const DEFAULT_DETECTORS: Record<DetectorName, DetectorRule & { responses: DetectorResponse[] }> = {
   failed_logins_account: { count: 20, windowMs: HOUR, responses: ['notify'] },
-  failed_logins_address: { count: 30, windowMs: HOUR, responses: ['throttle', 'notify'] },
-  registrations_address: { count: 10, windowMs: HOUR, responses: ['throttle', 'notify'] },
+  failed_logins_address: { count: 30, windowMs: HOUR, responses: ['notify'] },
+  registrations_address: { count: 10, windowMs: HOUR, responses: ['notify'] },
   message_flood: { count: 300, windowMs: MIN, responses: ['throttle', 'notify'] },
   invite_flood: { count: 50, windowMs: 10 * MIN, responses: ['throttle', 'notify'] },
   join_flood: { count: 50, windowMs: 10 * MIN, responses: ['throttle', 'notify'] },

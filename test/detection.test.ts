@@ -64,7 +64,12 @@ for (const backend of databaseBackends()) {
           to_device_flood: [10, MIN],
           login_addresses: [4, MIN],
         },
-        { join_flood: ['lock', 'notify'], room_creation_flood: ['suspend', 'notify'] },
+        {
+          join_flood: ['lock', 'notify'],
+          room_creation_flood: ['suspend', 'notify'],
+          failed_logins_address: ['throttle', 'notify'],
+          registrations_address: ['throttle', 'notify'],
+        },
         redisUrl ? { redisUrl } : {},
       ),
     );
