@@ -8,6 +8,7 @@ import * as m0006 from './0006_federation_keys.ts';
 import * as m0007 from './0007_audit_log.ts';
 import * as m0009 from './0009_media.ts';
 import * as m0010 from './0010_admin.ts';
+import * as m0011 from './0011_detection.ts';
 import * as m0013 from './0013_remote_invites.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
@@ -21,5 +22,6 @@ export const migrations: Record<string, Migration> = {
   '0007_audit_log': m0007,
   '0009_media': m0009,
   '0010_admin': m0010,
+  '0011_detection': m0011,
   '0013_remote_invites': m0013,
 };

@@ -4,9 +4,11 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import { errors } from './errors.ts';
 import { createFederation, type Federation } from './federation/index.ts';
 import { federationRoutes } from './federation/routes/index.ts';
+import { observeRequest } from './http/detection.ts';
 import { CORS_HEADERS, frameworkErrors, installErrorHandling, redactQuery } from './http/errors.ts';
 import { refuseControlCharactersInNames } from './http/input-checks.ts';
 import { parseJsonBody } from './http/json-body.ts';
+import { installMetrics, listenForMetrics, metricsRoute } from './http/metrics.ts';
 import { aliasedUrl } from './http/path-aliases.ts';
 import { limitRequestRate } from './http/rate-limits.ts';
 import { webClientPlugin } from './http/web-client.ts';
@@ -19,6 +21,8 @@ declare module 'fastify' {
     services: Services;
     /** The outbound client and key ring (src/federation). */
     federation: Federation;
+    /** The address of the separate /metrics listener (metrics_listen: <host>:<port>), once ready. */
+    metricsAddress: () => { host: string; port: number } | undefined;
   }
   interface FastifyRequest {
     /** The body exactly as it arrived, for anything whose hash or signature depends on the bytes. */
@@ -134,6 +138,24 @@ export async function buildApp(
 
   app.addHook('preValidation', refuseControlCharactersInNames);
   app.addHook('preValidation', limitRequestRate);
+  app.addHook('onResponse', observeRequest);
+  services.detection.setErrorHandler((err) => app.log.warn({ err }, 'alert notification failed'));
+  installMetrics(app, services.metrics);
+  const { metricsListen } = services.config;
+  if (metricsListen === 'main') await metricsRoute(app, services.metrics);
+  let metricsServer: Awaited<ReturnType<typeof listenForMetrics>> | undefined;
+  app.decorate('metricsAddress', () => {
+    const a = metricsServer?.address();
+    return a && typeof a === 'object' ? { host: a.address, port: a.port } : undefined;
+  });
+  if (metricsListen !== '' && metricsListen !== 'main') {
+    app.addHook('onReady', async () => {
+      metricsServer = await listenForMetrics(services.metrics, metricsListen);
+    });
+    app.addHook('onClose', async () => {
+      await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
+    });
+  }
 
   installErrorHandling(app);
   await app.register(clientRoutes);

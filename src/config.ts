@@ -48,6 +48,57 @@ const DEFAULT_RATES: Record<RateLimitFamily, RateRule> = {
   client: { perSecond: 20, burst: 200 },
 };
 
+/**
+ * Detectors of suspicious activity (spec/detection.md). Each counts something per subject (a
+ * user, an account or an address) over a window; the baselines compare a user's current rate
+ * with their own usual one.
+ */
+export const DETECTORS = [
+  'failed_logins_account',
+  'failed_logins_address',
+  'registrations_address',
+  'message_flood',
+  'invite_flood',
+  'join_flood',
+  'room_creation_flood',
+  'stranger_invites',
+  'key_flood',
+  'to_device_flood',
+  'login_addresses',
+  'message_baseline',
+  'invite_baseline',
+] as const;
+export type DetectorName = (typeof DETECTORS)[number];
+export const DETECTOR_RESPONSES = ['throttle', 'lock', 'suspend', 'notify'] as const;
+export type DetectorResponse = (typeof DETECTOR_RESPONSES)[number];
+
+/**
+ * `count` events in `windowMs` trigger a detector. For the baselines: `count` is the factor over
+ * the user's usual rate and `windowMs` the length of one measured period.
+ */
+export interface DetectorRule {
+  count: number;
+  windowMs: number;
+}
+
+const MIN = 60_000;
+const HOUR = 60 * MIN;
+const DEFAULT_DETECTORS: Record<DetectorName, DetectorRule & { responses: DetectorResponse[] }> = {
+  failed_logins_account: { count: 20, windowMs: HOUR, responses: ['notify'] },
+  failed_logins_address: { count: 30, windowMs: HOUR, responses: ['notify'] },
+  registrations_address: { count: 10, windowMs: HOUR, responses: ['notify'] },
+  message_flood: { count: 300, windowMs: MIN, responses: ['throttle', 'notify'] },
+  invite_flood: { count: 50, windowMs: 10 * MIN, responses: ['throttle', 'notify'] },
+  join_flood: { count: 50, windowMs: 10 * MIN, responses: ['throttle', 'notify'] },
+  room_creation_flood: { count: 20, windowMs: 10 * MIN, responses: ['throttle', 'notify'] },
+  stranger_invites: { count: 20, windowMs: HOUR, responses: ['throttle', 'notify'] },
+  key_flood: { count: 200, windowMs: MIN, responses: ['throttle', 'notify'] },
+  to_device_flood: { count: 600, windowMs: MIN, responses: ['throttle', 'notify'] },
+  login_addresses: { count: 5, windowMs: 10 * MIN, responses: ['notify'] },
+  message_baseline: { count: 10, windowMs: MIN, responses: ['notify'] },
+  invite_baseline: { count: 10, windowMs: 10 * MIN, responses: ['notify'] },
+};
+
 export interface Config {
   serverName: string;
   bindAddress: string;
@@ -78,6 +129,27 @@ export interface Config {
   rateLimitAddressFactor: number;
   /** Users never rate-limited (server admins never are either). */
   rateLimitExemptUsers: string[];
+  /** Whether the detectors run (spec/detection.md). */
+  detection: boolean;
+  /** Per detector: `count` in `windowMs` (baselines: factor and period). */
+  detectorRules: Record<DetectorName, DetectorRule>;
+  /** Per detector: what happens when it fires (an audit record always does). */
+  detectorResponses: Record<DetectorName, DetectorResponse[]>;
+  /** A baseline judges a user only after this many periods of activity... */
+  detectionBaselineMinPeriods: number;
+  /** ...and only a current period holding at least this many events. */
+  detectionBaselineMinCount: number;
+  /** The stricter limit of a throttled user or address, and for how long it holds. */
+  detectionThrottleRule: RateRule;
+  detectionThrottleMs: number;
+  /** One alert per detector and subject in this time; later hits are counted, not re-announced. */
+  detectionAlertCooldownMs: number;
+  /** Alerts are also POSTed as JSON to this URL; empty: no webhook. */
+  detectionWebhookUrl: string;
+  /** Policy rooms (IDs or aliases) whose m.policy.rule.* bans this server enforces. */
+  policyRooms: string[];
+  /** GET /metrics: '' off, 'main' on the main port, or `host:port` of a listener of its own. */
+  metricsListen: string;
   /** A WebSocket sync client further behind than this many unsent bytes is disconnected (code 4008). */
   wsMaxBufferedBytes: number;
   /** How often the room expiry job looks for memberships and roles that have expired (spec/admin.md). */
@@ -172,6 +244,54 @@ function userList(raw: unknown, source: string): string[] {
     if (!/^@[^:]+:.+$/.test(u)) throw new ConfigError(`${source}: not a user ID: ${JSON.stringify(u)}`);
   }
   return users;
+}
+
+/** `<count>,<window ms>`, e.g. `300,60000`. */
+function detectorRule(raw: unknown, source: string): DetectorRule {
+  const m = /^\s*(\d+)\s*,\s*(\d+)\s*$/.exec(str(raw, source));
+  const count = Number(m?.[1]);
+  const windowMs = Number(m?.[2]);
+  if (!m || count < 1 || count > 1_000_000 || windowMs < 1 || windowMs > 7 * 86_400_000) {
+    throw new ConfigError(
+      `${source} must be "<count>,<window ms>" (e.g. "300,60000"), got ${JSON.stringify(raw)}`,
+    );
+  }
+  return { count, windowMs };
+}
+
+/** A comma-separated list (or YAML list) of throttle, lock, suspend, notify; `none` for nothing. */
+function responseList(raw: unknown, source: string): DetectorResponse[] {
+  const items = Array.isArray(raw) ? raw.map((v) => str(v, source)) : str(raw, source).split(',');
+  const names = items.map((s) => s.trim()).filter((s) => s !== '' && s !== 'none');
+  for (const n of names) {
+    if (!DETECTOR_RESPONSES.includes(n as DetectorResponse)) {
+      throw new ConfigError(
+        `${source}: ${JSON.stringify(n)} is not one of ${DETECTOR_RESPONSES.join(', ')}, none`,
+      );
+    }
+  }
+  return [...new Set(names)] as DetectorResponse[];
+}
+
+function roomList(raw: unknown, source: string): string[] {
+  const items = Array.isArray(raw) ? raw.map((v) => str(v, source)) : str(raw, source).split(',');
+  const rooms = items.map((r) => r.trim()).filter((r) => r !== '');
+  for (const r of rooms) {
+    if (!/^[!#][^:]+:.+$/.test(r))
+      throw new ConfigError(`${source}: not a room ID or alias: ${JSON.stringify(r)}`);
+  }
+  return rooms;
+}
+
+function metricsListen(raw: unknown, source: string): string {
+  const s = str(raw, source).trim();
+  if (s === '' || s === 'off') return '';
+  if (s === 'main') return s;
+  const m = /^(.+):(\d{1,5})$/.exec(s);
+  if (!m || Number(m[2]) > 65535) {
+    throw new ConfigError(`${source} must be off, main or <host>:<port>, got ${JSON.stringify(s)}`);
+  }
+  return s;
 }
 
 const SERVER_NAME_RE = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
@@ -328,6 +448,61 @@ const FIELDS: Field[] = [
     yaml: 'rate_limit_exempt_users',
     parse: userList,
   },
+  { key: 'detection', env: 'CONCLAVE_DETECTION', yaml: 'detection', parse: onOff },
+  ...DETECTORS.flatMap((name): Field[] => [
+    {
+      key: 'detectorRules',
+      entry: name,
+      env: `CONCLAVE_DETECT_${name.toUpperCase()}`,
+      yaml: `detect_${name}`,
+      parse: detectorRule,
+    },
+    {
+      key: 'detectorResponses',
+      entry: name,
+      env: `CONCLAVE_DETECT_${name.toUpperCase()}_RESPONSES`,
+      yaml: `detect_${name}_responses`,
+      parse: responseList,
+    },
+  ]),
+  {
+    key: 'detectionBaselineMinPeriods',
+    env: 'CONCLAVE_DETECTION_BASELINE_MIN_PERIODS',
+    yaml: 'detection_baseline_min_periods',
+    parse: int(1, 10_000),
+  },
+  {
+    key: 'detectionBaselineMinCount',
+    env: 'CONCLAVE_DETECTION_BASELINE_MIN_COUNT',
+    yaml: 'detection_baseline_min_count',
+    parse: int(1, 1_000_000),
+  },
+  {
+    key: 'detectionThrottleRule',
+    env: 'CONCLAVE_DETECTION_THROTTLE_RATE',
+    yaml: 'detection_throttle_rate',
+    parse: rateRule,
+  },
+  {
+    key: 'detectionThrottleMs',
+    env: 'CONCLAVE_DETECTION_THROTTLE_MS',
+    yaml: 'detection_throttle_ms',
+    parse: int(1, 7 * 86_400_000),
+  },
+  {
+    key: 'detectionAlertCooldownMs',
+    env: 'CONCLAVE_DETECTION_ALERT_COOLDOWN_MS',
+    yaml: 'detection_alert_cooldown_ms',
+    parse: int(1, 7 * 86_400_000),
+  },
+  {
+    key: 'detectionWebhookUrl',
+    env: 'CONCLAVE_DETECTION_WEBHOOK_URL',
+    yaml: 'detection_webhook_url',
+    parse: urlWithScheme(['http:', 'https:']),
+  },
+  { key: 'policyRooms', env: 'CONCLAVE_POLICY_ROOMS', yaml: 'policy_rooms', parse: roomList },
+  { key: 'metricsListen', env: 'CONCLAVE_METRICS_LISTEN', yaml: 'metrics_listen', parse: metricsListen },
   {
     key: 'roomExpiryIntervalMs',
     env: 'CONCLAVE_ROOM_EXPIRY_INTERVAL_MS',
@@ -525,6 +700,24 @@ export function defaultConfig(): Config {
     rateLimitUserFactor: 2,
     rateLimitAddressFactor: 10,
     rateLimitExemptUsers: [],
+    detection: true,
+    detectorRules: Object.fromEntries(
+      DETECTORS.map((d) => [
+        d,
+        { count: DEFAULT_DETECTORS[d].count, windowMs: DEFAULT_DETECTORS[d].windowMs },
+      ]),
+    ) as Record<DetectorName, DetectorRule>,
+    detectorResponses: Object.fromEntries(
+      DETECTORS.map((d) => [d, [...DEFAULT_DETECTORS[d].responses]]),
+    ) as Record<DetectorName, DetectorResponse[]>,
+    detectionBaselineMinPeriods: 5,
+    detectionBaselineMinCount: 30,
+    detectionThrottleRule: { perSecond: 0.2, burst: 5 },
+    detectionThrottleMs: 10 * MIN,
+    detectionAlertCooldownMs: 10 * MIN,
+    detectionWebhookUrl: '',
+    policyRooms: [],
+    metricsListen: '',
     wsMaxBufferedBytes: 1024 * 1024,
     roomExpiryIntervalMs: 30_000,
     publicBaseUrl: '',

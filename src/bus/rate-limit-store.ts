@@ -109,6 +109,22 @@ end
 return 0
 `;
 
+/**
+ * A Redis connection whose commands fail fast (no offline queue, 500 ms timeout) while Redis is
+ * away, so callers can fall back to process memory at once. Also used by the detection store.
+ */
+export async function connectFailFast(url: string): Promise<Redis> {
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: 500,
+  });
+  redis.on('error', () => {});
+  await redis.connect();
+  return redis;
+}
+
 export class RedisRateLimitStore implements RateLimitStore {
   readonly kind = 'redis' as const;
   private readonly fallback: MemoryRateLimitStore;
@@ -123,15 +139,7 @@ export class RedisRateLimitStore implements RateLimitStore {
 
   /** Opens a connection of its own; commands fail fast (no offline queue) while Redis is away. */
   static async connect(url: string, now: () => number = Date.now): Promise<RedisRateLimitStore> {
-    const redis = new Redis(url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: 500,
-    });
-    redis.on('error', () => {});
-    await redis.connect();
-    return new RedisRateLimitStore(redis, now);
+    return new RedisRateLimitStore(await connectFailFast(url), now);
   }
 
   async take(keys: readonly string[], rules: readonly RateRule[], cost: 0 | 1): Promise<number> {

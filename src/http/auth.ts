@@ -29,6 +29,12 @@ export async function requireAuth(request: FastifyRequest): Promise<void> {
   const { accounts } = request.server.services;
   request.session = await accounts.authenticateToken(token);
   refuseByAccountState(request);
+  // A locked account answers 401 M_USER_LOCKED; a suspended one 403 M_USER_SUSPENDED on writes.
+  await request.server.services.restrictions.check(
+    request.session.userId,
+    request.method,
+    request.routeOptions.url,
+  );
   accounts
     .touch(request.session, request.ip)
     .catch((err: unknown) => request.log.warn({ err }, 'device touch failed'));

@@ -38,9 +38,12 @@ export function familyOf(method: string, url: string): RateLimitFamily {
 export async function limitRequestRate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const session = request.session as FastifyRequest['session'] | undefined;
   const url = request.routeOptions.url;
-  if (!session || url === undefined) return;
+  const { rateLimits, detection } = request.server.services;
   try {
-    await request.server.services.rateLimits.limitRequest(familyOf(request.method, url), session, request.ip);
+    // A user or address a detector throttled gets the stricter limit first (spec/detection.md).
+    if (url !== undefined) await detection.enforceThrottle(session, request.ip);
+    if (!session || url === undefined) return;
+    await rateLimits.limitRequest(familyOf(request.method, url), session, request.ip);
   } catch (err) {
     const retry = (err as { extra?: { retry_after_ms?: unknown } }).extra?.retry_after_ms;
     if (typeof retry === 'number') void reply.header('retry-after', String(Math.ceil(retry / 1000)));

@@ -5,6 +5,7 @@ import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { UserRow } from '../storage/database.ts';
 import type { AuditLog } from './audit-log.ts';
+import type { Detection } from './detection/detection.service.ts';
 import type { DeviceLists } from './device-lists.ts';
 import type { RateLimits } from './rate-limits.ts';
 import type { RegistrationTokensService } from './registration-tokens.service.ts';
@@ -51,6 +52,18 @@ export class AccountsService {
     private readonly sessions?: SessionCache,
     private readonly now: () => number = Date.now,
   ) {}
+
+  private detection: Detection | undefined;
+
+  /** The detectors told of failed logins, logins and registrations (set once, at start). */
+  setDetection(detection: Detection): void {
+    this.detection = detection;
+  }
+
+  /** Tells the detectors without holding up the request; their failures are not the client's. */
+  private observe(run: (d: Detection) => Promise<void>): void {
+    if (this.detection) run(this.detection).catch(() => {});
+  }
 
   userIdFor(localpart: string): string {
     return `@${localpart}:${this.config.serverName}`;
@@ -152,6 +165,7 @@ export class AccountsService {
       });
     });
     await this.limits.recordRegistration(req.address);
+    this.observe((d) => d.registered(req.address));
     return result;
   }
 
@@ -260,6 +274,7 @@ export class AccountsService {
     if (!ok || !user) {
       await this.limits.recordLoginFailure(userId, address);
       await this.audit.record({ action: 'login.failed', target: userId ?? null, address });
+      this.observe((d) => d.loginFailed(userId, address));
       throw errors.forbidden('Invalid username or password');
     }
     if (user.deactivated) throw errors.userDeactivated();
@@ -286,6 +301,7 @@ export class AccountsService {
       );
       return started;
     });
+    this.observe((d) => d.loggedIn(user.user_id, req.address));
     // Logging in as an existing device ended that device's earlier tokens.
     if (req.deviceId !== undefined) await this.sessions?.revokeUser(user.user_id);
     return login;

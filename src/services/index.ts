@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Bus } from '../bus/bus.ts';
+import { type DetectionStore, MemoryDetectionStore } from '../bus/detection-store.ts';
 import { NamespacedBus } from '../bus/namespaced-bus.ts';
 import { MemoryRateLimitStore, type RateLimitStore } from '../bus/rate-limit-store.ts';
 import type { Config } from '../config.ts';
@@ -13,6 +14,7 @@ import { FederationSender } from '../federation/sender/federation-sender.ts';
 import { MediaService } from '../media/media.service.ts';
 import { resolveState } from '../protocol/state-res/index.ts';
 import type { Db } from '../storage/connect.ts';
+import { destinationsWithBacklog } from '../storage/federation.repository.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import { AccountsService } from './accounts.service.ts';
@@ -22,12 +24,17 @@ import { ServerNoticesService } from './admin/server-notices.service.ts';
 import { AdminTokensService } from './admin/tokens.admin.ts';
 import { AdminUsersService } from './admin/users.admin.ts';
 import { AuditLog } from './audit-log.ts';
+import { Detection, WebhookSink } from './detection/detection.service.ts';
+import { alertSinkOf, ServerNotices } from './detection/notices.ts';
+import { PolicyLists } from './detection/policy-lists.ts';
+import { DbAccountRestrictions } from './detection/restrictions.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { FiltersService } from './filters.service.ts';
 import { HistoryService } from './history.service.ts';
 import { KeyBackupService } from './key-backup.service.ts';
 import { KeysService } from './keys.service.ts';
+import { Metrics } from './metrics.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
@@ -90,6 +97,15 @@ export interface Services {
   };
   /** Roles, permissions and expiries of room members (spec/admin.md). */
   roomRoles: RoomRolesService;
+  /** Detectors of suspicious activity and their responses (spec/detection.md). */
+  detection: Detection;
+  /** Locked and suspended accounts. */
+  restrictions: DbAccountRestrictions;
+  /** The admins' server-notices room, where detector alerts go. */
+  alertNotices: ServerNotices;
+  /** Shared ban lists (policy rooms). */
+  policy: PolicyLists;
+  metrics: Metrics;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -102,6 +118,8 @@ export async function createServices(deps: {
   federationTransport?: FederationTransport;
   /** Where rate limit buckets live: Redis for several processes; process memory by default. */
   rateLimitStore?: RateLimitStore;
+  /** Where the detectors count: Redis for several processes; process memory by default. */
+  detectionStore?: DetectionStore;
 }): Promise<Services> {
   const { config, db } = deps;
   const uia = new UiaService(db);
@@ -167,6 +185,31 @@ export async function createServices(deps: {
     audit,
     sessions,
   );
+  const metrics = new Metrics();
+  metrics.watchFederationQueues(async () => ({
+    destinations: (await destinationsWithBacklog(db)).length,
+    sending: sender.sending,
+  }));
+  const restrictions = new DbAccountRestrictions(db, bus);
+  await restrictions.start();
+  const policy = new PolicyLists(db, config.policyRooms);
+  rooms.setPolicy(policy);
+  const detection = new Detection(
+    db,
+    config,
+    deps.detectionStore ?? new MemoryDetectionStore(),
+    rateLimits,
+    audit,
+    restrictions,
+    metrics,
+    namespace,
+  );
+  const alertNotices = new ServerNotices(db, accounts, rooms);
+  detection.addSink(alertSinkOf(alertNotices));
+  if (config.detectionWebhookUrl !== '') {
+    detection.addSink(new WebhookSink(config.detectionWebhookUrl, config.serverName));
+  }
+  accounts.setDetection(detection);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
   const media = new MediaService({
@@ -220,9 +263,15 @@ export async function createServices(deps: {
     media,
     admin,
     roomRoles,
+    detection,
+    restrictions,
+    alertNotices,
+    policy,
+    metrics,
     async stop() {
       await media.stop();
       await roomRoles.stop();
+      await restrictions.stop();
       sender.stop();
       federation.close();
       await typing.stop();

@@ -81,6 +81,11 @@ export class RateLimits {
     await this.enforce([this.key('lookup', `a:${address}`)], [LOOKUPS], 1);
   }
 
+  /** The stricter bucket of a user or address a detector throttled (src/services/detection). */
+  async limitThrottled(scope: string, rule: RateRule): Promise<void> {
+    await this.enforce([this.key('throttled', scope)], [rule], 1);
+  }
+
   private async enforce(keys: string[], rules: RateRule[], cost: 0 | 1): Promise<void> {
     const wait = await this.store.take(keys, rules, cost);
     if (wait > 0) throw errors.limitExceeded(wait);

@@ -18,6 +18,7 @@ import * as eventStore from '../storage/events.repository.ts';
 import * as federationStore from '../storage/federation.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
+import type { PolicyLists } from './detection/policy-lists.ts';
 import { refuseControlCharacters } from './input-checks.ts';
 import { additionalCreators, powerLevelsProblem } from './room-content.ts';
 import { encryptionChangeRefusal } from './room-encryption.ts';
@@ -72,6 +73,7 @@ export class RoomsService {
     for (const u of invites) {
       refuseControlCharacters(u, 'An invited user ID');
       if (!isValidUserId(u)) throw errors.invalidParam(`Not a valid user ID: ${u}`);
+      await this.policy?.checkInvite(creator, u);
     }
     for (const s of req.initial_state ?? []) {
       refuseControlCharacters(s.type, 'An initial_state event type');
@@ -254,6 +256,13 @@ export class RoomsService {
 
   private remote: RemoteJoins | undefined;
 
+  /** The shared ban lists joins and invites are checked against (set once, at start). */
+  setPolicy(policy: PolicyLists): void {
+    this.policy = policy;
+  }
+
+  private policy: PolicyLists | undefined;
+
   /**
    * POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. A room this server is in is joined
    * through the pipeline here; any other (an alias of another server, a room ID we do not hold,
@@ -291,6 +300,7 @@ export class RoomsService {
       roomId = await this.resolveRoom(roomIdOrAlias);
     }
     if ((await this.membership(roomId, session.userId)) === 'join') return { room_id: roomId };
+    await this.policy?.checkJoin(session.userId, roomId);
     const profile = await this.profileContent(session.userId);
     if (this.remote && !(await this.weAreIn(roomId))) {
       const idServer = roomId.includes(':') ? roomId.slice(roomId.indexOf(':') + 1) : undefined;
@@ -338,6 +348,7 @@ export class RoomsService {
   /** POST /knock/{roomIdOrAlias} */
   async knock(session: Session, roomIdOrAlias: string, reason?: string): Promise<{ room_id: string }> {
     const roomId = await this.resolveRoom(roomIdOrAlias);
+    await this.policy?.checkJoin(session.userId, roomId);
     await this.sendMembership(
       session.userId,
       roomId,
@@ -356,6 +367,7 @@ export class RoomsService {
     if (!isValidUserId(target)) throw errors.invalidParam('Not a valid user ID');
     // A shadow-banned user's invite seems to succeed and reaches no one (spec/admin.md).
     if (session.shadowBanned) return;
+    await this.policy?.checkInvite(session.userId, target, roomId);
     await this.inviteUser(session.userId, roomId, target, reason !== undefined ? { reason } : {});
   }
 

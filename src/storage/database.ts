@@ -438,6 +438,20 @@ export interface RoomExpiriesTable {
   attempts: Generated<number>;
 }
 
+/** Accounts locked or suspended (migration 0011, spec/detection.md). */
+export interface DetectionAccountRestrictionsTable {
+  user_id: string;
+  locked: Generated<boolean>;
+  suspended: Generated<boolean>;
+  reason: string;
+  updated_ts: number;
+}
+
+export interface DetectionNoticeRoomsTable {
+  name: string;
+  room_id: string;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -487,6 +501,8 @@ export interface Database {
   reports: ReportsTable;
   server_notice_rooms: ServerNoticeRoomsTable;
   room_expiries: RoomExpiriesTable;
+  detection_account_restrictions: DetectionAccountRestrictionsTable;
+  detection_notice_rooms: DetectionNoticeRoomsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -3,3 +3,6 @@
 # per-family request limits (on by default) would answer it 429, which measures the limits, not
 # the API. Failed logins and registrations stay limited by the launcher's own settings.
 export CONCLAVE_RATE_LIMITS=off
+# The detectors (on by default) would throttle Complement's bursts of registrations, rooms and
+# invites from its one address in the same way.
+export CONCLAVE_DETECTION=off

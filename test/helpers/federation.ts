@@ -283,6 +283,7 @@ export async function startHomeserverProcesses(
         CONCLAVE_REGISTRATION: 'open',
         CONCLAVE_PASSWORD_HASH_COST: '10',
         CONCLAVE_LOG_LEVEL: 'info',
+        CONCLAVE_DETECTION: 'off',
         CONCLAVE_SIGNING_KEY_PATH: signingKeyPath,
         CONCLAVE_FEDERATION_TLS_CERTIFICATE: certFile,
         CONCLAVE_FEDERATION_TLS_KEY: keyFile,

@@ -78,7 +78,14 @@ export async function startServerProcess(
   nodeArgs: string[] = [],
   timeoutMs = 120_000,
 ): Promise<{ proc: RunningProcess; base: string }> {
-  const proc = runScript('src/server.ts', [], { CONCLAVE_LOG_LEVEL: 'info', ...env }, nodeArgs);
+  // The detectors are tested on their own; a process started by a test or bench leaves them off
+  // unless it asks for them (CONCLAVE_DETECTION=on), as startTestServer does.
+  const proc = runScript(
+    'src/server.ts',
+    [],
+    { CONCLAVE_LOG_LEVEL: 'info', CONCLAVE_DETECTION: 'off', ...env },
+    nodeArgs,
+  );
   try {
     const line = await proc.waitForLine(/listening on http:\/\/127\.0\.0\.1:(\d+)/, timeoutMs);
     return { proc, base: `http://127.0.0.1:${/:(\d+) \|/.exec(line)![1]}` };

@@ -1,5 +1,6 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../src/app.ts';
+import type { DetectionStore } from '../../src/bus/detection-store.ts';
 import { type Config, defaultConfig } from '../../src/config.ts';
 import type { FederationTransport } from '../../src/federation/index.ts';
 import { type Runtime, startRuntime } from '../../src/runtime.ts';
@@ -51,6 +52,8 @@ export async function startTestServer(
     federationTransport?: FederationTransport;
     /** The built web client's folder, when the config serves it (web/dist by default). */
     webClientRoot?: string;
+    /** Where the detectors count, for a test that sets their clock. */
+    detectionStore?: DetectionStore;
   } = {},
 ): Promise<TestServer> {
   const database = await backend.create();
@@ -62,6 +65,8 @@ export async function startTestServer(
     // Tests of the limits set their own; the rest must not trip over them.
     loginFailuresPerWindow: 1000,
     rateLimits: false,
+    // The detectors are tested on their own (test/detection*.test.ts).
+    detection: false,
     databaseUrl: database.url,
     dataDir: '',
     logLevel: 'silent',
@@ -73,6 +78,7 @@ export async function startTestServer(
     pgliteInMemory: true,
     ...(database.pgliteTemplate ? { pgliteTemplate: database.pgliteTemplate } : {}),
     ...(opts.federationTransport ? { federationTransport: opts.federationTransport } : {}),
+    ...(opts.detectionStore ? { detectionStore: opts.detectionStore } : {}),
   });
   const app = await buildApp(runtime.services, {
     federation: runtime.federation,

@@ -30,6 +30,10 @@ export async function requireXMatrix(request: FastifyRequest): Promise<void> {
   if (!parsed.ok) throw unauthorized(`Malformed X-Matrix Authorization header: ${parsed.reason}`);
   const { auth } = parsed;
   if (!isValidServerName(auth.origin)) throw unauthorized('The X-Matrix origin is not a valid server name');
+  // A server the followed ban lists name is refused outright (spec/detection.md).
+  if (await request.server.services.policy.serverBanned(auth.origin)) {
+    throw new MatrixError(403, 'M_FORBIDDEN', 'This server is banned by the policy of this homeserver');
+  }
   const ours = request.server.services.config.serverName;
   if (auth.destination !== undefined && auth.destination !== ours) {
     throw unauthorized(

@@ -72,6 +72,8 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
       async (request) => {
         const { roomId, userId } = request.params;
         if (!isValidUserId(userId)) throw errors.invalidParam('Not a valid user ID');
+        // A remote user the ban lists name may not join or knock (their server is refused earlier).
+        if (membership !== 'leave') await app.services.policy.checkJoin(userId, room(roomId));
         return fed.makeMembership(
           request.origin,
           room(roomId),

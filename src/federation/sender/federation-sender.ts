@@ -116,6 +116,11 @@ export class FederationSender {
     this.running.set(destination, run);
   }
 
+  /** How many destinations this process is sending to now (for the metrics). */
+  get sending(): number {
+    return this.running.size;
+  }
+
   /** Resolves once nothing is being sent (for tests and shutdown). */
   async idle(): Promise<void> {
     while (this.running.size > 0) await Promise.all(this.running.values());

@@ -57,7 +57,11 @@ function openSocket(app: FastifyInstance) {
     // The token the upgrade was authenticated with, checked again each round.
     const token = accessTokenOf(request) ?? '';
     const abort = new AbortController();
-    socket.on('close', () => abort.abort());
+    app.services.metrics.syncConnections.inc({ transport: 'websocket' });
+    socket.on('close', () => {
+      app.services.metrics.syncConnections.dec({ transport: 'websocket' });
+      abort.abort();
+    });
     socket.on('error', () => abort.abort());
     // The client may send {"type":"ping"}; anything else is ignored.
     socket.on('message', (data) => {
@@ -76,6 +80,7 @@ function openSocket(app: FastifyInstance) {
       while (!abort.signal.aborted) {
         // A logged-out token ends the socket.
         await accounts.authenticateToken(token);
+        await app.services.restrictions.check(session.userId, 'GET', WS_SYNC_PATH);
         const response = await sync.sync(session, {
           ...(since !== undefined ? { since } : {}),
           timeoutMs: ROUND_MS,
