@@ -21,6 +21,11 @@ commands:
   audit-log [--since <ISO date or <n>d>] [--action <name>] [--after-id <n>] [--limit <n>]
       Prints audit log entries as JSON lines, oldest first (spec/audit-log.md). Page with
       --after-id set to the last id printed.
+  purge-room-history <roomId> --before <ISO date or event ID>
+      Deletes the room's history before that time (or that event's time); what the room still
+      needs stays, its content pruned (spec/retention.md). Prints the counts as JSON.
+  delete-room <roomId>
+      Every local member leaves, then the room's aliases, directory entry and every row go.
   rotate-key
       Retires the server's signing key (it stays published as an old key and still verifies
       what it signed) and makes a new one current. Restart running server processes afterwards.
@@ -40,6 +45,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
       action: { type: 'string' },
       'after-id': { type: 'string' },
       limit: { type: 'string' },
+      before: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -96,6 +102,26 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
           limit,
         });
         for (const record of records) out(JSON.stringify(record));
+        return 0;
+      }
+      case 'purge-room-history': {
+        const roomId = rest[0];
+        if (!roomId) throw new UsageError('purge-room-history needs a room ID');
+        if (values.before === undefined) throw new UsageError('purge-room-history needs --before');
+        const before = values.before.startsWith('$') ? values.before : Date.parse(values.before);
+        if (typeof before === 'number' && Number.isNaN(before))
+          throw new UsageError('--before must be an ISO date or an event ID');
+        const result = await runtime.services.retention.purgeRoomHistory(roomId, {
+          before,
+          actor: 'admin:cli',
+        });
+        out(JSON.stringify(result ?? { roomId, eventsDeleted: 0, eventsPruned: 0, bytesDeleted: 0 }));
+        return 0;
+      }
+      case 'delete-room': {
+        const roomId = rest[0];
+        if (!roomId) throw new UsageError('delete-room needs a room ID');
+        out(JSON.stringify(await runtime.services.retention.deleteRoom(roomId, { actor: 'admin:cli' })));
         return 0;
       }
       case 'rotate-key': {

@@ -26,6 +26,7 @@ import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
+import { RetentionService } from './retention/retention.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
@@ -68,6 +69,8 @@ export interface Services {
   rateLimits: RateLimits;
   /** Security-relevant actions, for admins (spec/audit-log.md). */
   audit: AuditLog;
+  /** Retention policies, the purge job and admin purges (spec/retention.md). */
+  retention: RetentionService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -138,6 +141,8 @@ export async function createServices(deps: {
   );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
+  const retention = new RetentionService({ config, db, bus, events, rooms, reader, audit });
+  await retention.start();
   return {
     config,
     db,
@@ -166,7 +171,9 @@ export async function createServices(deps: {
     sender,
     rateLimits,
     audit,
+    retention,
     async stop() {
+      await retention.stop();
       sender.stop();
       federation.close();
       await typing.stop();

@@ -7,6 +7,7 @@ import { keysRoutes } from './keys.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
+import { retentionRoutes } from './retention.routes.ts';
 import { roomsRoutes } from './rooms.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
@@ -30,4 +31,5 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(syncWebSocketRoutes);
   await app.register(keysRoutes);
   await app.register(toDeviceRoutes);
+  await app.register(retentionRoutes);
 }
