@@ -51,6 +51,8 @@ export async function startTestServer(
     federationTransport?: FederationTransport;
     /** The built web client's folder, when the config serves it (web/dist by default). */
     webClientRoot?: string;
+    /** For PGlite: keep the database on disk under this folder (`<dir>/pglite`), not in memory. */
+    pgliteDataDir?: string;
   } = {},
 ): Promise<TestServer> {
   const database = await backend.create();
@@ -63,14 +65,14 @@ export async function startTestServer(
     loginFailuresPerWindow: 1000,
     rateLimits: false,
     databaseUrl: database.url,
-    dataDir: '',
+    dataDir: opts.pgliteDataDir ?? '',
     logLevel: 'silent',
     // The web client's files are not part of the API: only the tests of serving it turn it on.
     webClient: '',
     ...overrides,
   };
   const runtime = await startRuntime(config, {
-    pgliteInMemory: true,
+    pgliteInMemory: opts.pgliteDataDir === undefined,
     ...(database.pgliteTemplate ? { pgliteTemplate: database.pgliteTemplate } : {}),
     ...(opts.federationTransport ? { federationTransport: opts.federationTransport } : {}),
   });

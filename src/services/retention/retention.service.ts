@@ -178,7 +178,7 @@ export class RetentionService {
   private async withJobLock(fn: () => Promise<PurgeResult[]>): Promise<JobResult> {
     if (this.deps.config.databaseUrl === '') {
       const purges = await fn();
-      this.log?.(`retention: job ran, ${purges.length} rooms purged`);
+      if (purges.length > 0) this.log?.(`retention: job ran, ${purges.length} rooms purged`);
       return { ran: true, purges };
     }
     return this.deps.db.connection().execute(async (conn) => {
@@ -191,7 +191,7 @@ export class RetentionService {
       }
       try {
         const purges = await fn();
-        this.log?.(`retention: job ran, ${purges.length} rooms purged`);
+        if (purges.length > 0) this.log?.(`retention: job ran, ${purges.length} rooms purged`);
         return { ran: true, purges };
       } finally {
         await sql`select pg_advisory_unlock(${JOB_LOCK[0]}, ${JOB_LOCK[1]})`.execute(conn);
@@ -390,6 +390,14 @@ export class RetentionService {
     this.deps.reader.clear();
     await this.deps.bus.publish(CACHE_CHANNEL, roomId);
     if (uris.length > 0 && this.mediaHook) await this.mediaHook(uris, { roomId });
+  }
+
+  /**
+   * VACUUM of the tables purges write, outside any transaction: plain (free space reused) or
+   * FULL (the files rewritten without the deleted rows' bytes; the tables are locked meanwhile).
+   */
+  async reclaim(opts: { full: boolean }): Promise<void> {
+    await repo.vacuum(this.deps.db, repo.PURGED_TABLES, opts.full);
   }
 
   /** VACUUM outside any transaction, as configured (`retention_vacuum`). */
