@@ -141,7 +141,21 @@ export async function createServices(deps: {
   );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
-  const retention = new RetentionService({ config, db, bus, events, rooms, reader, audit });
+  const sync = new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice });
+  const retention = new RetentionService({
+    config,
+    db,
+    bus,
+    events,
+    rooms,
+    reader,
+    audit,
+    // What the processes cache of events goes with them.
+    forgetCaches: () => {
+      reader.clear();
+      sync.forgetCachedRows();
+    },
+  });
   await retention.start();
   return {
     config,
@@ -162,7 +176,7 @@ export async function createServices(deps: {
     history: new HistoryService(db, rooms, reader),
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
-    sync: new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice }),
+    sync,
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,

@@ -88,6 +88,8 @@ export interface RetentionDeps {
   reader: RoomReader;
   audit: AuditLog;
   now?: () => number;
+  /** Drops every cached event row, state and derived count of this process. */
+  forgetCaches: () => void;
 }
 
 export class RetentionService {
@@ -106,7 +108,7 @@ export class RetentionService {
 
   /** Subscribes to other processes' purges (to drop cached rows) and starts the job's timer. */
   async start(): Promise<void> {
-    this.unsubscribe = await this.deps.bus.subscribe(CACHE_CHANNEL, () => this.deps.reader.clear());
+    this.unsubscribe = await this.deps.bus.subscribe(CACHE_CHANNEL, () => this.deps.forgetCaches());
     const every = this.deps.config.retentionPurgeIntervalMs;
     if (every > 0) {
       this.timer = setInterval(() => {
@@ -387,7 +389,7 @@ export class RetentionService {
   }
 
   private async afterDeletion(roomId: string, uris: string[]): Promise<void> {
-    this.deps.reader.clear();
+    this.deps.forgetCaches();
     await this.deps.bus.publish(CACHE_CHANNEL, roomId);
     if (uris.length > 0 && this.mediaHook) await this.mediaHook(uris, { roomId });
   }
