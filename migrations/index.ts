@@ -6,6 +6,7 @@ import * as m0004 from './0004_key_backup.ts';
 import * as m0005 from './0005_federated_events.ts';
 import * as m0006 from './0006_federation_keys.ts';
 import * as m0007 from './0007_audit_log.ts';
+import * as m0008 from './0008_retention.ts';
 import * as m0009 from './0009_media.ts';
 import * as m0010 from './0010_admin.ts';
 import * as m0011 from './0011_detection.ts';
@@ -20,6 +21,7 @@ export const migrations: Record<string, Migration> = {
   '0005_federated_events': m0005,
   '0006_federation_keys': m0006,
   '0007_audit_log': m0007,
+  '0008_retention': m0008,
   '0009_media': m0009,
   '0010_admin': m0010,
   '0011_detection': m0011,

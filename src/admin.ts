@@ -43,6 +43,11 @@ commands:
   block-room <roomId> | unblock-room <roomId>
   delete-room <roomId> [--block]        make-room-admin <roomId> <userId>
   reports [--from <n>] [--limit <n>]    report <id>             dismiss-report <id>
+  purge-room-history <roomId> --before <ISO date or event ID>
+      Deletes the room's history before that time (or that event's time); what the room still
+      needs stays, its content pruned (spec/retention.md). Prints the counts as JSON.
+  purge-room <roomId>
+      Deletes a room with all its data: every local member leaves, then the room's aliases, directory entry and every row go.
   rotate-key
       Retires the server's signing key (it stays published as an old key and still verifies
       what it signed) and makes a new one current. Restart running server processes afterwards.
@@ -75,6 +80,7 @@ export async function runAdmin(
       revoke: { type: 'boolean', default: false },
       block: { type: 'boolean', default: false },
       'keep-devices': { type: 'boolean', default: false },
+      before: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -155,6 +161,26 @@ export async function runAdmin(
         for (const item of await runtime.services.media.listUserMedia(userId, { limit })) {
           out(JSON.stringify(item));
         }
+        return 0;
+      }
+      case 'purge-room-history': {
+        const roomId = rest[0];
+        if (!roomId) throw new UsageError('purge-room-history needs a room ID');
+        if (values.before === undefined) throw new UsageError('purge-room-history needs --before');
+        const before = values.before.startsWith('$') ? values.before : Date.parse(values.before);
+        if (typeof before === 'number' && Number.isNaN(before))
+          throw new UsageError('--before must be an ISO date or an event ID');
+        const result = await runtime.services.retention.purgeRoomHistory(roomId, {
+          before,
+          actor: 'admin:cli',
+        });
+        out(JSON.stringify(result ?? { roomId, eventsDeleted: 0, eventsPruned: 0, bytesDeleted: 0 }));
+        return 0;
+      }
+      case 'purge-room': {
+        const roomId = rest[0];
+        if (!roomId) throw new UsageError('purge-room needs a room ID');
+        out(JSON.stringify(await runtime.services.retention.deleteRoom(roomId, { actor: 'admin:cli' })));
         return 0;
       }
       case 'rotate-key': {

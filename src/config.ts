@@ -173,6 +173,15 @@ export interface Config {
   webClient: string;
   /** The room version of rooms created without one (one the server supports). */
   defaultRoomVersion: string;
+  /** Retention (spec/retention.md), all in ms: the default max_lifetime (0: none). */
+  retentionDefaultMaxLifetime: number;
+  /** The shortest and longest max_lifetime a room may ask for (0 as the longest: no bound). */
+  retentionAllowedMin: number;
+  retentionAllowedMax: number;
+  /** How often the purge job runs (0: never). */
+  retentionPurgeIntervalMs: number;
+  /** What the purge job runs after deleting: plain VACUUM, VACUUM FULL, or nothing. */
+  retentionVacuum: 'plain' | 'full' | 'off';
   /** Media settings (spec/media.md). */
   media: MediaConfig;
 }
@@ -590,6 +599,36 @@ const FIELDS: Field[] = [
     'url_preview_timeout_ms',
     int(100, 120_000),
   ),
+  {
+    key: 'retentionDefaultMaxLifetime',
+    env: 'CONCLAVE_RETENTION_DEFAULT_MAX_LIFETIME',
+    yaml: 'retention_default_max_lifetime',
+    parse: int(0, 100 * 365 * 86_400_000),
+  },
+  {
+    key: 'retentionAllowedMin',
+    env: 'CONCLAVE_RETENTION_ALLOWED_MIN',
+    yaml: 'retention_allowed_min',
+    parse: int(1, 100 * 365 * 86_400_000),
+  },
+  {
+    key: 'retentionAllowedMax',
+    env: 'CONCLAVE_RETENTION_ALLOWED_MAX',
+    yaml: 'retention_allowed_max',
+    parse: int(0, 100 * 365 * 86_400_000),
+  },
+  {
+    key: 'retentionPurgeIntervalMs',
+    env: 'CONCLAVE_RETENTION_PURGE_INTERVAL_MS',
+    yaml: 'retention_purge_interval_ms',
+    parse: int(0, 7 * 86_400_000),
+  },
+  {
+    key: 'retentionVacuum',
+    env: 'CONCLAVE_RETENTION_VACUUM',
+    yaml: 'retention_vacuum',
+    parse: oneOf(['plain', 'full', 'off'] as const),
+  },
 ];
 
 function mediaField(
@@ -743,6 +782,11 @@ export function defaultConfig(): Config {
       urlPreviewMaxBytes: 1024 * 1024,
       urlPreviewTimeoutMs: 10_000,
     },
+    retentionDefaultMaxLifetime: 0,
+    retentionAllowedMin: 86_400_000,
+    retentionAllowedMax: 0,
+    retentionPurgeIntervalMs: 3_600_000,
+    retentionVacuum: 'plain',
   };
 }
 
@@ -781,6 +825,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     throw new ConfigError('CONCLAVE_DATA_DIR must not be empty');
   if ((config.federationTlsCertificate === '') !== (config.federationTlsKey === '')) {
     throw new ConfigError('federation_tls_certificate and federation_tls_key must be given together');
+  }
+  if (config.retentionAllowedMax > 0 && config.retentionAllowedMax < config.retentionAllowedMin) {
+    throw new ConfigError('retention_allowed_max must not be below retention_allowed_min');
   }
   return config;
 }

@@ -25,6 +25,7 @@ async function main(): Promise<void> {
       redact: ['req.headers.authorization', 'headers.authorization', '*.password', '*.access_token'],
     },
   });
+  runtime.services.retention.setLog((msg) => app.log.info(msg));
   if (config.registration === 'open') {
     app.log.warn('registration is open: anyone who can reach this server can create an account');
   }

@@ -40,6 +40,7 @@ import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
+import { RetentionService } from './retention/retention.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomRolesService } from './room-roles.service.ts';
 import { RoomsService } from './rooms.service.ts';
@@ -106,6 +107,8 @@ export interface Services {
   /** Shared ban lists (policy rooms). */
   policy: PolicyLists;
   metrics: Metrics;
+  /** Retention policies, the purge job and admin purges (spec/retention.md). */
+  retention: RetentionService;
   /** Stops background work (bus subscriptions, timers). */
   stop(): Promise<void>;
 }
@@ -231,6 +234,22 @@ export async function createServices(deps: {
   };
   const roomRoles = new RoomRolesService(db, rooms, events, reader, audit);
   roomRoles.start(config.roomExpiryIntervalMs);
+  const sync = new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice });
+  const retention = new RetentionService({
+    config,
+    db,
+    bus,
+    events,
+    rooms,
+    reader,
+    audit,
+    // What the processes cache of events goes with them.
+    forgetCaches: () => {
+      reader.clear();
+      sync.forgetCachedRows();
+    },
+  });
+  await retention.start();
   return {
     config,
     db,
@@ -250,7 +269,7 @@ export async function createServices(deps: {
     history: new HistoryService(db, rooms, reader),
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
-    sync: new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice }),
+    sync,
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,
@@ -268,10 +287,12 @@ export async function createServices(deps: {
     alertNotices,
     policy,
     metrics,
+    retention,
     async stop() {
       await media.stop();
       await roomRoles.stop();
       await restrictions.stop();
+      await retention.stop();
       sender.stop();
       federation.close();
       await typing.stop();

@@ -25,6 +25,9 @@ class Lru<K, V> {
     }
     return v;
   }
+  clear(): void {
+    this.map.clear();
+  }
   set(key: K, value: V): void {
     this.map.delete(key);
     this.map.set(key, value);
@@ -62,8 +65,19 @@ export class RoomReader {
   private readonly roomVersions = new Map<string, string>();
 
   /**
-   * A room's version (fixed at creation), or undefined when there is no such room. Rooms are
-   * never deleted, so a known version is kept for good.
+   * Forgets everything cached: after a retention purge or a room's deletion (src/services/
+   * retention), which are the only changes to stored events besides redaction marks.
+   */
+  clear(): void {
+    this.groups.clear();
+    this.events.clear();
+    this.chainLengths.clear();
+    this.roomVersions.clear();
+  }
+
+  /**
+   * A room's version (fixed at creation), or undefined when there is no such room. A known
+   * version is kept until `clear` (a deleted room).
    */
   async roomVersionOf(db: Executor, roomId: string): Promise<string | undefined> {
     const known = this.roomVersions.get(roomId);

@@ -20,6 +20,7 @@ import * as rooms from '../storage/rooms.repository.ts';
 import type { Session } from './accounts.service.ts';
 import type { PolicyLists } from './detection/policy-lists.ts';
 import { refuseControlCharacters } from './input-checks.ts';
+import { RETENTION_EVENT_TYPE, retentionContentProblem } from './retention/policy.ts';
 import { additionalCreators, powerLevelsProblem } from './room-content.ts';
 import { encryptionChangeRefusal } from './room-encryption.ts';
 import type { RoomReader } from './room-reads.ts';
@@ -96,6 +97,10 @@ export class RoomsService {
     // request refused for it creates no room.
     let encryption: JsonObject | undefined;
     for (const s of req.initial_state ?? []) {
+      if (s.type === RETENTION_EVENT_TYPE && (s.state_key ?? '') === '') {
+        const problem = retentionContentProblem(s.content);
+        if (problem !== undefined) throw errors.badJson(`initial_state: ${problem}`);
+      }
       if (s.type !== 'm.room.encryption' || (s.state_key ?? '') !== '') continue;
       const refusal = encryptionChangeRefusal(encryption, s.content);
       if (refusal !== undefined) throw errors.forbidden(`initial_state: ${refusal}`);
@@ -536,6 +541,10 @@ export class RoomsService {
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
     }
     if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
+    if (type === RETENTION_EVENT_TYPE && stateKey === '') {
+      const problem = retentionContentProblem(content);
+      if (problem !== undefined) throw errors.badJson(problem);
+    }
     if (type === 'm.room.power_levels' && stateKey === '') {
       await this.checkPowerLevels(session.userId, roomId, content);
     }

@@ -479,6 +479,18 @@ export class SyncService {
    * redaction mark can change after it is written: a redaction announces its target (`redacts`),
    * whose row is then dropped, and a read that raced a redaction is not kept.
    */
+  /**
+   * Forgets cached event rows, memberships and unread counts: after a retention purge or a
+   * room's deletion (src/services/retention), whose events must not be served from memory.
+   */
+  forgetCachedRows(): void {
+    this.redactionEpoch++;
+    this.recentRows.clear();
+    this.recentPositions.clear();
+    this.membershipCache.clear();
+    this.unreadCache.clear();
+  }
+
   private readonly recentRows = new Map<number, EventRow>();
   private readonly recentPositions = new Map<string, number>();
   private redactionEpoch = 0;

@@ -54,6 +54,8 @@ export async function startTestServer(
     webClientRoot?: string;
     /** Where the detectors count, for a test that sets their clock. */
     detectionStore?: DetectionStore;
+    /** For PGlite: keep the database on disk under this folder (`<dir>/pglite`), not in memory. */
+    pgliteDataDir?: string;
   } = {},
 ): Promise<TestServer> {
   const database = await backend.create();
@@ -68,14 +70,14 @@ export async function startTestServer(
     // The detectors are tested on their own (test/detection*.test.ts).
     detection: false,
     databaseUrl: database.url,
-    dataDir: '',
+    dataDir: opts.pgliteDataDir ?? '',
     logLevel: 'silent',
     // The web client's files are not part of the API: only the tests of serving it turn it on.
     webClient: '',
     ...overrides,
   };
   const runtime = await startRuntime(config, {
-    pgliteInMemory: true,
+    pgliteInMemory: opts.pgliteDataDir === undefined,
     ...(database.pgliteTemplate ? { pgliteTemplate: database.pgliteTemplate } : {}),
     ...(opts.federationTransport ? { federationTransport: opts.federationTransport } : {}),
     ...(opts.detectionStore ? { detectionStore: opts.detectionStore } : {}),

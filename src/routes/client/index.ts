@@ -9,6 +9,7 @@ import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
 import { reportsRoutes } from './reports.routes.ts';
+import { retentionRoutes } from './retention.routes.ts';
 import { rolesRoutes } from './roles.routes.ts';
 import { roomsRoutes } from './rooms.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
@@ -36,4 +37,5 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(mediaRoutes);
   await app.register(reportsRoutes);
   await app.register(rolesRoutes);
+  await app.register(retentionRoutes);
 }
