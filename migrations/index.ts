@@ -6,6 +6,7 @@ import * as m0004 from './0004_key_backup.ts';
 import * as m0005 from './0005_federated_events.ts';
 import * as m0006 from './0006_federation_keys.ts';
 import * as m0007 from './0007_audit_log.ts';
+import * as m0012 from './0012_client_api.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   '0005_federated_events': m0005,
   '0006_federation_keys': m0006,
   '0007_audit_log': m0007,
+  '0012_client_api': m0012,
 };

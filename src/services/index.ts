@@ -21,6 +21,7 @@ import { FiltersService } from './filters.service.ts';
 import { HistoryService } from './history.service.ts';
 import { KeyBackupService } from './key-backup.service.ts';
 import { KeysService } from './keys.service.ts';
+import { PresenceService } from './presence.service.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
@@ -34,6 +35,7 @@ import { SyncService } from './sync.service.ts';
 import { ToDeviceService } from './to-device.service.ts';
 import { TypingService } from './typing.service.ts';
 import { UiaService } from './uia.service.ts';
+import { UserDirectoryService } from './user-directory.service.ts';
 
 /** Every service of one server process, built once and shared by routes, the admin command and tests. */
 export interface Services {
@@ -59,6 +61,8 @@ export interface Services {
   keyBackup: KeyBackupService;
   keys: KeysService;
   toDevice: ToDeviceService;
+  presence: PresenceService;
+  userDirectory: UserDirectoryService;
   /** The outbound client and the key ring (src/federation). */
   federation: Federation;
   /** The room side of the server-server API as this server answers it. */
@@ -138,6 +142,10 @@ export async function createServices(deps: {
   );
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
+  const sync = new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice });
+  const presence = new PresenceService(db, config, notifier);
+  sync.setPresence(presence);
+  presence.start();
   return {
     config,
     db,
@@ -157,7 +165,9 @@ export async function createServices(deps: {
     history: new HistoryService(db, rooms, reader),
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
-    sync: new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice }),
+    sync,
+    presence,
+    userDirectory: new UserDirectoryService(db),
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,
@@ -170,6 +180,7 @@ export async function createServices(deps: {
       sender.stop();
       federation.close();
       await typing.stop();
+      await presence.stop();
       await sessions.stop();
       await notifier.stop();
     },

@@ -4,6 +4,7 @@ import { directoryRoutes } from './directory.routes.ts';
 import { filtersRoutes } from './filters.routes.ts';
 import { keyBackupRoutes } from './key-backup.routes.ts';
 import { keysRoutes } from './keys.routes.ts';
+import { presenceRoutes } from './presence.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
@@ -12,6 +13,7 @@ import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
 import { syncWebSocketRoutes } from './sync-ws.routes.ts';
 import { toDeviceRoutes } from './to-device.routes.ts';
+import { userDirectoryRoutes } from './user-directory.routes.ts';
 import { versionsRoutes } from './versions.routes.ts';
 
 /** The client-server API: every route authenticates with an access token where it needs one. */
@@ -30,4 +32,6 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(syncWebSocketRoutes);
   await app.register(keysRoutes);
   await app.register(toDeviceRoutes);
+  await app.register(presenceRoutes);
+  await app.register(userDirectoryRoutes);
 }
