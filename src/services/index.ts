@@ -27,6 +27,7 @@ import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
+import { RelationsService } from './relations.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomsService } from './rooms.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
@@ -63,6 +64,7 @@ export interface Services {
   toDevice: ToDeviceService;
   presence: PresenceService;
   userDirectory: UserDirectoryService;
+  relations: RelationsService;
   /** The outbound client and the key ring (src/federation). */
   federation: Federation;
   /** The room side of the server-server API as this server answers it. */
@@ -168,6 +170,7 @@ export async function createServices(deps: {
     sync,
     presence,
     userDirectory: new UserDirectoryService(db),
+    relations: new RelationsService(db, rooms, reader),
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,

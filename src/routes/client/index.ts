@@ -8,6 +8,7 @@ import { presenceRoutes } from './presence.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
+import { relationsRoutes } from './relations.routes.ts';
 import { roomsRoutes } from './rooms.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
@@ -34,4 +35,5 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(toDeviceRoutes);
   await app.register(presenceRoutes);
   await app.register(userDirectoryRoutes);
+  await app.register(relationsRoutes);
 }
