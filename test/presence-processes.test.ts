@@ -7,6 +7,9 @@ import { statusUrl, syncUntilPresence } from './helpers/presence.ts';
 import { type RunningProcess, startServerProcess } from './helpers/process.ts';
 import { type Login, syncOnce, type TestServer } from './helpers/server.ts';
 
+// Both backends on a loaded machine: minutes, not seconds.
+t.setTimeout(600_000);
+
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
 

@@ -3,6 +3,9 @@ import { databaseBackends } from './helpers/backends.ts';
 import { statusUrl, syncUntilPresence } from './helpers/presence.ts';
 import { startTestServer, syncOnce, type TestServer } from './helpers/server.ts';
 
+// Both backends on a loaded machine: minutes, not seconds.
+t.setTimeout(600_000);
+
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
 // biome-ignore lint/suspicious/noExplicitAny: sync bodies are read loosely in tests

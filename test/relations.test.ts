@@ -1,6 +1,9 @@
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { type Login, startTestServer, syncOnce } from './helpers/server.ts';
+import { type Login, okCaller, startTestServer, syncOnce } from './helpers/server.ts';
+
+// Both backends on a loaded machine: minutes, not seconds.
+t.setTimeout(600_000);
 
 const V1 = '/_matrix/client/v1';
 const V3 = '/_matrix/client/v3';
@@ -20,14 +23,7 @@ for (const backend of databaseBackends()) {
     const bob = await s.register('bob');
     const carol = await s.register('carol');
     const mallory = await s.register('mallory');
-    const ok = async (method: 'GET' | 'POST' | 'PUT', url: string, who: Login, body?: unknown) => {
-      const res = await s.request(method, url, {
-        token: who.access_token,
-        ...(body !== undefined ? { body } : {}),
-      });
-      if (res.statusCode !== 200) throw new Error(`${method} ${url}: ${res.statusCode} ${res.body}`);
-      return res.json() as Json;
-    };
+    const ok = okCaller(s);
     const room = (
       await ok('POST', `${V3}/createRoom`, alice, {
         preset: 'public_chat',

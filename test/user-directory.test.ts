@@ -2,6 +2,9 @@ import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
 import { type Login, startTestServer, type TestServer } from './helpers/server.ts';
 
+// Both backends on a loaded machine: minutes, not seconds.
+t.setTimeout(600_000);
+
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
 

@@ -13,6 +13,7 @@ import { resolveState } from '../protocol/state-res/index.ts';
 import type { Db } from '../storage/connect.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
+import { AccountExtrasService } from './account-extras.service.ts';
 import { AccountsService } from './accounts.service.ts';
 import { AuditLog } from './audit-log.ts';
 import { DeviceLists } from './device-lists.ts';
@@ -65,6 +66,7 @@ export interface Services {
   presence: PresenceService;
   userDirectory: UserDirectoryService;
   relations: RelationsService;
+  accountExtras: AccountExtrasService;
   /** The outbound client and the key ring (src/federation). */
   federation: Federation;
   /** The room side of the server-server API as this server answers it. */
@@ -171,6 +173,7 @@ export async function createServices(deps: {
     presence,
     userDirectory: new UserDirectoryService(db),
     relations: new RelationsService(db, rooms, reader),
+    accountExtras: new AccountExtrasService(db, config, accounts, rooms),
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,

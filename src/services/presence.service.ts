@@ -115,8 +115,8 @@ export class PresenceService {
 
   /**
    * m.presence events for the user: of everyone sharing a room with them (themselves included)
-   * whose presence changed in (from, upTo], or on an initial sync (`from` undefined) of those
-   * not offline.
+   * whose presence changed in (from, upTo] or who newly share a room with them, or on an initial
+   * sync (`from` undefined) of those not offline.
    */
   async eventsFor(userId: string, from: number | undefined, upTo: number): Promise<JsonObject[]> {
     if (!this.enabled) return [];

@@ -203,7 +203,14 @@ export class SyncService {
       });
     }
 
-    if (this.presence?.enabled && (!window || [...window.changes()].some((c) => c.kind === 'presence'))) {
+    if (
+      this.presence?.enabled &&
+      (!window ||
+        // A presence change, or a membership change that may make users meet.
+        [...window.changes()].some(
+          (c) => c.kind === 'presence' || (c.kind === 'event' && (c.userIds?.length ?? 0) > 0),
+        ))
+    ) {
       response.presence.events = await this.presence.eventsFor(userId, incremental ? from : undefined, upTo);
     }
 

@@ -1,7 +1,7 @@
-import type { Selectable } from 'kysely';
+import type { ExpressionBuilder, Selectable } from 'kysely';
 import { nextPosition } from '../streams/positions.ts';
 import type { Executor } from './accounts.repository.ts';
-import type { PresenceTable } from './database.ts';
+import type { Database, PresenceTable } from './database.ts';
 
 export type PresenceRow = Selectable<PresenceTable>;
 
@@ -122,8 +122,11 @@ export async function shareARoom(db: Executor, a: string, b: string): Promise<bo
 }
 
 /**
- * Presence rows of the user and of everyone joined to a room the user is joined to: changed in
- * (from, upTo], or, when `from` is undefined, every one not offline.
+ * Presence rows of the user and of everyone joined to a room the user is joined to: on an
+ * initial sync (`from` undefined) every one not offline; on an incremental one those changed in
+ * (from, upTo], and those not offline who newly share a room with the user (either joined, or
+ * changed their membership, in the range), so a new room member and the members they meet learn
+ * each other's presence.
  */
 export async function presenceOfPeers(
   db: Executor,
@@ -132,26 +135,41 @@ export async function presenceOfPeers(
   upTo: number,
   limit: number,
 ): Promise<PresenceRow[]> {
-  let q = db
-    .selectFrom('presence')
-    .selectAll()
-    .where((eb) =>
+  const peers = (eb: ExpressionBuilder<Database, 'presence'>, newly: boolean) => {
+    let q = eb
+      .selectFrom('memberships as m1')
+      .innerJoin('memberships as m2', 'm2.room_id', 'm1.room_id')
+      .select('m2.user_id')
+      .where('m1.user_id', '=', userId)
+      .where('m1.membership', '=', 'join')
+      .where('m2.membership', '=', 'join');
+    if (newly && from !== undefined) {
+      q = q.where((w) =>
+        w.or([
+          w.and([w('m1.stream_ordering', '>', from), w('m1.stream_ordering', '<=', upTo)]),
+          w.and([w('m2.stream_ordering', '>', from), w('m2.stream_ordering', '<=', upTo)]),
+        ]),
+      );
+    }
+    return q;
+  };
+  let q = db.selectFrom('presence').selectAll();
+  if (from === undefined) {
+    q = q
+      .where((eb) => eb.or([eb('user_id', '=', userId), eb('user_id', 'in', peers(eb, false))]))
+      .where('presence', '<>', 'offline')
+      .where('stream_ordering', '<=', upTo);
+  } else {
+    q = q.where((eb) =>
       eb.or([
-        eb('user_id', '=', userId),
-        eb(
-          'user_id',
-          'in',
-          eb
-            .selectFrom('memberships as m1')
-            .innerJoin('memberships as m2', 'm2.room_id', 'm1.room_id')
-            .select('m2.user_id')
-            .where('m1.user_id', '=', userId)
-            .where('m1.membership', '=', 'join')
-            .where('m2.membership', '=', 'join'),
-        ),
+        eb.and([
+          eb('stream_ordering', '>', from),
+          eb('stream_ordering', '<=', upTo),
+          eb.or([eb('user_id', '=', userId), eb('user_id', 'in', peers(eb, false))]),
+        ]),
+        eb.and([eb('presence', '<>', 'offline'), eb('user_id', 'in', peers(eb, true))]),
       ]),
-    )
-    .where('stream_ordering', '<=', upTo);
-  q = from === undefined ? q.where('presence', '<>', 'offline') : q.where('stream_ordering', '>', from);
+    );
+  }
   return q.orderBy('stream_ordering').limit(limit).execute();
 }

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { accountRoutes } from './account.routes.ts';
 import { devicesRoutes } from './devices.routes.ts';
 import { directoryRoutes } from './directory.routes.ts';
 import { filtersRoutes } from './filters.routes.ts';
@@ -36,4 +37,5 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(presenceRoutes);
   await app.register(userDirectoryRoutes);
   await app.register(relationsRoutes);
+  await app.register(accountRoutes);
 }
