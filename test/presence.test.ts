@@ -77,6 +77,19 @@ for (const backend of databaseBackends()) {
     t.equal(refused.statusCode, 403);
     t.equal(refused.json().errcode, 'M_FORBIDDEN');
 
+    // mallory joins alice's room: her next sync brings alice's presence, though it did not change.
+    const malloryMark = malloryFull.next_batch as string;
+    const roomOf = (await s.request('GET', `${V3}/joined_rooms`, { token: alice.access_token })).json()
+      .joined_rooms[0] as string;
+    const joinedRoom = await s.request('POST', `${V3}/join/${enc(roomOf)}`, {
+      token: mallory.access_token,
+      body: {},
+    });
+    t.equal(joinedRoom.statusCode, 200);
+    await syncUntilPresence(s, mallory, malloryMark, alice.user_id, (c) => c.presence === 'online');
+    t.pass('a new room member learns the presence of the members she meets');
+    await s.request('POST', `${V3}/rooms/${enc(roomOf)}/leave`, { token: mallory.access_token, body: {} });
+
     // Nobody sets another user's presence.
     const other = await s.request('PUT', statusUrl(alice.user_id), {
       token: bob.access_token,
