@@ -10,6 +10,7 @@ import * as m0008 from './0008_retention.ts';
 import * as m0009 from './0009_media.ts';
 import * as m0010 from './0010_admin.ts';
 import * as m0011 from './0011_detection.ts';
+import * as m0012 from './0012_client_api.ts';
 import * as m0013 from './0013_remote_invites.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
@@ -25,5 +26,6 @@ export const migrations: Record<string, Migration> = {
   '0009_media': m0009,
   '0010_admin': m0010,
   '0011_detection': m0011,
+  '0012_client_api': m0012,
   '0013_remote_invites': m0013,
 };

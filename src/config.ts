@@ -173,6 +173,15 @@ export interface Config {
   webClient: string;
   /** The room version of rooms created without one (one the server supports). */
   defaultRoomVersion: string;
+  /** Whether presence is kept and shared (spec/presence.md). */
+  presence: boolean;
+  /** An online user idle this long becomes unavailable, and offline after presenceOfflineMs. */
+  presenceIdleMs: number;
+  presenceOfflineMs: number;
+  /** TURN servers for /voip/turnServer, with coturn's shared secret (use-auth-secret). */
+  turnUris: string[];
+  turnSharedSecret: string;
+  turnUserLifetimeMs: number;
   /** Retention (spec/retention.md), all in ms: the default max_lifetime (0: none). */
   retentionDefaultMaxLifetime: number;
   /** The shortest and longest max_lifetime a room may ask for (0 as the longest: no bound). */
@@ -629,6 +638,40 @@ const FIELDS: Field[] = [
     yaml: 'retention_vacuum',
     parse: oneOf(['plain', 'full', 'off'] as const),
   },
+  { key: 'presence', env: 'CONCLAVE_PRESENCE', yaml: 'presence', parse: onOff },
+  {
+    key: 'presenceIdleMs',
+    env: 'CONCLAVE_PRESENCE_IDLE_MS',
+    yaml: 'presence_idle_ms',
+    parse: int(1000, 7 * 86_400_000),
+  },
+  {
+    key: 'presenceOfflineMs',
+    env: 'CONCLAVE_PRESENCE_OFFLINE_MS',
+    yaml: 'presence_offline_ms',
+    parse: int(1000, 30 * 86_400_000),
+  },
+  {
+    key: 'turnUris',
+    env: 'CONCLAVE_TURN_URIS',
+    yaml: 'turn_uris',
+    parse: (raw, source) => {
+      const items = Array.isArray(raw) ? raw.map((v) => str(v, source)) : str(raw, source).split(',');
+      const uris = items.map((u) => u.trim()).filter((u) => u !== '');
+      for (const u of uris) {
+        if (!/^turns?:[^\s]+$/.test(u) || u.length > 512)
+          throw new ConfigError(`${source}: not a turn: or turns: URI: ${JSON.stringify(u)}`);
+      }
+      return uris;
+    },
+  },
+  textField('turnSharedSecret', 'CONCLAVE_TURN_SHARED_SECRET', 'turn_shared_secret'),
+  {
+    key: 'turnUserLifetimeMs',
+    env: 'CONCLAVE_TURN_USER_LIFETIME_MS',
+    yaml: 'turn_user_lifetime_ms',
+    parse: int(60_000, 30 * 86_400_000),
+  },
 ];
 
 function mediaField(
@@ -787,6 +830,12 @@ export function defaultConfig(): Config {
     retentionAllowedMax: 0,
     retentionPurgeIntervalMs: 3_600_000,
     retentionVacuum: 'plain',
+    presence: true,
+    presenceIdleMs: 300_000,
+    presenceOfflineMs: 1_800_000,
+    turnUris: [],
+    turnSharedSecret: '',
+    turnUserLifetimeMs: 86_400_000,
   };
 }
 

@@ -6,6 +6,7 @@ import type { RoomVersion } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../services/room-reads.ts';
 import type { PduRow } from '../storage/database.ts';
 import * as store from '../storage/events.repository.ts';
+import { recordRelation } from '../storage/relations.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { StreamChange } from '../streams/notifier.ts';
 import { nextBackfillPosition, nextPosition } from '../streams/positions.ts';
@@ -290,6 +291,7 @@ export class EventPipeline {
       rejected: null,
       softFailed: false,
     });
+    await recordRelation(trx, lock.roomId, event, position);
     if (extremities !== undefined) {
       await store.setForwardExtremities(
         trx,

@@ -449,6 +449,41 @@ export class AccountsService {
     });
   }
 
+  /**
+   * The storage side of POST /account/deactivate (the caller has done UIA): marks the account
+   * deactivated (its tokens stop working at once, on every process) and removes its devices with
+   * their keys and to-device messages, its cross-signing keys and signatures, its key backups and
+   * its presence; with `erase`, also its profile and account data. Leaving rooms is the
+   * caller's (DeactivationService).
+   */
+  async closeAccount(userId: string, opts: { erase: boolean; address: string }): Promise<void> {
+    const position = await this.db.transaction().execute(async (trx) => {
+      await repo.updateUser(trx, userId, {
+        deactivated: true,
+        ...(opts.erase ? { display_name: null, avatar_url: null } : {}),
+      });
+      const position = await this.removeDevicesIn(trx, userId, (ids) => ids);
+      await trx.deleteFrom('e2e_cross_signing_keys').where('user_id', '=', userId).execute();
+      await trx.deleteFrom('e2e_cross_signing_signatures').where('signer_user_id', '=', userId).execute();
+      await trx.deleteFrom('room_key_backup_versions').where('user_id', '=', userId).execute();
+      await trx.deleteFrom('presence').where('user_id', '=', userId).execute();
+      if (opts.erase) await trx.deleteFrom('account_data').where('user_id', '=', userId).execute();
+      await this.audit.record(
+        {
+          action: 'account.deactivate',
+          actor: userId,
+          target: userId,
+          address: opts.address,
+          details: { erase: opts.erase },
+        },
+        trx,
+      );
+      return position;
+    });
+    await this.sessions?.revokeUser(userId);
+    if (position !== undefined) await this.deviceLists.announce(userId, position);
+  }
+
   async listDevices(session: Session) {
     return (await repo.listDevices(this.db, session.userId)).map(deviceJson);
   }

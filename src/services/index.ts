@@ -17,6 +17,7 @@ import type { Db } from '../storage/connect.ts';
 import { destinationsWithBacklog } from '../storage/federation.repository.ts';
 import { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
+import { AccountExtrasService } from './account-extras.service.ts';
 import { AccountsService } from './accounts.service.ts';
 import { ReportsService } from './admin/reports.service.ts';
 import { AdminRoomsService } from './admin/rooms.admin.ts';
@@ -35,11 +36,13 @@ import { HistoryService } from './history.service.ts';
 import { KeyBackupService } from './key-backup.service.ts';
 import { KeysService } from './keys.service.ts';
 import { Metrics } from './metrics.ts';
+import { PresenceService } from './presence.service.ts';
 import { ProfileService } from './profile.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
+import { RelationsService } from './relations.service.ts';
 import { RetentionService } from './retention/retention.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomRolesService } from './room-roles.service.ts';
@@ -50,6 +53,7 @@ import { SyncService } from './sync.service.ts';
 import { ToDeviceService } from './to-device.service.ts';
 import { TypingService } from './typing.service.ts';
 import { UiaService } from './uia.service.ts';
+import { UserDirectoryService } from './user-directory.service.ts';
 
 /** Every service of one server process, built once and shared by routes, the admin command and tests. */
 export interface Services {
@@ -75,6 +79,10 @@ export interface Services {
   keyBackup: KeyBackupService;
   keys: KeysService;
   toDevice: ToDeviceService;
+  presence: PresenceService;
+  userDirectory: UserDirectoryService;
+  relations: RelationsService;
+  accountExtras: AccountExtrasService;
   /** The outbound client and the key ring (src/federation). */
   federation: Federation;
   /** The room side of the server-server API as this server answers it. */
@@ -250,6 +258,9 @@ export async function createServices(deps: {
     },
   });
   await retention.start();
+  const presence = new PresenceService(db, config, notifier);
+  sync.setPresence(presence);
+  presence.start();
   return {
     config,
     db,
@@ -270,6 +281,10 @@ export async function createServices(deps: {
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
     sync,
+    presence,
+    userDirectory: new UserDirectoryService(db),
+    relations: new RelationsService(db, rooms, reader),
+    accountExtras: new AccountExtrasService(db, config, accounts, rooms),
     keyBackup: new KeyBackupService(db),
     keys,
     toDevice,
@@ -296,6 +311,7 @@ export async function createServices(deps: {
       sender.stop();
       federation.close();
       await typing.stop();
+      await presence.stop();
       await sessions.stop();
       await notifier.stop();
     },

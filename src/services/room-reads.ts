@@ -46,7 +46,24 @@ const STRIPPED_TYPES = new Set([
   'm.room.topic',
 ]);
 
+/**
+ * Adds what a viewer should see of other events' relations to events about to be served
+ * (`unsigned["m.relations"]`); set by the relations service.
+ */
+export type RelationBundler = (
+  db: Executor,
+  rows: readonly EventRow[],
+  events: readonly ClientEvent[],
+  viewer: string,
+) => Promise<void>;
+
 export class RoomReader {
+  private bundler: RelationBundler | undefined;
+
+  /** Bundled aggregations for events served to a viewer (spec/relations.md). */
+  setBundler(bundler: RelationBundler): void {
+    this.bundler = bundler;
+  }
   private readonly groups = new Lru<number, rooms.StateIds>(CACHE_LIMIT);
   private readonly events = new Lru<string, EventRow>(CACHE_LIMIT * 4);
 
@@ -281,6 +298,7 @@ export class RoomReader {
     const out: ClientEvent[] = [];
     for (const row of rows)
       out.push(await this.toClient(db, row, { now: opts.now, ...(txnIds ? { txnIds } : {}) }));
+    if (opts.viewer && this.bundler && rows.length > 0) await this.bundler(db, rows, out, opts.viewer.userId);
     return out;
   }
 }

@@ -777,7 +777,9 @@ export class RoomsService {
   /** GET /rooms/{roomId}/event/{eventId}: 404 both when absent and when not visible. */
   async getEvent(session: Session, roomId: string, eventId: string) {
     const row = await this.visibleEvent(session.userId, roomId, eventId);
-    return this.reader.toClient(this.db, row, { now: this.now() });
+    const viewer = { userId: session.userId, deviceId: session.deviceId };
+    const [event] = await this.reader.toClientMany(this.db, [row], { now: this.now(), viewer });
+    return event!;
   }
 
   async visibleEvent(userId: string, roomId: string, eventId: string): Promise<EventRow> {

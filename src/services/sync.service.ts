@@ -10,6 +10,7 @@ import type { Notifier } from '../streams/notifier.ts';
 import { currentPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
 import type { KeysService } from './keys.service.ts';
+import type { PresenceService } from './presence.service.ts';
 import { defaultPushRules } from './push-rules.ts';
 import type { ClientEvent, RoomReader } from './room-reads.ts';
 import type { RoomsService } from './rooms.service.ts';
@@ -108,6 +109,13 @@ export class SyncService {
     });
   }
 
+  private presence: PresenceService | undefined;
+
+  /** Presence in /sync (spec/presence.md); without it the `presence` section stays empty. */
+  setPresence(presence: PresenceService): void {
+    this.presence = presence;
+  }
+
   /** Each device's one-time key counts and unused fallback key types, as last read, by user. */
   private readonly keyCountCache = new Map<
     string,
@@ -193,6 +201,17 @@ export class SyncService {
         type: 'm.push_rules',
         content: { global: defaultPushRules(userId) } as unknown as JsonObject,
       });
+    }
+
+    if (
+      this.presence?.enabled &&
+      (!window ||
+        // A presence change, or a membership change that may make users meet.
+        [...window.changes()].some(
+          (c) => c.kind === 'presence' || (c.kind === 'event' && (c.userIds?.length ?? 0) > 0),
+        ))
+    ) {
+      response.presence.events = await this.presence.eventsFor(userId, incremental ? from : undefined, upTo);
     }
 
     const memberships = await this.memberships(userId, upTo, incremental);
@@ -930,6 +949,7 @@ export function isEmptySync(r: SyncResponse): boolean {
     Object.keys(r.rooms.leave).length === 0 &&
     Object.keys(r.rooms.knock).length === 0 &&
     r.account_data.events.length === 0 &&
+    r.presence.events.length === 0 &&
     r.to_device.events.length === 0 &&
     r.device_lists.changed.length === 0 &&
     r.device_lists.left.length === 0

@@ -8,7 +8,7 @@ import type { Db } from '../storage/connect.ts';
  * A session is bound to one kind of request and, when the user is known, to that user. Sessions
  * live in the database so any server process can continue one.
  */
-export type UiaKind = 'register' | 'password' | 'delete_devices' | 'device_signing';
+export type UiaKind = 'register' | 'password' | 'delete_devices' | 'device_signing' | 'deactivate';
 
 export interface UiaFlow {
   stages: string[];

@@ -452,6 +452,27 @@ export interface DetectionNoticeRoomsTable {
   room_id: string;
 }
 
+/** A local user's presence (migration 0012). */
+export interface PresenceTable {
+  user_id: string;
+  presence: string;
+  status_msg: string | null;
+  last_active_ts: number;
+  stream_ordering: number;
+}
+
+/** A timeline event's `m.relates_to` (migration 0012). */
+export interface EventRelationsTable {
+  event_id: string;
+  room_id: string;
+  parent_id: string;
+  rel_type: string;
+  type: string;
+  sender: string;
+  key: string | null;
+  stream_ordering: number;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -503,6 +524,8 @@ export interface Database {
   room_expiries: RoomExpiriesTable;
   detection_account_restrictions: DetectionAccountRestrictionsTable;
   detection_notice_rooms: DetectionNoticeRoomsTable;
+  presence: PresenceTable;
+  event_relations: EventRelationsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -17,6 +17,8 @@ export interface StreamChange {
   roomId?: string;
   /** Users the change concerns directly (a membership target, an account data owner, ...). */
   userIds?: string[];
+  /** Further rooms whose members it concerns (the rooms of a user whose presence changed). */
+  roomIds?: string[];
   /** For a redaction: the event it redacts (whose cached copies must go). */
   redacts?: string;
   /**
@@ -33,7 +35,8 @@ export type StreamChangeKind =
   | 'typing'
   | 'to_device'
   | 'device_list'
-  | 'keys';
+  | 'keys'
+  | 'presence';
 
 interface Waiter {
   userId: string;
@@ -205,6 +208,7 @@ function concerns(change: StreamChange, userId: string, roomIds: ReadonlySet<str
   return (
     change.everyone === true ||
     (change.roomId !== undefined && roomIds.has(change.roomId)) ||
+    (change.roomIds?.some((r) => roomIds.has(r)) ?? false) ||
     (change.userIds?.includes(userId) ?? false)
   );
 }

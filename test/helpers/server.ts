@@ -148,3 +148,21 @@ export async function syncOnce(
   if (res.statusCode !== 200) throw new Error(`sync ${res.statusCode} ${res.body}`);
   return res.json();
 }
+
+/** A request as `who` that must answer 200; returns the body. */
+export function okCaller(s: Pick<TestServer, 'request'>) {
+  return async (
+    method: 'GET' | 'POST' | 'PUT' | 'DELETE',
+    url: string,
+    who: Pick<Login, 'access_token'>,
+    body?: unknown,
+    // biome-ignore lint/suspicious/noExplicitAny: response bodies are read loosely in tests
+  ): Promise<Record<string, any>> => {
+    const res = await s.request(method, url, {
+      token: who.access_token,
+      ...(body !== undefined ? { body } : {}),
+    });
+    if (res.statusCode !== 200) throw new Error(`${method} ${url}: ${res.statusCode} ${res.body}`);
+    return res.json();
+  };
+}

@@ -1,13 +1,16 @@
 import type { FastifyInstance } from 'fastify';
+import { accountRoutes } from './account.routes.ts';
 import { devicesRoutes } from './devices.routes.ts';
 import { directoryRoutes } from './directory.routes.ts';
 import { filtersRoutes } from './filters.routes.ts';
 import { keyBackupRoutes } from './key-backup.routes.ts';
 import { keysRoutes } from './keys.routes.ts';
 import { mediaRoutes } from './media.routes.ts';
+import { presenceRoutes } from './presence.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
 import { registerRoutes } from './register.routes.ts';
+import { relationsRoutes } from './relations.routes.ts';
 import { reportsRoutes } from './reports.routes.ts';
 import { retentionRoutes } from './retention.routes.ts';
 import { rolesRoutes } from './roles.routes.ts';
@@ -16,6 +19,7 @@ import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
 import { syncWebSocketRoutes } from './sync-ws.routes.ts';
 import { toDeviceRoutes } from './to-device.routes.ts';
+import { userDirectoryRoutes } from './user-directory.routes.ts';
 import { versionsRoutes } from './versions.routes.ts';
 
 /** The client-server API: every route authenticates with an access token where it needs one. */
@@ -38,4 +42,8 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(reportsRoutes);
   await app.register(rolesRoutes);
   await app.register(retentionRoutes);
+  await app.register(presenceRoutes);
+  await app.register(userDirectoryRoutes);
+  await app.register(relationsRoutes);
+  await app.register(accountRoutes);
 }

@@ -12,7 +12,7 @@ const CLIENT_GONE = new Error('the client closed the request');
 
 export async function syncRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const { sync, typing, receipts, rooms } = app.services;
+  const { sync, typing, receipts, rooms, presence } = app.services;
 
   // GET /_matrix/client/v3/sync
   app.get(
@@ -40,6 +40,10 @@ export async function syncRoutes(fastify: FastifyInstance): Promise<void> {
       };
       // Stop waiting when the client goes away. (The request's 'close' also fires after every
       // normal answer; a given reason spares building a DOMException each time.)
+      // Using /sync is activity: online, unless set_presence says otherwise.
+      await presence
+        .activity(request.session.userId, q.set_presence)
+        .catch((err: unknown) => request.log.warn({ err }, 'presence update failed'));
       const abort = new AbortController();
       request.raw.once('close', () => abort.abort(CLIENT_GONE));
       return sync.sync(request.session, {

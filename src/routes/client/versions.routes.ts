@@ -6,9 +6,9 @@ import { V3 } from './schemas.ts';
 /**
  * Spec versions advertised: those whose required endpoints are served (the README's API table says
  * which). The r0 releases are served under /_matrix/client/r0 (http/path-aliases.ts). v1.2 adds
- * the space hierarchy and v1.3 relations, which are not served yet: clients read a version as a
- * promise (matrix-js-sdk turns on threads from v1.4 and then calls /threads and /relations), so it
- * is only listed once its endpoints answer.
+ * the space hierarchy, which is not served yet: clients read a version as a promise, so it is only
+ * listed once its endpoints answer. Threads and relations are served, and advertised as unstable
+ * features below.
  */
 export const SUPPORTED_VERSIONS = [
   'r0.0.1',
@@ -44,7 +44,13 @@ export async function versionsRoutes(app: FastifyInstance): Promise<void> {
   // GET /_matrix/client/versions
   app.get('/_matrix/client/versions', async () => ({
     versions: SUPPORTED_VERSIONS,
-    unstable_features: {},
+    // Threads and their list served stable under /v1 (MSC3440, MSC3856), and /relations
+    // paginating forwards (MSC3715): matrix-js-sdk then uses /v1/rooms/{roomId}/threads.
+    unstable_features: {
+      'org.matrix.msc3440.stable': true,
+      'org.matrix.msc3856.stable': true,
+      'org.matrix.msc3715.stable': true,
+    },
   }));
 
   // GET /.well-known/matrix/client
