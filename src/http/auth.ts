@@ -29,12 +29,6 @@ export async function requireAuth(request: FastifyRequest): Promise<void> {
   const { accounts } = request.server.services;
   request.session = await accounts.authenticateToken(token);
   refuseByAccountState(request);
-  // A locked account answers 401 M_USER_LOCKED; a suspended one 403 M_USER_SUSPENDED on writes.
-  await request.server.services.restrictions.check(
-    request.session.userId,
-    request.method,
-    request.routeOptions.url,
-  );
   accounts
     .touch(request.session, request.ip)
     .catch((err: unknown) => request.log.warn({ err }, 'device touch failed'));
@@ -49,7 +43,7 @@ const LOCKED_ALLOWED = /^POST \/_matrix\/client\/v3\/logout(\/all)?$/;
  */
 const SUSPENDED_REFUSED = new RegExp(
   [
-    '^PUT /_matrix/client/v3/rooms/:roomId/(send|state)/',
+    '^PUT /_matrix/client/v3/rooms/:roomId/(send|state|redact)/',
     '^POST /_matrix/client/v3/(createRoom|join/:roomIdOrAlias|knock/:roomIdOrAlias)$',
     '^POST /_matrix/client/v3/rooms/:roomId/(join|invite|kick|ban|unban)$',
     '^PUT /_matrix/client/v3/profile/',
@@ -58,11 +52,21 @@ const SUSPENDED_REFUSED = new RegExp(
   ].join('|'),
 );
 
-/** 401 M_USER_LOCKED for a locked account, 403 M_USER_SUSPENDED for a suspended one's writes. */
 function refuseByAccountState(request: FastifyRequest): void {
-  const { session } = request;
+  refuseAccountState(request.session, request.method, request.routeOptions.url);
+}
+
+/**
+ * 401 M_USER_LOCKED for a locked account, 403 M_USER_SUSPENDED for a suspended one's writes;
+ * `routeUrl` is the route's pattern (`/rooms/:roomId/...`).
+ */
+export function refuseAccountState(
+  session: Pick<Session, 'locked' | 'suspended'>,
+  method: string,
+  routeUrl: string | undefined,
+): void {
   if (!session.locked && !session.suspended) return;
-  const route = `${request.method} ${request.routeOptions.url ?? ''}`;
+  const route = `${method} ${routeUrl ?? ''}`;
   if (session.locked && !LOCKED_ALLOWED.test(route)) throw errors.userLocked();
   if (session.suspended && SUSPENDED_REFUSED.test(route)) throw errors.userSuspended();
 }

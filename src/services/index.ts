@@ -28,7 +28,7 @@ import { AuditLog } from './audit-log.ts';
 import { Detection, WebhookSink } from './detection/detection.service.ts';
 import { alertSinkOf, ServerNotices } from './detection/notices.ts';
 import { PolicyLists } from './detection/policy-lists.ts';
-import { DbAccountRestrictions } from './detection/restrictions.ts';
+import { UserStateRestrictions } from './detection/restrictions.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { FiltersService } from './filters.service.ts';
@@ -109,7 +109,7 @@ export interface Services {
   /** Detectors of suspicious activity and their responses (spec/detection.md). */
   detection: Detection;
   /** Locked and suspended accounts. */
-  restrictions: DbAccountRestrictions;
+  restrictions: UserStateRestrictions;
   /** The admins' server-notices room, where detector alerts go. */
   alertNotices: ServerNotices;
   /** Shared ban lists (policy rooms). */
@@ -201,8 +201,7 @@ export async function createServices(deps: {
     destinations: (await destinationsWithBacklog(db)).length,
     sending: sender.sending,
   }));
-  const restrictions = new DbAccountRestrictions(db, bus);
-  await restrictions.start();
+  const restrictions = new UserStateRestrictions(db, () => admin.users);
   const policy = new PolicyLists(db, config.policyRooms);
   rooms.setPolicy(policy);
   const detection = new Detection(
@@ -306,7 +305,6 @@ export async function createServices(deps: {
     async stop() {
       await media.stop();
       await roomRoles.stop();
-      await restrictions.stop();
       await retention.stop();
       sender.stop();
       federation.close();

@@ -439,14 +439,6 @@ export interface RoomExpiriesTable {
 }
 
 /** Accounts locked or suspended (migration 0011, spec/detection.md). */
-export interface DetectionAccountRestrictionsTable {
-  user_id: string;
-  locked: Generated<boolean>;
-  suspended: Generated<boolean>;
-  reason: string;
-  updated_ts: number;
-}
-
 export interface DetectionNoticeRoomsTable {
   name: string;
   room_id: string;
@@ -522,7 +514,6 @@ export interface Database {
   reports: ReportsTable;
   server_notice_rooms: ServerNoticeRoomsTable;
   room_expiries: RoomExpiriesTable;
-  detection_account_restrictions: DetectionAccountRestrictionsTable;
   detection_notice_rooms: DetectionNoticeRoomsTable;
   presence: PresenceTable;
   event_relations: EventRelationsTable;

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { WebSocket } from 'ws';
 import { MatrixError } from '../../errors.ts';
-import { accessTokenOf, requireAuth } from '../../http/auth.ts';
+import { accessTokenOf, refuseAccountState, requireAuth } from '../../http/auth.ts';
 import { isEmptySync, parseSyncToken } from '../../services/sync.service.ts';
 
 /** Our extension: sync over a WebSocket. Documented in spec/websocket.md. */
@@ -78,9 +78,8 @@ function openSocket(app: FastifyInstance) {
       if (since !== undefined) parseSyncToken(since);
       const filter = await filters.syncFilter(session.userId, query.filter);
       while (!abort.signal.aborted) {
-        // A logged-out token ends the socket.
-        await accounts.authenticateToken(token);
-        await app.services.restrictions.check(session.userId, 'GET', WS_SYNC_PATH);
+        // A logged-out token ends the socket, and so does a lock.
+        refuseAccountState(await accounts.authenticateToken(token), 'GET', WS_SYNC_PATH);
         const response = await sync.sync(session, {
           ...(since !== undefined ? { since } : {}),
           timeoutMs: ROUND_MS,

@@ -203,14 +203,13 @@ export class Detection {
     if (!fresh) return;
     this.metrics.alerts.inc({ detector });
     const responses = this.config.detectorResponses[detector];
-    const reason = `detector ${detector}`;
     for (const r of responses) {
       if (r === 'throttle') {
         await this.store.set(this.key('throttle', scopeOf(subject)), this.config.detectionThrottleMs);
       } else if (r === 'lock' && subject.kind === 'user' && (await this.isLocal(subject.id))) {
-        await this.restrictions.lock(subject.id, reason);
+        await this.restrictions.lock(subject.id, detector);
       } else if (r === 'suspend' && subject.kind === 'user' && (await this.isLocal(subject.id))) {
-        await this.restrictions.suspend(subject.id, reason);
+        await this.restrictions.suspend(subject.id, detector);
       }
     }
     const alert: Alert = { detector, subject, address, counts, responses };
