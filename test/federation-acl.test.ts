@@ -4,6 +4,11 @@ import type { JsonObject } from '../src/protocol/json.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import { startHomeservers } from './helpers/federation.ts';
 import type { TestServer } from './helpers/server.ts';
+import { until } from './helpers/wait.ts';
+
+/** Across servers on a loaded machine: a minute. */
+const untilLong = <T>(what: string, check: () => Promise<T | undefined | false>) =>
+  until(what, check, 60_000);
 
 /**
  * Server ACLs (server-server API: Server Access Control Lists): once alice's room on hs1 denies
@@ -13,16 +18,6 @@ import type { TestServer } from './helpers/server.ts';
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
 t.setTimeout(600_000);
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 for (const backend of databaseBackends()) {
   t.test(`server ACLs on ${backend.name}`, async (t) => {
@@ -58,7 +53,7 @@ for (const backend of databaseBackends()) {
       return r.json().event_id as string;
     };
     await say('before');
-    await until('the first message on hs1', async () =>
+    await untilLong('the first message on hs1', async () =>
       (await bodiesOnHs1()).includes('before') ? true : undefined,
     );
 
@@ -73,7 +68,7 @@ for (const backend of databaseBackends()) {
 
     t.test("hs2's PDUs are ignored with an error each", async (t) => {
       const blocked = await say('during');
-      const response = await until('hs1 answered the transaction', async () => {
+      const response = await untilLong('hs1 answered the transaction', async () => {
         const rows = await hs1.runtime.services.db
           .selectFrom('federation_received_txns')
           .select('response')
@@ -138,7 +133,7 @@ for (const backend of databaseBackends()) {
     t.test('lifting the ACL lets hs2 back in', async (t) => {
       await setAcl({ allow: ['*'], deny: [], allow_ip_literals: false });
       await say('after');
-      await until('the message after the ACL was lifted', async () =>
+      await untilLong('the message after the ACL was lifted', async () =>
         (await bodiesOnHs1()).includes('after') ? true : undefined,
       );
       t.pass('hs1 takes hs2 events again');

@@ -13,6 +13,11 @@ import {
   xMatrixHeader,
 } from './helpers/federation.ts';
 import { type Login, syncOnce, type TestServer } from './helpers/server.ts';
+import { until } from './helpers/wait.ts';
+
+/** Across servers on a loaded machine: a minute. */
+const untilLong = <T>(what: string, check: () => Promise<T | undefined | false>) =>
+  until(what, check, 60_000);
 
 /**
  * Invites across servers (server-server API: Inviting to a room, Rejecting invites): alice on hs1
@@ -23,16 +28,6 @@ import { type Login, syncOnce, type TestServer } from './helpers/server.ts';
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
 t.setTimeout(600_000);
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 async function membershipOn(s: TestServer, who: Login, roomId: string, userId: string) {
   const r = await s.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}`, {
@@ -68,7 +63,7 @@ for (const backend of databaseBackends()) {
         'invite',
         'hs1 has the invite in the room',
       );
-      const events = await until('the invite in bob sync', async () => {
+      const events = await untilLong('the invite in bob sync', async () => {
         const synced = await syncOnce(hs2, bob);
         return synced.rooms.invite[roomId]?.invite_state.events as JsonObject[] | undefined;
       });
@@ -97,13 +92,16 @@ for (const backend of databaseBackends()) {
       });
       t.equal(invite.statusCode, 200, invite.body);
       // hs2 is in the room now (bob joined): the invite also comes through the room's graph.
-      await until('the invite in dave sync', async () => (await syncOnce(hs2, dave)).rooms.invite[roomId]);
+      await untilLong(
+        'the invite in dave sync',
+        async () => (await syncOnce(hs2, dave)).rooms.invite[roomId],
+      );
       const reject = await hs2.request('POST', `${V3}/rooms/${enc(roomId)}/leave`, {
         token: dave.access_token,
         body: {},
       });
       t.equal(reject.statusCode, 200, reject.body);
-      await until('dave left on hs1', async () =>
+      await untilLong('dave left on hs1', async () =>
         (await membershipOn(hs1, alice, roomId, dave.user_id)) === 'leave' ? true : undefined,
       );
       t.pass('hs1 has the rejection');
@@ -117,7 +115,7 @@ for (const backend of databaseBackends()) {
       t.equal(dm.statusCode, 200, dm.body);
       const dmId = dm.json().room_id as string;
       t.equal(await membershipOn(hs1, alice, dmId, erin.user_id), 'invite');
-      const stripped = await until('the invite in erin sync', async () => {
+      const stripped = await untilLong('the invite in erin sync', async () => {
         const synced = await syncOnce(hs2, erin);
         return synced.rooms.invite[dmId]?.invite_state.events as JsonObject[] | undefined;
       });

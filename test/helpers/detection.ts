@@ -8,6 +8,8 @@ import {
 import type { TestServer } from './server.ts';
 import { PASSWORD } from './server.ts';
 
+export { until } from './wait.ts';
+
 /**
  * Detection settings for a test: every detector off in practice (a threshold no test reaches)
  * but those given, as `[count, windowMs]`, with their responses.
@@ -31,21 +33,6 @@ export function detecting(
     detectionThrottleRule: { perSecond: 1 / 60, burst: 1 },
     ...more,
   };
-}
-
-/** Polls `check` (every 20 ms) until it holds; fails after `ms`. */
-export async function until<T>(
-  what: string,
-  check: () => Promise<T | undefined | false>,
-  ms = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** An account made through the service (setup, not what the detectors watch), logged in. */
