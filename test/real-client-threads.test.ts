@@ -104,7 +104,11 @@ for (const backend of databaseBackends()) {
       ThreadFilterType.All,
     );
     const root = list.chunk.find((e) => e.event_id === rootId)!;
-    const bundled = (root.unsigned as Record<string, any>)['m.relations']['m.thread'];
+    const relations = (root.unsigned as Record<string, unknown>)['m.relations'] as Record<
+      string,
+      { count: number; latest_event: { sender: string } }
+    >;
+    const bundled = relations['m.thread']!;
     t.equal(bundled.count, 1, 'one reply bundled');
     t.equal(bundled.latest_event.sender, bobId, "bob's reply is the latest");
     // alice's room model knows the thread, with bob's reply in it.

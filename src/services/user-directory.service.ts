@@ -34,8 +34,8 @@ export class UserDirectoryService {
       .slice(0, MAX_TERMS);
     const take = Math.min(Math.max(limit, 0), MAX_DIRECTORY_RESULTS);
     if (words.length === 0 || take === 0) return { results: [], limited: false };
-    const escape = (w: string) => w.replace(/[\\%_]/g, (c) => `\\${c}`);
-    const like = (w: string) => `%${escape(w)}%`;
+    const escapeLike = (w: string) => w.replace(/[\\%_]/g, (c) => `\\${c}`);
+    const like = (w: string) => `%${escapeLike(w)}%`;
     const matches = sql.join(
       words.map(
         (w) =>
