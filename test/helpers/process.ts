@@ -30,10 +30,19 @@ export function runScript(
   });
   let out = '';
   let err = '';
-  const waiters: Array<() => void> = [];
+  // Complete stdout lines not yet shown to the waiters, and the waiters still waiting. Each line
+  // is looked at once: a server's log grows for as long as it runs, and searching all of it on
+  // every chunk made this process drain the pipe slower than the server wrote, which blocked the
+  // server in its synchronous writes to stdout (a pipe) and slowed whatever was measured.
+  let partial = '';
+  const waiters = new Set<(line: string) => boolean>();
   child.stdout?.on('data', (d: Buffer) => {
-    out += d.toString();
-    for (const w of waiters) w();
+    const text = d.toString();
+    out += text;
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    if (waiters.size === 0) return;
+    for (const line of lines) for (const w of waiters) if (w(line)) waiters.delete(w);
   });
   child.stderr?.on('data', (d: Buffer) => {
     err += d.toString();
@@ -46,20 +55,28 @@ export function runScript(
     exited,
     waitForLine(re, timeoutMs = 90_000) {
       return new Promise((resolve, reject) => {
-        const check = () => {
-          const line = out.split('\n').find((l) => re.test(l));
-          if (line !== undefined) {
-            clearTimeout(timer);
-            resolve(line);
-          }
+        // Complete lines only: the last piece may be a line still being written.
+        const earlier = out
+          .split('\n')
+          .slice(0, -1)
+          .find((l) => re.test(l));
+        if (earlier !== undefined) {
+          resolve(earlier);
+          return;
+        }
+        const waiter = (line: string) => {
+          if (!re.test(line)) return false;
+          clearTimeout(timer);
+          resolve(line);
+          return true;
         };
-        const timer = setTimeout(
-          () => reject(new Error(`timed out waiting for ${re}; stderr: ${err}`)),
-          timeoutMs,
-        );
-        waiters.push(check);
-        check();
+        const timer = setTimeout(() => {
+          waiters.delete(waiter);
+          reject(new Error(`timed out waiting for ${re}; stderr: ${err}`));
+        }, timeoutMs);
+        waiters.add(waiter);
         void exited.then((code) => {
+          if (!waiters.delete(waiter)) return;
           clearTimeout(timer);
           reject(new Error(`process exited (${code}) before ${re}; stderr: ${err}`));
         });
