@@ -114,6 +114,27 @@ for (const backend of databaseBackends()) {
     });
     const inSync = (initial.rooms.join[room].timeline.events as Json[]).find((e) => e.event_id === root);
     t.equal(inSync?.unsigned['m.relations']['m.replace'].event_id, edit, '/sync bundles too');
+    // An incremental sync bundles what relates to the events it serves (here from the same
+    // range, which the sync reads from memory), and nothing on the others.
+    const before = await syncOnce(s, bob, { since: initial.next_batch as string, timeout: '0' });
+    const fresh = await send(alice, text('A new result'));
+    const plain = await send(alice, text('Unrelated'));
+    const freshEdit = await send(alice, {
+      ...text('* A new result, checked', { rel_type: 'm.replace', event_id: fresh }),
+      'm.new_content': text('A new result, checked'),
+    });
+    const incremental = await syncOnce(s, bob, { since: before.next_batch as string, timeout: '0' });
+    const served = incremental.rooms.join[room].timeline.events as Json[];
+    t.same(
+      served.map((e) => e.event_id),
+      [fresh, plain, freshEdit],
+    );
+    t.equal(
+      served[0]?.unsigned['m.relations']?.['m.replace']?.event_id,
+      freshEdit,
+      'an incremental sync bundles the edit',
+    );
+    t.equal(served[1]?.unsigned?.['m.relations'], undefined, 'nothing on an event without relations');
     const reply1Served = (await ok('GET', relUrl(root, '/m.thread', '?dir=f&limit=1'), bob)).chunk[0];
     t.equal(reply1Served.unsigned['m.relations']['m.replace'].event_id, replyEdit, 'relations carry theirs');
 

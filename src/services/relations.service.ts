@@ -30,7 +30,9 @@ export class RelationsService {
     private readonly reader: RoomReader,
     private readonly now: () => number = Date.now,
   ) {
-    reader.setBundler((db, rows, events, viewer) => this.bundle(db, rows, events, viewer));
+    reader.setBundler((db, rows, events, viewer, candidates) =>
+      this.bundle(db, rows, events, viewer, candidates),
+    );
   }
 
   /** GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]] */
@@ -164,11 +166,14 @@ export class RelationsService {
     rows: readonly EventRow[],
     events: readonly ClientEvent[],
     viewer: string,
+    candidates?: ReadonlySet<string>,
   ): Promise<void> {
     const byId = new Map(rows.map((r) => [r.event_id, r]));
     const summaries = await store.relationSummaries(
       db,
-      rows.filter((r) => r.redacted_by === null).map((r) => r.event_id),
+      rows
+        .filter((r) => r.redacted_by === null && (candidates === undefined || candidates.has(r.event_id)))
+        .map((r) => r.event_id),
       ['m.thread', 'm.replace', 'm.reference'],
       viewer,
     );

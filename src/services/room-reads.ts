@@ -55,6 +55,8 @@ export type RelationBundler = (
   rows: readonly EventRow[],
   events: readonly ClientEvent[],
   viewer: string,
+  /** When known: the only events among `rows` that anything relates to. */
+  candidates?: ReadonlySet<string>,
 ) => Promise<void>;
 
 export class RoomReader {
@@ -279,7 +281,12 @@ export class RoomReader {
   async toClientMany(
     db: Executor,
     rows: EventRow[],
-    opts: { now: number; viewer?: { userId: string; deviceId: string } },
+    opts: {
+      now: number;
+      viewer?: { userId: string; deviceId: string };
+      /** The only events of `rows` that may have relations to bundle, when the caller knows. */
+      relationCandidates?: ReadonlySet<string>;
+    },
   ) {
     let txnIds: Map<string, string> | undefined;
     if (opts.viewer) {
@@ -298,7 +305,8 @@ export class RoomReader {
     const out: ClientEvent[] = [];
     for (const row of rows)
       out.push(await this.toClient(db, row, { now: opts.now, ...(txnIds ? { txnIds } : {}) }));
-    if (opts.viewer && this.bundler && rows.length > 0) await this.bundler(db, rows, out, opts.viewer.userId);
+    if (opts.viewer && this.bundler && rows.length > 0 && opts.relationCandidates?.size !== 0)
+      await this.bundler(db, rows, out, opts.viewer.userId, opts.relationCandidates);
     return out;
   }
 }

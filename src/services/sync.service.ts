@@ -4,6 +4,7 @@ import type { JsonObject } from '../protocol/json.ts';
 import { accountDataBetween, getAccountData } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow, MembershipRow } from '../storage/database.ts';
+import { relationOf } from '../storage/relations.repository.ts';
 import * as roomStore from '../storage/rooms.repository.ts';
 import type { ChangeWindow } from '../streams/change-cache.ts';
 import type { Notifier } from '../streams/notifier.ts';
@@ -41,6 +42,8 @@ export interface SyncFilter {
 export const DEFAULT_TIMELINE_LIMIT = 10;
 /** Recent event rows kept in memory for timelines. */
 const RECENT_ROWS = 10_000;
+/** Longest range of stream positions scanned in memory for relations to bundle. */
+const RELATION_SCAN_LIMIT = 2_000;
 /** Events read per query when building a timeline (at least; twice the limit when that is more). */
 const TIMELINE_BATCH = 20;
 export const MAX_SYNC_TIMEOUT_MS = 60_000;
@@ -383,7 +386,17 @@ export class SyncService {
       opts.filter,
     );
     const viewer = { userId: session.userId, deviceId: session.deviceId };
-    const timeline = await this.reader.toClientMany(this.db, timelineRows, { now: this.now(), viewer });
+    // An incremental sync serves events newer than `from`; what relates to them came after them,
+    // so when the range is in memory it tells which of them have relations to bundle, and the
+    // many syncs a new message wakes need no query for it.
+    const relationCandidates = opts.initial
+      ? undefined
+      : this.relationTargetsBetween(roomId, lower, opts.upTo);
+    const timeline = await this.reader.toClientMany(this.db, timelineRows, {
+      now: this.now(),
+      viewer,
+      ...(relationCandidates ? { relationCandidates } : {}),
+    });
 
     let stateRows: EventRow[] = [];
     const first = timelineRows[0];
@@ -575,6 +588,26 @@ export class SyncService {
       if (epoch === this.redactionEpoch) this.rememberRows(rows);
       return rows;
     });
+  }
+
+  /**
+   * The events that events of the room in (lower, upper] relate to (`m.relates_to.event_id`),
+   * when the change cache holds the range and every event of the room in it was read before;
+   * undefined otherwise, or when the range is too long to scan.
+   */
+  private relationTargetsBetween(roomId: string, lower: number, upper: number): Set<string> | undefined {
+    if (upper - lower > RELATION_SCAN_LIMIT) return undefined;
+    const window = this.notifier.changes?.window(lower, upper);
+    if (!window) return undefined;
+    const targets = new Set<string>();
+    for (const [position, change] of window.newestFirst()) {
+      if (change.kind !== 'event' || change.roomId !== roomId) continue;
+      const row = this.recentRows.get(position);
+      if (!row) return undefined;
+      const relation = relationOf(row.json.content);
+      if (relation) targets.add(relation.parentId);
+    }
+    return targets;
   }
 
   /** The last `limit` visible events of the room in (lower, upper]. */
