@@ -4,7 +4,30 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { defaultConfig } from '../src/config.ts';
+import { type Runtime, startRuntime } from '../src/runtime.ts';
 import { type RunningProcess, startServerProcess } from '../test/helpers/process.ts';
+
+/**
+ * Services in this process (no HTTP server) on in-memory PGlite, or on PostgreSQL at the URL,
+ * with settings for measuring: open registration, a cheap password hash, no request limits.
+ */
+export function startBenchRuntime(databaseUrl?: string): Promise<Runtime> {
+  return startRuntime(
+    {
+      ...defaultConfig(),
+      serverName: 'bench.test',
+      registration: 'open',
+      passwordHashCost: 10,
+      rateLimits: false,
+      dataDir: '',
+      logLevel: 'silent',
+      webClient: '',
+      ...(databaseUrl ? { databaseUrl } : {}),
+    },
+    { pgliteInMemory: true },
+  );
+}
 
 export async function api(base: string, method: string, url: string, token?: string, body?: unknown) {
   const res = await fetch(`${base}${url}`, {

@@ -3,27 +3,13 @@
  *   node --import tsx bench/sends.ts [count] [--postgres <url>]
  * Prints sends per second and the median and p99 time per send. Run with --cpu-prof to profile.
  */
-import { defaultConfig } from '../src/config.ts';
-import { startRuntime } from '../src/runtime.ts';
+import { startBenchRuntime } from './common.ts';
 
 const count = Number(process.argv[2] ?? 500);
 const pgIndex = process.argv.indexOf('--postgres');
 const databaseUrl = pgIndex > 0 ? process.argv[pgIndex + 1] : undefined;
 
-const runtime = await startRuntime(
-  {
-    ...defaultConfig(),
-    serverName: 'bench.test',
-    registration: 'open',
-    passwordHashCost: 10,
-    rateLimits: false,
-    dataDir: '',
-    logLevel: 'silent',
-    webClient: '',
-    ...(databaseUrl ? { databaseUrl } : {}),
-  },
-  { pgliteInMemory: true },
-);
+const runtime = await startBenchRuntime(databaseUrl);
 const { accounts, rooms } = runtime.services;
 const login = await accounts.createAccount({
   localpart: `alice${Date.now()}`,

@@ -48,6 +48,9 @@ interface Result {
   /** CPU used while sending and delivering, in cores: the bench's own clients, and the servers. */
   clientCores: number;
   serverCores: number;
+  /** Sync responses (or frames) the recipients received, and their mean size in bytes. */
+  responses: number;
+  meanResponseBytes: number;
 }
 
 async function run(mode: 'embedded' | 'postgres', transport: Transport): Promise<Result> {
@@ -72,6 +75,9 @@ async function run(mode: 'embedded' | 'postgres', transport: Transport): Promise
 
     const latencies: number[] = [];
     let delivered = 0;
+    // What the recipients received, to tell a few large responses from many small ones.
+    let responses = 0;
+    let responseBytes = 0;
     let stopping = false;
     const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1000 } } }));
     const recipients = users.slice(1);
@@ -104,8 +110,11 @@ async function run(mode: 'embedded' | 'postgres', transport: Transport): Promise
           socket.once('error', reject);
         });
         socket.on('message', (data) => {
+          const text = String(data);
+          responses++;
+          responseBytes += text.length;
           // biome-ignore lint/suspicious/noExplicitAny: a loose client for the benchmark
-          const frame = JSON.parse(String(data)) as Record<string, any>;
+          const frame = JSON.parse(text) as Record<string, any>;
           if (frame.type === 'sync') record(frame);
         });
         ready++;
@@ -120,6 +129,8 @@ async function run(mode: 'embedded' | 'postgres', transport: Transport): Promise
           `${V3}/sync?since=${since}&timeout=5000&filter=${filter}`,
           u.token,
         );
+        responses++;
+        responseBytes += JSON.stringify(r).length;
         record(r);
         since = r.next_batch;
       }
@@ -185,6 +196,8 @@ async function run(mode: 'embedded' | 'postgres', transport: Transport): Promise
       deliveredPerSecond: delivered / deliverSeconds,
       clientCores,
       serverCores,
+      responses,
+      meanResponseBytes: responses > 0 ? responseBytes / responses : 0,
     };
   } finally {
     await servers.stop();
@@ -199,11 +212,11 @@ console.log(
   `\n${USERS} users in one room, ${RATE} messages/s for ${SECONDS} s, on ${os.cpus().length} cores\n`,
 );
 console.log(
-  '| set-up | deliveries | p50 ms | p99 ms | max ms | sent/s | delivered events/s | CPU cores: clients / servers |',
+  '| set-up | deliveries | p50 ms | p99 ms | max ms | sent/s | delivered events/s | CPU cores: clients / servers | responses (mean bytes) |',
 );
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const r of results) {
   console.log(
-    `| ${r.mode} | ${r.samples}/${r.expected} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${r.sentPerSecond.toFixed(1)} | ${r.deliveredPerSecond.toFixed(0)} | ${r.clientCores.toFixed(2)} / ${r.serverCores.toFixed(2)} |`,
+    `| ${r.mode} | ${r.samples}/${r.expected} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${r.sentPerSecond.toFixed(1)} | ${r.deliveredPerSecond.toFixed(0)} | ${r.clientCores.toFixed(2)} / ${r.serverCores.toFixed(2)} | ${r.responses} (${r.meanResponseBytes.toFixed(0)}) |`,
   );
 }
