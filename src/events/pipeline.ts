@@ -56,6 +56,8 @@ export interface EventInput {
    * the event stays an outlier that never enters a timeline or the room's state.
    */
   outOfBand?: boolean;
+  /** For a backfilled event: the position reserved for it (see reserveBackfillPositions). */
+  position?: number;
 }
 
 export type IngestOutcome =
@@ -268,7 +270,10 @@ export class EventPipeline {
     }
 
     // Persist in the timeline, with the forward extremities and the current state it leads to.
-    const position = input.kind === 'backfill' ? await nextBackfillPosition(trx) : await nextPosition(trx);
+    const position =
+      input.kind === 'backfill'
+        ? (input.position ?? (await nextBackfillPosition(trx)))
+        : await nextPosition(trx);
     const affectedUsers = new Set<string>();
     if (event.type === 'm.room.member' && isState) affectedUsers.add(event.state_key!);
     let roomState = currentGroup ?? after.group;
@@ -303,7 +308,13 @@ export class EventPipeline {
         await this.moveCurrentState(lock, currentGroup, roomState, position, affectedUsers);
     }
     if (missingPrev.length > 0 || input.origin !== this.deps.serverName) {
-      await store.updateBackwardExtremities(trx, lock.roomId, event.event_id, missingPrev);
+      // Backfill goes on from the prev events not in the timeline: missing, or held only as
+      // outliers (the state a join brought), which it then fetches into the timeline.
+      const notInTimeline = event.prev_events.filter((id) => {
+        const row = prevRows.get(id);
+        return row === undefined || row.outlier || row.state_group_after === null;
+      });
+      await store.updateBackwardExtremities(trx, lock.roomId, event.event_id, notInTimeline);
     }
 
     const loadEvents = (ids: string[]) => heldEvents(trx, this.deps.reader, ids);

@@ -11,6 +11,9 @@ export const MAX_PAGE = 1000;
 
 export type EventMatcher = (row: EventRow) => boolean;
 
+/** Fetches up to `limit` older events of a room from other servers; resolves with how many it added. */
+export type Backfill = (roomId: string, limit: number) => Promise<number>;
+
 /** The positions a /messages request's `from` and `to` tokens name (`from` defaults to an end). */
 export async function pageBounds(
   db: Db,
@@ -46,12 +49,19 @@ export function timelinePage(
  * across restarts and processes: `s<n>` means "between the event at position n and the next".
  */
 export class HistoryService {
+  private backfill: Backfill | undefined;
+
   constructor(
     private readonly db: Db,
     private readonly rooms: RoomsService,
     private readonly reader: RoomReader,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Where paging back past the oldest event held asks other servers for more (federation). */
+  setBackfill(backfill: Backfill): void {
+    this.backfill = backfill;
+  }
 
   /** GET /rooms/{roomId}/messages */
   async messages(
@@ -66,6 +76,9 @@ export class HistoryService {
     const chunk: EventRow[] = [];
     let cursor = from;
     let reachedEnd = false;
+    // Going back past the oldest event held, other servers are asked once per request.
+    let mayBackfill = opts.dir === 'b' && this.backfill !== undefined && to === undefined;
+    let backfilled = false;
     // Read in batches until `limit` visible events are found or the room's history ends.
     while (chunk.length < limit) {
       const batchSize = Math.max(limit * 2, 20);
@@ -79,7 +92,16 @@ export class HistoryService {
         if (chunk.length >= limit) break;
       }
       if (rows.length < batchSize && consumed === rows.length) {
-        reachedEnd = true;
+        if (mayBackfill) {
+          mayBackfill = false;
+          if ((await this.backfill!(roomId, Math.max(limit - chunk.length, 10))) > 0) {
+            backfilled = true;
+            continue;
+          }
+        }
+        // After a backfill there may be more to fetch: the next page asks again, and only a
+        // page that fetches nothing ends the history.
+        reachedEnd = !backfilled;
         break;
       }
     }

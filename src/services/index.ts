@@ -9,6 +9,7 @@ import { PreverifiedSignatures } from '../events/preverified.ts';
 import { FederationRoomsService } from '../federation/inbound/federation-rooms.service.ts';
 import { OutOfBandMemberships } from '../federation/inbound/invites.ts';
 import { createFederation, type Federation, type FederationTransport } from '../federation/index.ts';
+import { Backfiller } from '../federation/outbound/backfill.ts';
 import { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
 import { MediaService } from '../media/media.service.ts';
@@ -183,6 +184,9 @@ export async function createServices(deps: {
   );
   const rooms = new RoomsService(db, config, events, reader);
   rooms.setRemoteJoins(remoteJoins);
+  const history = new HistoryService(db, rooms, reader);
+  const backfiller = new Backfiller(db, config.serverName, events, signatures, federation.client, reader);
+  history.setBackfill((roomId, limit) => backfiller.backfill(roomId, limit));
   await sender.start();
   const deviceLists = new DeviceLists(db, notifier);
   const audit = new AuditLog(db);
@@ -276,7 +280,7 @@ export async function createServices(deps: {
     events,
     rooms,
     directory: new DirectoryService(db, config, rooms),
-    history: new HistoryService(db, rooms, reader),
+    history,
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
     sync,

@@ -808,7 +808,8 @@ function shadowEventId(): string {
 
 /** Stream tokens: `s<position>`; a bare number is accepted too. */
 export function parseStreamToken(token: string): number {
-  const m = /^s?(\d{1,15})(?:_\d+)?$/.exec(token);
+  // Backfilled events sit below zero, so a page back into them has a negative token.
+  const m = /^s?(-?\d{1,15})(?:_\d+)?$/.exec(token);
   if (!m) throw errors.invalidParam('Invalid pagination token');
   return Number(m[1]);
 }

@@ -187,6 +187,25 @@ export async function updateBackwardExtremities(
   }
 }
 
+/** Senders of up to `limit` held events of the room whose prev events include one of `eventIds`. */
+export async function sendersPointingAt(
+  db: Executor,
+  roomId: string,
+  eventIds: readonly string[],
+  limit: number,
+): Promise<string[]> {
+  if (eventIds.length === 0) return [];
+  const rows = await db
+    .selectFrom('event_edges')
+    .innerJoin('pdus', 'pdus.event_id', 'event_edges.event_id')
+    .select('pdus.sender')
+    .where('event_edges.room_id', '=', roomId)
+    .where('event_edges.prev_event_id', 'in', eventIds)
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.sender);
+}
+
 export async function backwardExtremityIds(db: Executor, roomId: string): Promise<string[]> {
   const rows = await db
     .selectFrom('room_backward_extremities')

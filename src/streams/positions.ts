@@ -35,3 +35,11 @@ export async function nextBackfillPosition(trx: Executor): Promise<number> {
   );
   return Number(row.rows[0]!.position);
 }
+
+/** `count` backfill positions at once, highest first (each below every earlier one). */
+export async function reserveBackfillPositions(db: Executor, count: number): Promise<number[]> {
+  if (count <= 0) return [];
+  const rows = await sql<{ position: number }>`
+    select nextval('backfill_ordering_seq') as position from generate_series(1, ${count})`.execute(db);
+  return rows.rows.map((r) => Number(r.position)).sort((a, b) => b - a);
+}

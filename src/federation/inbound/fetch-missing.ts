@@ -201,6 +201,7 @@ export async function ingestOutliers(
   });
 }
 
-function stringList(value: unknown): string[] {
+/** The strings of a list a remote server sent (at most 10,000). */
+export function stringList(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string').slice(0, 10_000) : [];
 }
