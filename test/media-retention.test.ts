@@ -59,6 +59,11 @@ t.test('mediaIdsOf: the fields clients put media in, of this server only', async
   );
   t.same(mediaIdsOf('m.room.message', { url: 42, file: 'x', info: [] }, SERVER_NAME), [], 'wrong types');
   t.same(mediaIdsOf('m.room.message', null, SERVER_NAME), []);
+  t.same(
+    mediaIdsOf('m.room.encrypted', { algorithm: 'm.megolm.v1.aes-sha2', ciphertext: 'AwgA...' }, SERVER_NAME),
+    [],
+    'an encrypted event names nothing the server can see',
+  );
 });
 
 async function upload(s: TestServer, who: Login, body: Buffer, type: string): Promise<string> {
