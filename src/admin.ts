@@ -41,13 +41,16 @@ commands:
   Rooms and reports:
   list-rooms [--search <text>] [--from <n>] [--limit <n>]     room <roomId>
   block-room <roomId> | unblock-room <roomId>
-  delete-room <roomId> [--block]        make-room-admin <roomId> <userId>
+  delete-room <roomId> [--block] [--purge]                    make-room-admin <roomId> <userId>
+      Every local member leaves, aliases go, the room is unpublished; --purge also deletes its data.
   reports [--from <n>] [--limit <n>]    report <id>             dismiss-report <id>
   purge-room-history <roomId> --before <ISO date or event ID>
       Deletes the room's history before that time (or that event's time); what the room still
       needs stays, its content pruned (spec/retention.md). Prints the counts as JSON.
-  purge-room <roomId>
-      Deletes a room with all its data: every local member leaves, then the room's aliases, directory entry and every row go.
+  purge-room <roomId> [--block]
+      Deletes a room with all its data (delete-room --purge, the admin API's room delete): every
+      local member leaves, then the room's aliases, directory entry, every row and the media only
+      its events named go. Prints the counts as JSON.
   rotate-key
       Retires the server's signing key (it stays published as an old key and still verifies
       what it signed) and makes a new one current. Restart running server processes afterwards.
@@ -79,6 +82,7 @@ export async function runAdmin(
       erase: { type: 'boolean', default: false },
       revoke: { type: 'boolean', default: false },
       block: { type: 'boolean', default: false },
+      purge: { type: 'boolean', default: false },
       'keep-devices': { type: 'boolean', default: false },
       before: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -177,12 +181,6 @@ export async function runAdmin(
         out(JSON.stringify(result ?? { roomId, eventsDeleted: 0, eventsPruned: 0, bytesDeleted: 0 }));
         return 0;
       }
-      case 'purge-room': {
-        const roomId = rest[0];
-        if (!roomId) throw new UsageError('purge-room needs a room ID');
-        out(JSON.stringify(await runtime.services.retention.deleteRoom(roomId, { actor: 'admin:cli' })));
-        return 0;
-      }
       case 'rotate-key': {
         const { previous, current } = await runtime.services.serverKeys.rotate();
         out(`retired ${previous}; the signing key is now ${current}`);
@@ -272,7 +270,12 @@ async function adminCommand(
     case 'unblock-room':
       return rooms.block(by, arg(0, 'a room ID'), command === 'block-room');
     case 'delete-room':
-      return rooms.deleteRoom(by, arg(0, 'a room ID'), { block: values.block === true, purge: false });
+    case 'purge-room':
+      // The admin API's room delete: purge-room is delete-room --purge.
+      return rooms.deleteRoom(by, arg(0, 'a room ID'), {
+        block: values.block === true,
+        purge: command === 'purge-room' || values.purge === true,
+      });
     case 'make-room-admin':
       return rooms.makeRoomAdmin(by, arg(0, 'a room ID'), arg(1, 'a user ID'));
     case 'reports':

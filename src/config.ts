@@ -206,6 +206,11 @@ export interface MediaConfig {
   maxPendingPerUser: number;
   /** How long a media ID from /create waits for its upload, in ms. */
   unusedExpiryMs: number;
+  /**
+   * Media whose last referencing event was purged or deleted are deleted once they were
+   * uploaded at least this many ms ago (spec/media.md).
+   */
+  unreferencedGraceMs: number;
   /** Media created before this time (ms) are served by the unauthenticated v3 endpoints; 0: none. */
   legacyFreezeTs: number;
   /** Whether GET /media/preview_url fetches pages. */
@@ -593,6 +598,12 @@ const FIELDS: Field[] = [
     'media_unused_expiry_ms',
     int(1000, 2 ** 40),
   ),
+  mediaField(
+    'unreferencedGraceMs',
+    'CONCLAVE_MEDIA_UNREFERENCED_GRACE_MS',
+    'media_unreferenced_grace_ms',
+    int(0, 2 ** 40),
+  ),
   mediaField('legacyFreezeTs', 'CONCLAVE_MEDIA_LEGACY_FREEZE', 'media_legacy_freeze', freezeDate),
   mediaField('urlPreviews', 'CONCLAVE_URL_PREVIEWS', 'url_previews', onOff),
   mediaField('urlPreviewAllowAddresses', 'CONCLAVE_URL_PREVIEW_ALLOW', 'url_preview_allow', addressList),
@@ -819,6 +830,7 @@ export function defaultConfig(): Config {
       quotaBytes: 0,
       maxPendingPerUser: 5,
       unusedExpiryMs: 24 * 60 * 60 * 1000,
+      unreferencedGraceMs: 60 * 60 * 1000,
       legacyFreezeTs: 0,
       urlPreviews: false,
       urlPreviewAllowAddresses: [],

@@ -1,7 +1,7 @@
 import type { HTTPMethods } from 'fastify';
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
+import { SERVER_NAME, startTestServer } from './helpers/server.ts';
 
 /**
  * Every admin route, enumerated from the app's own route table (so a new one cannot be missed):
@@ -29,13 +29,7 @@ for (const backend of databaseBackends()) {
   t.test(`admin routes refuse non-admins on ${backend.name}`, async (t) => {
     t.setTimeout(180_000);
     const s = await startTestServer(t, backend);
-    await s.runtime.services.accounts.createAccount({
-      localpart: 'root',
-      password: PASSWORD,
-      admin: true,
-      login: false,
-    });
-    const root = await s.login('root');
+    const root = await s.registerAdmin('root');
     const bob = await s.register('bob');
     const routes = s.app.routeTable.filter((r) => r.url.startsWith('/_synapse/admin/'));
     const guarded = routes.filter((r) => !OPEN.has(`${r.method} ${r.url}`));

@@ -19,13 +19,7 @@ for (const backend of databaseBackends()) {
   t.test(`admin API on ${backend.name}`, async (t) => {
     t.setTimeout(240_000);
     const s = await startTestServer(t, backend);
-    await s.runtime.services.accounts.createAccount({
-      localpart: 'root',
-      password: PASSWORD,
-      admin: true,
-      login: false,
-    });
-    const root = await s.login('root');
+    const root = await s.registerAdmin('root');
     const alice = await s.register('alice');
     const bob = await s.register('bob');
     const mallory = await s.register('mallory');
@@ -753,20 +747,21 @@ for (const backend of databaseBackends()) {
       );
     });
 
-    t.test('delete a room: everyone here leaves, it is blocked (purge to come)', async (t) => {
+    t.test('delete a room: everyone here leaves, its data is purged', async (t) => {
       const res = await s.request('DELETE', `${A2}/rooms/${enc(roomId)}`, {
         ...as(root),
         body: { block: false },
       });
       t.equal(res.statusCode, 200, res.body);
       t.type(res.json().delete_id, 'string');
-      const members = (await s.request('GET', `${A1}/rooms/${enc(roomId)}/members`, as(root))).json();
-      t.same(members.members, []);
-      t.equal(
-        (await s.request('POST', `${V3}/join/${enc(roomId)}`, { ...as(alice), body: {} })).statusCode,
-        403,
-        'blocked: the purge is not done yet',
-      );
+      const members = await s.request('GET', `${A1}/rooms/${enc(roomId)}/members`, as(root));
+      t.equal(members.statusCode, 404, 'purged (the default): the room is gone');
+      const held = await s.runtime.database.db
+        .selectFrom('pdus')
+        .select('event_id')
+        .where('room_id', '=', roomId)
+        .execute();
+      t.same(held, [], 'none of its events is held');
       const alias = await s.request('GET', `${V3}/directory/room/${enc(`#zeta:${SERVER_NAME}`)}`);
       t.equal(alias.statusCode, 404, 'local aliases removed');
       t.equal(
@@ -833,7 +828,7 @@ for (const backend of databaseBackends()) {
         'admin.user.deactivate',
         'admin.room.block',
         'admin.room.unblock',
-        'admin.room.delete',
+        'retention.delete_room',
         'admin.room.make_admin',
         'admin.report.dismiss',
         'admin.registration_token.create',

@@ -6,7 +6,7 @@ import { familyOf } from '../src/http/rate-limits.ts';
 import { startRuntime } from '../src/runtime.ts';
 import { databaseBackends, testRedisUrl } from './helpers/backends.ts';
 import type { Json } from './helpers/e2ee.ts';
-import { type Login, PASSWORD, SERVER_NAME, startTestServer } from './helpers/server.ts';
+import { type Login, SERVER_NAME, startTestServer } from './helpers/server.ts';
 
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
@@ -68,13 +68,7 @@ t.test('per-family limits on a server (PGlite, memory buckets)', async (t) => {
   const alice = await s.register('alice');
   const bob = await s.register('bob');
   const trusted = await s.register('trusted');
-  await s.runtime.services.accounts.createAccount({
-    localpart: 'root',
-    password: PASSWORD,
-    admin: true,
-    login: false,
-  });
-  const root = await s.login('root');
+  const root = await s.registerAdmin('root');
   const req = (who: Login, method: 'PUT' | 'POST', path: string, body: unknown = {}) =>
     s.request(method, `${V3}${path}`, { token: who.access_token, body });
   const roomId: string = (await req(alice, 'POST', '/createRoom', { preset: 'public_chat' })).json().room_id;

@@ -122,7 +122,7 @@ for (const backend of databaseBackends()) {
         t.match(JSON.parse(purged.stdout()), { roomId: room2 });
         const deleted = runScript('src/admin.ts', ['purge-room', room2], env);
         t.equal(await deleted.exited, 0, deleted.stdout());
-        t.match(JSON.parse(deleted.stdout()), { roomId: room2, membersRemoved: 1 });
+        t.match(JSON.parse(deleted.stdout()), { purge: { roomId: room2, membersRemoved: 1 } });
       });
     }
   });

@@ -5,7 +5,7 @@ import { ClientEvent, createClient, Direction, type MatrixClient, SyncState } fr
 import { logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { pastTs, sendText } from './helpers/retention.ts';
+import { pastTs, retentionRoom, sendText } from './helpers/retention.ts';
 import { recordingLogger } from './helpers/sdk-node.ts';
 import { startTestServer } from './helpers/server.ts';
 
@@ -14,7 +14,6 @@ import { startTestServer } from './helpers/server.ts';
  * syncing through it, and a new client paginating the room's history back to its start.
  */
 (sdkGlobalLogger as unknown as { setLevel(level: string): void }).setLevel('warn');
-const V3 = '/_matrix/client/v3';
 t.setTimeout(600_000);
 
 async function until(what: string, check: () => boolean, ms = 60_000): Promise<void> {
@@ -33,15 +32,7 @@ for (const backend of databaseBackends()) {
     const alice = await s.register('alice');
     const bob = await s.register('bob');
     const tag = randomBytes(6).toString('hex');
-    const created = await s.request('POST', `${V3}/createRoom`, {
-      token: alice.access_token,
-      body: {
-        preset: 'public_chat',
-        initial_state: [{ type: 'm.room.retention', state_key: '', content: { max_lifetime: 1000 } }],
-      },
-    });
-    const roomId: string = created.json().room_id;
-    await s.request('POST', `${V3}/join/${enc(roomId)}`, { token: bob.access_token });
+    const roomId = await retentionRoom(s, alice, bob, 1000);
 
     const sdkLog: { level: string; line: string }[] = [];
     const failures: string[] = [];
@@ -139,8 +130,4 @@ for (const backend of databaseBackends()) {
       'the SDK logged no error',
     );
   });
-}
-
-function enc(s: string): string {
-  return encodeURIComponent(s);
 }

@@ -6,6 +6,7 @@ import type { RoomVersion } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../services/room-reads.ts';
 import type { PduRow } from '../storage/database.ts';
 import * as store from '../storage/events.repository.ts';
+import { mediaIdsOf, recordMediaReferences } from '../storage/media-references.repository.ts';
 import { recordRelation } from '../storage/relations.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { StreamChange } from '../streams/notifier.ts';
@@ -476,6 +477,11 @@ export class EventPipeline {
       outbound: input.origin === this.deps.serverName && w.streamOrdering !== null,
       redacts: redactsOf(event, rv) ?? null,
     });
+    // The media of this server it names (what retention's purges release); not for rejected events.
+    if (w.rejected === null) {
+      const media = mediaIdsOf(event.type, event.content, this.deps.serverName);
+      await recordMediaReferences(lock.trx, lock.roomId, event.event_id, media);
+    }
   }
 }
 

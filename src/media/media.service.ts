@@ -13,6 +13,7 @@ import type { Executor } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { MediaRow } from '../storage/database.ts';
 import * as repo from '../storage/media.repository.ts';
+import * as refs from '../storage/media-references.repository.ts';
 import { essence, hasControlCharacter, storedContentType } from './disposition.ts';
 import { FileMediaStore, type MediaStore } from './store.ts';
 import { canThumbnail, chooseSize, makeThumbnail, type ThumbnailMethod } from './thumbnails.ts';
@@ -309,22 +310,72 @@ export class MediaService {
    */
   async deleteMedia(mxc: string, actor: string | null): Promise<{ files_deleted: number }> {
     const mediaId = this.localMediaId(mxc);
-    let filesDeleted = 0;
-    await this.db.transaction().execute(async (trx) => {
-      const hashes = await repo.deleteMediaRow(trx, mediaId);
-      if (hashes === undefined) throw errors.notFound('No such media');
-      for (const sha256 of [...hashes].sort()) {
-        await repo.lockHash(trx, sha256);
-        if (await repo.hashInUse(trx, sha256)) continue;
-        await this.store.delete(sha256);
-        filesDeleted++;
-      }
+    const filesDeleted = await this.db.transaction().execute(async (trx) => {
+      const files = await this.removeMedia(trx, mediaId);
+      if (files === undefined) throw errors.notFound('No such media');
       await this.audit.record(
-        { action: 'media.delete', actor, target: mxc, details: { files_deleted: filesDeleted } },
+        { action: 'media.delete', actor, target: mxc, details: { files_deleted: files } },
         trx,
       );
+      return files;
     });
     return { files_deleted: filesDeleted };
+  }
+
+  /**
+   * Deletes the media whose last referencing event was purged or deleted (retention calls this
+   * after each purge and each job run): those uploaded more than `media_unreferenced_grace_ms`
+   * ago, not quarantined, and not a local user's profile avatar. Media no event ever named are
+   * not touched. Each deletion is audited as `media.delete` with `reason: "unreferenced"`.
+   */
+  async deleteUnreferenced(actor: string): Promise<{ media_deleted: number; files_deleted: number }> {
+    let mediaDeleted = 0;
+    let filesDeleted = 0;
+    const uploadedBeforeTs = this.now() - this.config.unreferencedGraceMs;
+    const seen = new Set<string>();
+    for (;;) {
+      const ids = (
+        await refs.unreferencedMedia(this.db, { uploadedBeforeTs, serverName: this.serverName, limit: 100 })
+      ).filter((id) => !seen.has(id));
+      if (ids.length === 0) break;
+      for (const mediaId of ids) {
+        seen.add(mediaId);
+        const files = await this.db.transaction().execute(async (trx) => {
+          // Row-locked: an event naming it again meanwhile keeps it.
+          if (!(await refs.stillUnreferenced(trx, mediaId))) return undefined;
+          const files = await this.removeMedia(trx, mediaId);
+          if (files === undefined) return undefined;
+          await this.audit.record(
+            {
+              action: 'media.delete',
+              actor,
+              target: this.mxc(mediaId),
+              details: { files_deleted: files, reason: 'unreferenced' },
+            },
+            trx,
+          );
+          return files;
+        });
+        if (files === undefined) continue;
+        mediaDeleted++;
+        filesDeleted += files;
+      }
+    }
+    return { media_deleted: mediaDeleted, files_deleted: filesDeleted };
+  }
+
+  /** Deletes a media's row and thumbnails, and the files no other row names; undefined if unknown. */
+  private async removeMedia(trx: Executor, mediaId: string): Promise<number | undefined> {
+    const hashes = await repo.deleteMediaRow(trx, mediaId);
+    if (hashes === undefined) return undefined;
+    let filesDeleted = 0;
+    for (const sha256 of [...hashes].sort()) {
+      await repo.lockHash(trx, sha256);
+      if (await repo.hashInUse(trx, sha256)) continue;
+      await this.store.delete(sha256);
+      filesDeleted++;
+    }
+    return filesDeleted;
   }
 
   /** The media a user of this server created, newest first. */

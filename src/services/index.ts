@@ -235,14 +235,6 @@ export async function createServices(deps: {
     audit,
   });
   await media.start();
-  const notices = new ServerNoticesService(db, config, rooms, events, audit);
-  const admin = {
-    users: new AdminUsersService(db, config, accounts, rooms, audit),
-    rooms: new AdminRoomsService(db, config, rooms, events, reader, audit),
-    reports: new ReportsService(db, rooms, notices, audit),
-    notices,
-    tokens: new AdminTokensService(registrationTokens, audit),
-  };
   const roomRoles = new RoomRolesService(db, rooms, events, reader, audit);
   roomRoles.start(config.roomExpiryIntervalMs);
   const sync = new SyncService(db, rooms, reader, notifier, typing, { keys, toDevice });
@@ -260,7 +252,17 @@ export async function createServices(deps: {
       sync.forgetCachedRows();
     },
   });
+  // Media whose last referencing event a purge or room deletion removed go after it.
+  retention.setMediaHook(() => media.deleteUnreferenced('policy:retention'));
   await retention.start();
+  const notices = new ServerNoticesService(db, config, rooms, events, audit);
+  const admin = {
+    users: new AdminUsersService(db, config, accounts, rooms, audit),
+    rooms: new AdminRoomsService(db, config, rooms, events, reader, audit, retention),
+    reports: new ReportsService(db, rooms, notices, audit),
+    notices,
+    tokens: new AdminTokensService(registrationTokens, audit),
+  };
   const presence = new PresenceService(db, config, notifier);
   sync.setPresence(presence);
   presence.start();

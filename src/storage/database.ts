@@ -387,6 +387,15 @@ export interface MediaTable {
   sha256: string | null;
   quarantined_ts: number | null;
   quarantined_by: string | null;
+  /** When the last event naming the media was purged or deleted (migration 0014). */
+  unreferenced_ts: number | null;
+}
+
+/** A stored event whose content names a media of this server (migration 0014). */
+export interface MediaReferencesTable {
+  event_id: string;
+  media_id: string;
+  room_id: string;
 }
 
 /** A thumbnail made of a media, kept in the media store under its SHA-256. */
@@ -517,6 +526,7 @@ export interface Database {
   detection_notice_rooms: DetectionNoticeRoomsTable;
   presence: PresenceTable;
   event_relations: EventRelationsTable;
+  media_references: MediaReferencesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -104,14 +104,12 @@ export async function purgeFigures(db: Executor): Promise<PurgeFigures> {
   };
 }
 
-/** The mxc:// URIs named in the content of the purged events and of the kept old ones. */
-export async function contentUris(db: Executor): Promise<string[]> {
-  const r = await sql<{ uri: string }>`
-    select distinct m[1] as uri from (
-      select regexp_matches((p.json->'content')::text, '(mxc://[A-Za-z0-9.:_\\-\\[\\]]+/[A-Za-z0-9_\\-]+)', 'g') as m
-      from pdus p where p.event_id in (select event_id from rp_purge union all select event_id from rp_keep)
-    ) s`.execute(db);
-  return r.rows.map((x) => x.uri);
+/** Removes the media references of the purged events; returns the media they named. */
+export async function releasePurgedMedia(db: Executor): Promise<string[]> {
+  const r = await sql<{ media_id: string }>`
+    delete from media_references where event_id in (select event_id from rp_purge)
+    returning media_id`.execute(db);
+  return [...new Set(r.rows.map((x) => x.media_id))];
 }
 
 export interface KeptRow {
@@ -203,6 +201,11 @@ export async function deletePurged(db: Executor, roomId: string): Promise<Record
     sql`delete from event_auth_edges where event_id in (select event_id from rp_purge)
         or auth_event_id in (select event_id from rp_purge)`,
   );
+  await run(
+    'event_relations',
+    sql`delete from event_relations where event_id in (select event_id from rp_purge)
+        or (room_id = ${roomId} and parent_id in (select event_id from rp_purge))`,
+  );
   await run('pdus', sql`delete from pdus where event_id in (select event_id from rp_purge)`);
   // Backward extremities (prev events not held) that only purged history pointed at.
   await run(
@@ -249,6 +252,12 @@ export async function deleteRoomData(db: Executor, roomId: string): Promise<Reco
     'federation_destination_rooms',
     sql`delete from federation_destination_rooms where room_id = ${roomId}`,
   );
+  await run('event_relations', sql`delete from event_relations where room_id = ${roomId}`);
+  await run('room_expiries', sql`delete from room_expiries where room_id = ${roomId}`);
+  await run('room_stripped_state', sql`delete from room_stripped_state where room_id = ${roomId}`);
+  // A notices room that is gone is made again at the next notice.
+  await run('server_notice_rooms', sql`delete from server_notice_rooms where room_id = ${roomId}`);
+  await run('detection_notice_rooms', sql`delete from detection_notice_rooms where room_id = ${roomId}`);
   await run('pdus', sql`delete from pdus where room_id = ${roomId}`);
   await run(
     'state_group_entries',
@@ -283,6 +292,8 @@ export const PURGED_TABLES = [
   'room_backward_extremities',
   'state_groups',
   'state_group_entries',
+  'event_relations',
+  'media_references',
 ] as const;
 
 export const ROOM_TABLES = [
@@ -292,6 +303,8 @@ export const ROOM_TABLES = [
   'memberships',
   'room_forward_extremities',
   'federation_destination_rooms',
+  'room_expiries',
+  'room_stripped_state',
   'rooms',
 ] as const;
 

@@ -18,6 +18,32 @@ export async function sendText(s: Pick<TestServer, 'request'>, who: Login, roomI
   return (res.json() as { event_id: string }).event_id;
 }
 
+/**
+ * A public room of `owner` whose events are kept `maxLifetime` ms, joined by `joiner`; its ID.
+ */
+export async function retentionRoom(
+  s: Pick<TestServer, 'request'>,
+  owner: Login,
+  joiner: Login,
+  maxLifetime: number,
+): Promise<string> {
+  const created = await s.request('POST', '/_matrix/client/v3/createRoom', {
+    token: owner.access_token,
+    body: {
+      preset: 'public_chat',
+      initial_state: [{ type: 'm.room.retention', state_key: '', content: { max_lifetime: maxLifetime } }],
+    },
+  });
+  if (created.statusCode !== 200) throw new Error(`createRoom: ${created.statusCode} ${created.body}`);
+  const roomId: string = created.json().room_id;
+  const joined = await s.request('POST', `/_matrix/client/v3/join/${enc(roomId)}`, {
+    token: joiner.access_token,
+    body: {},
+  });
+  if (joined.statusCode !== 200) throw new Error(`join: ${joined.statusCode} ${joined.body}`);
+  return roomId;
+}
+
 /** Waits until the clock has moved past `ts`, so events after it are strictly younger. */
 export async function pastTs(ts: number): Promise<void> {
   while (Date.now() <= ts) await new Promise((r) => setImmediate(r));

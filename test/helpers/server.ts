@@ -29,6 +29,8 @@ export interface TestServer {
   register(localpart: string, opts?: { password?: string; deviceId?: string }): Promise<Login>;
   /** Logs an existing user in with PASSWORD, as the given device (a new one by default). */
   login(localpart: string, opts?: { deviceId?: string }): Promise<Login>;
+  /** Creates a server admin (as `--admin` does) and logs them in. */
+  registerAdmin(localpart: string): Promise<Login>;
 }
 
 export interface Login {
@@ -131,7 +133,17 @@ export async function startTestServer(
     return res.json() as Login;
   };
 
-  return { app, runtime, config, backend: backend.name, request, register, login };
+  const registerAdmin: TestServer['registerAdmin'] = async (localpart) => {
+    await runtime.services.accounts.createAccount({
+      localpart,
+      password: PASSWORD,
+      admin: true,
+      login: false,
+    });
+    return login(localpart);
+  };
+
+  return { app, runtime, config, backend: backend.name, request, register, login, registerAdmin };
 }
 
 /** GET /sync for `who` with the given query parameters; throws on anything but 200. */

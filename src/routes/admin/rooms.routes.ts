@@ -123,12 +123,17 @@ export async function adminRoomsRoutes(fastify: FastifyInstance): Promise<void> 
 
   // DELETE /_synapse/admin/v1/rooms/{roomId}
   app.delete(`${ADMIN_V1}/rooms/:roomId`, { schema: { params: RoomParams } }, async (request) => {
-    const { deleteId: _id, ...result } = await rooms.deleteRoom(
+    const result = await rooms.deleteRoom(
       actorOf(request),
       request.params.roomId,
       deleteOptions(request.body),
     );
-    return result;
+    return {
+      kicked_users: result.kicked_users,
+      failed_to_kick_users: result.failed_to_kick_users,
+      local_aliases: result.local_aliases,
+      new_room_id: result.new_room_id,
+    };
   });
 
   // POST /_synapse/admin/v1/rooms/{roomId}/make_room_admin

@@ -8,9 +8,11 @@ import * as repo from '../../storage/admin.repository.ts';
 import type { Db } from '../../storage/connect.ts';
 import type { AuditLog } from '../audit-log.ts';
 import { MAX_PAGE, pageBounds, timelinePage } from '../history.service.ts';
+import type { RetentionService } from '../retention/retention.service.ts';
 import type { RoomReader } from '../room-reads.ts';
 import type { RoomsService } from '../rooms.service.ts';
 import type { AdminActor } from './actor.ts';
+import { removeLocalMembers } from './evict.ts';
 import { roomPower, withUserLevel } from './room-power.ts';
 import { systemSession } from './users.admin.ts';
 
@@ -44,6 +46,7 @@ export class AdminRoomsService {
     private readonly events: EventsService,
     private readonly reader: RoomReader,
     private readonly audit: AuditLog,
+    private readonly retention: RetentionService,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -138,10 +141,11 @@ export class AdminRoomsService {
   }
 
   /**
-   * DELETE /v2/rooms/{roomId} (and v1): every local member leaves (invites are rejected), local
-   * aliases are removed and the room is unpublished; it is blocked when asked or when a purge is
-   * asked (purging the room's events comes with the retention work: until then the room is
-   * kept, blocked, so nobody here can enter what should be gone).
+   * DELETE /v2/rooms/{roomId} (and v1), and the admin command's `delete-room` and `purge-room`:
+   * every local member leaves (invites are rejected, knocks withdrawn), local aliases are removed
+   * and the room is unpublished; with `purge` (the API's default) the retention service then
+   * deletes every row of the room (`RetentionService.deleteRoom`, spec/retention.md), which also
+   * writes the audit record. With `block`, nobody here can join or be invited to it again.
    */
   async deleteRoom(
     by: AdminActor,
@@ -149,26 +153,33 @@ export class AdminRoomsService {
     opts: { block: boolean; purge: boolean; message?: string },
   ) {
     const id = await this.resolve(roomId);
-    const block = opts.block || opts.purge;
     const deleteId = randomBytes(12).toString('base64url');
-    if (block) await repo.setRoomBlocked(this.db, id, true, by.actor, this.now());
-    const local = (await repo.membersIn(this.db, id, ['join', 'invite', 'knock'])).filter((u) =>
-      this.rooms.isLocalUser(u),
-    );
-    const kicked: string[] = [];
-    const failed: string[] = [];
-    for (const userId of local) {
-      try {
-        await this.rooms.leave(
-          systemSession(userId),
-          id,
-          opts.message ?? 'This room has been removed by an admin',
-        );
-        kicked.push(userId);
-      } catch {
-        failed.push(userId);
+    const message = opts.message ?? 'This room has been removed by an admin';
+    if (opts.purge) {
+      if ((await this.reader.roomVersionOf(this.db, id)) === undefined) {
+        // Nothing here to purge: a room this server never saw may still be blocked.
+        if (!opts.block) throw errors.notFound('Unknown room');
+        await this.block(by, id, true);
+        return { deleteId, kicked_users: [], failed_to_kick_users: [], local_aliases: [], new_room_id: null };
       }
+      if (opts.block) await repo.setRoomBlocked(this.db, id, true, by.actor, this.now());
+      const result = await this.retention.deleteRoom(id, {
+        actor: by.actor,
+        address: by.address ?? null,
+        message,
+        details: { delete_id: deleteId, block: opts.block },
+      });
+      return {
+        deleteId,
+        kicked_users: result.kicked,
+        failed_to_kick_users: result.failed,
+        local_aliases: result.aliases,
+        new_room_id: null,
+        purge: result,
+      };
     }
+    if (opts.block) await repo.setRoomBlocked(this.db, id, true, by.actor, this.now());
+    const { kicked, failed } = await removeLocalMembers(this.db, this.rooms, id, message);
     const aliases = await this.db
       .selectFrom('room_aliases')
       .select('alias')
@@ -185,8 +196,7 @@ export class AdminRoomsService {
           address: by.address ?? null,
           details: {
             delete_id: deleteId,
-            block,
-            purge_requested: opts.purge,
+            block: opts.block,
             purged: false,
             kicked: kicked.length,
             failed: failed.length,

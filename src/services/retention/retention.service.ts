@@ -8,9 +8,11 @@ import type { JsonObject } from '../../protocol/json.ts';
 import { redactEvent } from '../../protocol/redaction.ts';
 import { getRoomVersion } from '../../protocol/room-versions.ts';
 import type { Db } from '../../storage/connect.ts';
+import * as refs from '../../storage/media-references.repository.ts';
 import * as repo from '../../storage/retention.repository.ts';
 import * as roomsRepo from '../../storage/rooms.repository.ts';
 import type { Session } from '../accounts.service.ts';
+import { removeLocalMembers } from '../admin/evict.ts';
 import type { AuditLog } from '../audit-log.ts';
 import type { RoomReader } from '../room-reads.ts';
 import type { RoomsService } from '../rooms.service.ts';
@@ -48,8 +50,11 @@ const JOB_LOCK = [0x52455445, 1] as const;
 const CACHE_CHANNEL = 'retention.purged';
 const PRUNE_PAGE = 200;
 
-/** Called after a purge with the mxc:// URIs its events named (no media repository yet). */
-export type MediaReleaseHook = (uris: string[], ctx: { roomId: string }) => Promise<void>;
+/**
+ * Set by the media repository: deletes the media whose last referencing event a purge or a room
+ * deletion removed, once their grace period has passed (MediaService.deleteUnreferenced).
+ */
+export type MediaReleaseHook = () => Promise<{ media_deleted: number; files_deleted: number }>;
 
 export interface PurgeResult {
   roomId: string;
@@ -61,6 +66,10 @@ export interface PurgeResult {
   bytesDeleted: number;
   fromTs: number | null;
   toTs: number | null;
+  /** Media of this server that no remaining event names any more. */
+  mediaReleased: number;
+  /** Media deleted after the purge (those released now or earlier, past their grace period). */
+  mediaDeleted: number;
   /** Rows deleted per table. */
   rows: Record<string, number>;
 }
@@ -68,8 +77,15 @@ export interface PurgeResult {
 export interface DeleteRoomResult {
   roomId: string;
   membersRemoved: number;
+  /** The local members who left, and those for whom it failed. */
+  kicked: string[];
+  failed: string[];
+  /** The room's local aliases, removed. */
+  aliases: string[];
   eventsDeleted: number;
   bytesDeleted: number;
+  mediaReleased: number;
+  mediaDeleted: number;
   rows: Record<string, number>;
 }
 
@@ -131,8 +147,9 @@ export class RetentionService {
   }
 
   /**
-   * The hook a media repository sets: it is called after each purge with the content URIs of
-   * the purged and pruned events, and deletes the media no remaining event references.
+   * The hook the media repository sets: called after each purge, room deletion and job run, it
+   * deletes the media whose last referencing event went (their references are removed in the
+   * purge's transaction, `src/storage/media-references.repository.ts`).
    */
   setMediaHook(hook: MediaReleaseHook | undefined): void {
     this.mediaHook = hook;
@@ -221,6 +238,7 @@ export class RetentionService {
           actor: `policy:${effective.source === 'room' ? 'room' : 'server_default'}`,
           details: { max_lifetime: effective.maxLifetime, source: effective.source },
           vacuum: false,
+          sweepMedia: false,
         });
         if (result) purges.push(result);
       }
@@ -228,6 +246,8 @@ export class RetentionService {
       after = page[page.length - 1]!.room_id;
     }
     if (purges.length > 0) await this.vacuum(repo.PURGED_TABLES);
+    // Media released by this run, or earlier ones whose grace period has passed since.
+    await this.releaseMedia();
     return purges;
   }
 
@@ -250,22 +270,27 @@ export class RetentionService {
     } else {
       beforeTs = opts.before;
     }
-    return this.purgeInRoom(roomId, beforeTs, { actor: opts.actor, details: { admin: true }, vacuum: true });
+    return this.purgeInRoom(roomId, beforeTs, {
+      actor: opts.actor,
+      details: { admin: true },
+      vacuum: true,
+      sweepMedia: true,
+    });
   }
 
   private async purgeInRoom(
     roomId: string,
     beforeTs: number,
-    opts: { actor: string; details: JsonObject; vacuum: boolean },
+    opts: { actor: string; details: JsonObject; vacuum: boolean; sweepMedia: boolean },
   ): Promise<PurgeResult | undefined> {
-    const { result, uris } = await this.deps.events.locks.withRoomLock(roomId, async (lock) => {
+    const result = await this.deps.events.locks.withRoomLock(roomId, async (lock) => {
       const { trx } = lock;
       const version = await this.deps.reader.roomVersionOf(trx, roomId);
       const rv = getRoomVersion(version ?? '')!;
       const plan = await repo.planPurge(trx, roomId, beforeTs);
       const figures = await repo.purgeFigures(trx);
-      const uris = await repo.contentUris(trx);
       // Prune what stays of the old history, as a redaction would.
+      const released = new Set<string>();
       let pruned = 0;
       let prunedBytes = 0;
       let afterId = '';
@@ -282,13 +307,25 @@ export class RetentionService {
           changes.push({ id: row.event_id, json: next });
         }
         await repo.replaceJson(trx, changes);
+        // A pruned event names only the media its pruned content still names.
+        for (const id of await refs.deleteEventReferences(
+          trx,
+          changes.map((c) => c.id),
+        ))
+          released.add(id);
+        for (const c of changes) {
+          const media = refs.mediaIdsOf(String(c.json.type), c.json.content, this.deps.config.serverName);
+          await refs.recordMediaReferences(trx, roomId, c.id, media);
+        }
         pruned += changes.length;
         if (page.length < PRUNE_PAGE) break;
         afterId = page[page.length - 1]!.event_id;
       }
       await repo.demoteKept(trx, roomId);
-      if (plan.purge === 0 && pruned === 0) return { result: undefined, uris: [] };
+      if (plan.purge === 0 && pruned === 0) return undefined;
+      for (const id of await repo.releasePurgedMedia(trx)) released.add(id);
       const rows = await repo.deletePurged(trx, roomId);
+      const mediaReleased = await refs.markUnreferenced(trx, [...released], this.now());
       const result: PurgeResult = {
         roomId,
         eventsDeleted: figures.events,
@@ -296,6 +333,8 @@ export class RetentionService {
         bytesDeleted: figures.bytes + prunedBytes,
         fromTs: figures.fromTs,
         toTs: figures.toTs,
+        mediaReleased,
+        mediaDeleted: 0,
         rows,
       };
       await this.deps.audit.record(
@@ -311,60 +350,64 @@ export class RetentionService {
             events_deleted: result.eventsDeleted,
             events_pruned: result.eventsPruned,
             bytes_deleted: result.bytesDeleted,
+            media_released: result.mediaReleased,
           },
         },
         trx,
       );
-      return { result, uris };
+      return result;
     });
     if (!result) return undefined;
-    await this.afterDeletion(roomId, uris);
+    await this.forgetEverywhere(roomId);
+    if (opts.sweepMedia) result.mediaDeleted = await this.releaseMedia();
     if (opts.vacuum) await this.vacuum(repo.PURGED_TABLES);
     return result;
   }
 
   /**
-   * Deletes a room: every local member leaves (a leave event each, which other servers are sent
-   * when delivery gets to it before the deletion), then its aliases, directory entry, events,
-   * state and every other row go.
+   * Deletes a room (the admin API's room delete with `purge`, and the admin command's
+   * `purge-room`, through AdminRoomsService.deleteRoom): every local member leaves (a leave event
+   * each, which other servers are sent when delivery gets to it before the deletion), then its
+   * aliases, directory entry, events, state, the references to media and every other row of it
+   * go, in one transaction under the room's lock; audited as `retention.delete_room` (with
+   * `details` added); then the media no event names any more and VACUUM.
    */
-  async deleteRoom(roomId: string, opts: { actor: string }): Promise<DeleteRoomResult> {
+  async deleteRoom(
+    roomId: string,
+    opts: { actor: string; address?: string | null; message?: string; details?: JsonObject },
+  ): Promise<DeleteRoomResult> {
     if ((await this.deps.reader.roomVersionOf(this.deps.db, roomId)) === undefined)
       throw errors.notFound('Unknown room');
-    const local = `:${this.deps.config.serverName}`;
-    const members = await this.deps.db
-      .selectFrom('memberships')
-      .select('user_id')
-      .where('room_id', '=', roomId)
-      .where('membership', 'in', ['join', 'invite', 'knock'])
-      .execute();
-    let removed = 0;
-    for (const { user_id: userId } of members) {
-      if (!userId.endsWith(local)) continue;
-      await this.deps.events.send({
-        roomId,
-        type: 'm.room.member',
-        sender: userId,
-        stateKey: userId,
-        content: { membership: 'leave', reason: 'The room was deleted by the server administrator' },
-      });
-      removed++;
-    }
-    const { result, uris } = await this.deps.events.locks.withRoomLock(roomId, async (lock) => {
+    const { kicked, failed } = await removeLocalMembers(
+      this.deps.db,
+      this.deps.rooms,
+      roomId,
+      opts.message ?? 'The room was deleted by the server administrator',
+    );
+    const result = await this.deps.events.locks.withRoomLock(roomId, async (lock) => {
       const { trx } = lock;
       const size = await sql<{ events: number; bytes: number | null }>`
         select count(*)::int as events, sum(octet_length(json::text))::bigint as bytes
         from pdus where room_id = ${roomId}`.execute(trx);
-      const uriRows = await sql<{ uri: string }>`
-        select distinct m[1] as uri from (
-          select regexp_matches((json->'content')::text, '(mxc://[A-Za-z0-9.:_\\-\\[\\]]+/[A-Za-z0-9_\\-]+)', 'g') as m
-          from pdus where room_id = ${roomId}) s`.execute(trx);
+      const aliases = await trx
+        .selectFrom('room_aliases')
+        .select('alias')
+        .where('room_id', '=', roomId)
+        .orderBy('alias')
+        .execute();
+      const released = await refs.deleteRoomReferences(trx, roomId);
       const rows = await repo.deleteRoomData(trx, roomId);
+      const mediaReleased = await refs.markUnreferenced(trx, released, this.now());
       const result: DeleteRoomResult = {
         roomId,
-        membersRemoved: removed,
+        membersRemoved: kicked.length,
+        kicked,
+        failed,
+        aliases: aliases.map((a) => a.alias),
         eventsDeleted: size.rows[0]?.events ?? 0,
         bytesDeleted: Number(size.rows[0]?.bytes ?? 0),
+        mediaReleased,
+        mediaDeleted: 0,
         rows,
       };
       await this.deps.audit.record(
@@ -372,26 +415,43 @@ export class RetentionService {
           action: 'retention.delete_room',
           actor: opts.actor,
           target: roomId,
+          address: opts.address ?? null,
           details: {
-            members_removed: removed,
+            ...(opts.details ?? {}),
+            members_removed: kicked.length,
+            members_failed: failed.length,
             events_deleted: result.eventsDeleted,
             bytes_deleted: result.bytesDeleted,
             aliases_removed: rows.room_aliases ?? 0,
+            media_released: mediaReleased,
           },
         },
         trx,
       );
-      return { result, uris: uriRows.rows.map((r) => r.uri) };
+      return result;
     });
-    await this.afterDeletion(roomId, uris);
+    await this.forgetEverywhere(roomId);
+    result.mediaDeleted = await this.releaseMedia();
     await this.vacuum(repo.ROOM_TABLES);
     return result;
   }
 
-  private async afterDeletion(roomId: string, uris: string[]): Promise<void> {
+  /** Every process drops what it cached of the room's events. */
+  private async forgetEverywhere(roomId: string): Promise<void> {
     this.deps.forgetCaches();
     await this.deps.bus.publish(CACHE_CHANNEL, roomId);
-    if (uris.length > 0 && this.mediaHook) await this.mediaHook(uris, { roomId });
+  }
+
+  /** Deletes the media no event names any more (the media hook); how many. */
+  private async releaseMedia(): Promise<number> {
+    if (!this.mediaHook) return 0;
+    try {
+      return (await this.mediaHook()).media_deleted;
+    } catch (err) {
+      // The purge itself is done; the media stay marked and the next run deletes them.
+      this.log?.(`retention: deleting unreferenced media failed: ${(err as Error).message}`);
+      return 0;
+    }
   }
 
   /**
