@@ -548,6 +548,11 @@ t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async 
     t.equal(
       await refusedUpload(alice, async () => {
         t.same(await seriousViolations(alice), [], 'axe-core: no serious violation with the error shown');
+        t.equal(
+          await alice.getByTestId('upload').getByRole('button', { name: 'Try again' }).count(),
+          0,
+          'a file too large is not offered again',
+        );
       }),
       'raw-scan.tif was not sent: it is larger than the 1 MB this server accepts.',
       'the too-large file is refused with the limit',
@@ -568,6 +573,25 @@ t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async 
       'run-3.bin was not sent: you have used all the storage this server allows you.',
       'the server refused it for the quota, and bob is told',
     );
+  });
+
+  await t.test('an upload the connection dropped is sent again with Try again', async (t) => {
+    const upload = /\/_matrix\/media\/v3\/upload/;
+    await alice.route(upload, (route) => route.abort('connectionfailed'));
+    await attachButton(alice, { name: 'growth.csv', type: 'text/csv', bytes: Buffer.from('t,od\n0,0.1\n') });
+    const alert = alice.getByTestId('upload').getByRole('alert');
+    await alert.waitFor({ timeout: WAIT });
+    t.equal(await alert.textContent(), 'growth.csv was not sent: the connection to the server failed.');
+    t.equal(
+      await alice.getByTestId('upload').getByRole('button', { name: 'Try again' }).count(),
+      1,
+      'it can be tried again',
+    );
+    await alice.unroute(upload);
+    await alice.getByTestId('upload').getByRole('button', { name: 'Try again' }).click();
+    await bob.getByRole('button', { name: 'Download growth.csv', exact: true }).waitFor({ timeout: WAIT });
+    await alice.getByTestId('upload').waitFor({ state: 'detached', timeout: WAIT });
+    t.pass('once the connection is back, it arrives');
   });
 
   await t.test(

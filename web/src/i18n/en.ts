@@ -138,6 +138,7 @@ export const en = {
   uploadRateLimited: '{name} was not sent: too many uploads at once. Try again in a moment.',
   uploadNetwork: '{name} was not sent: the connection to the server failed.',
   uploadFailed: '{name} was not sent: {message}',
+  retry: 'Try again',
   dismiss: 'Dismiss',
   dropFiles: 'Drop files here to send them to {room}',
   download: 'Download',

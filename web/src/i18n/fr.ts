@@ -140,6 +140,7 @@ export const fr: Messages = {
   uploadRateLimited: "{name} n'a pas été envoyé : trop d'envois à la fois. Réessayez dans un instant.",
   uploadNetwork: "{name} n'a pas été envoyé : la connexion au serveur a échoué.",
   uploadFailed: "{name} n'a pas été envoyé : {message}",
+  retry: 'Réessayer',
   dismiss: 'Fermer',
   dropFiles: 'Déposez des fichiers ici pour les envoyer dans {room}',
   download: 'Télécharger',

@@ -60,6 +60,8 @@ export class Media {
   private uploads: Upload[] = [];
   private aborts = new Map<string, () => void>();
   private cancelled = new Set<string>();
+  /** The files of failed uploads, to send again. */
+  private failedFiles = new Map<string, File>();
   private configPromise: Promise<{ available: boolean; maxUpload: number | null }> | null = null;
   private cache = new Map<string, Promise<Blob>>();
   private cachedBytes = new Map<string, number>();
@@ -96,8 +98,23 @@ export class Media {
     this.cancelled.add(id);
     this.aborts.get(id)?.();
     this.aborts.delete(id);
+    this.failedFiles.delete(id);
     this.uploads = this.uploads.filter((u) => u.id !== id);
     this.deps.changed();
+  }
+
+  /** Sends a failed upload's file again (as a new upload, in place of the failed one). */
+  retry(id: string): void {
+    const u = this.uploads.find((x) => x.id === id);
+    const file = this.failedFiles.get(id);
+    if (!u || !file) return;
+    this.cancel(id);
+    void this.send(u.roomId, file);
+  }
+
+  /** Whether sending the same file again may work (not when the server said it is too large). */
+  canRetry(u: Upload): boolean {
+    return u.phase === 'failed' && this.failedFiles.has(u.id) && u.error?.kind !== 'too-large';
   }
 
   private update(id: string, patch: Partial<Upload>): void {
@@ -122,7 +139,9 @@ export class Media {
     const cancelled = () => this.cancelled.has(id);
     const fail = (error: UploadError) => {
       this.aborts.delete(id);
-      if (!cancelled()) this.update(id, { phase: 'failed', error });
+      if (cancelled()) return;
+      this.failedFiles.set(id, file);
+      this.update(id, { phase: 'failed', error });
     };
     try {
       const { available, maxUpload } = await this.config();

@@ -170,6 +170,11 @@ export function UploadList(props: { client: ConclaveClient; roomId: string }) {
               />
             </>
           )}
+          {props.client.media.canRetry(u) && (
+            <button type="button" onClick={() => props.client.media.retry(u.id)}>
+              {t('retry')}
+            </button>
+          )}
           {u.phase !== 'sending' && (
             <button type="button" onClick={() => props.client.media.cancel(u.id)}>
               {u.phase === 'failed' ? t('dismiss') : t('cancel')}

@@ -70,6 +70,19 @@ export function RoomView(props: { client: ConclaveClient; roomId: string }) {
     }
   }, [items]);
 
+  // An image that loads grows its row: stay at the bottom if the view was there. (load does not
+  // bubble, but it can be caught on the way down.)
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the scroller exists once the room does
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const onLoad = (e: Event) => {
+      if (e.target instanceof HTMLImageElement && stickToBottom.current) el.scrollTop = el.scrollHeight;
+    };
+    el.addEventListener('load', onLoad, true);
+    return () => el.removeEventListener('load', onLoad, true);
+  }, [room]);
+
   // Fill the screen: load older events until it scrolls or the start is reached.
   // biome-ignore lint/correctness/useExhaustiveDependencies: re-checked after each load
   useEffect(() => {
