@@ -734,6 +734,36 @@ t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async 
   );
 
   await t.test(
+    "the server's own 413 reaches the page when the client's limit let a file through",
+    async (t) => {
+      const alice2 = (globalThis as { alice2?: Page }).alice2!;
+      // This device has not read the media config yet: make it believe the limit is 10 MB, once.
+      const config = /\/_matrix\/client\/v1\/media\/config/;
+      await alice2.route(
+        config,
+        (route) =>
+          route.fulfill({ status: 200, contentType: 'application/json', body: '{"m.upload.size":10000000}' }),
+        { times: 1 },
+      );
+      const uploads: number[] = [];
+      alice2.on('response', (r) => {
+        if (/\/_matrix\/media\/v3\/upload/.test(r.url())) uploads.push(r.status());
+      });
+      await attachButton(alice2, {
+        name: 'stack.tif',
+        type: 'image/tiff',
+        bytes: Buffer.alloc(1_200_000, 2),
+      });
+      t.equal(
+        await refusedUpload(alice2),
+        'stack.tif was not sent: it is larger than the 1 MB this server accepts.',
+        'the refusal says the limit the server has now',
+      );
+      t.same(uploads, [413], 'the server refused it: 413, not a broken connection');
+    },
+  );
+
+  await t.test(
     "alice's third device is verified by emoji from her first and reads the history",
     async (t) => {
       const { page: alice3 } = await newPage('alice3');

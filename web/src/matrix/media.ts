@@ -219,8 +219,10 @@ export class Media {
     }).then(
       (uri) => uri as string,
       async (err) => {
-        // The server's limit, to say it in the message, when it refused the size.
+        // The server's limit, to say it in the message, when it refused the size: read again,
+        // as the limit this client knew let the file through (the server's may have changed).
         if (err instanceof UploadFailure && err.error.kind === 'too-large') {
+          this.configPromise = null;
           const { maxUpload } = await this.config();
           throw new UploadFailure({ kind: 'too-large', limit: maxUpload });
         }
