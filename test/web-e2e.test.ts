@@ -4,13 +4,22 @@
  * encrypted private room and invites bob, they chat (each message seen once, in order, over the
  * WebSocket transport), typing and receipts show, they verify each other by emoji, alice reads
  * the encrypted history on a second device after restoring her keys with her recovery key, and
- * when she removes bob he is told and no longer gets the room's messages. axe-core checks the
- * sign-in, room list and room pages; screenshots go to web/e2e-artifacts/screenshots.
+ * when she removes bob he is told and no longer gets the room's messages. Files: sent by button,
+ * drag and drop and paste, with progress, previews through the authenticated thumbnail endpoint,
+ * downloads of the same bytes, the size limit and the quota said in words, and in the encrypted
+ * room attachments encrypted in the browser (the server holds only ciphertext; a changed file
+ * is refused). axe-core checks the sign-in, room list and room pages; screenshots go to
+ * web/e2e-artifacts/screenshots.
  */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { BrowserContext, Page } from 'playwright-core';
+import sharp from 'sharp';
 import t from 'tap';
+import { defaultConfig } from '../src/config.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import {
   chromiumMissing,
@@ -30,7 +39,13 @@ const missing = chromiumMissing() ?? webBuildMissing();
 if (missing && process.env.CI === 'true') throw new Error(missing);
 
 t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async (t) => {
-  const s = await startTestServer(t, databaseBackends()[0]!, { webClient: '/' });
+  // Uploads: at most 1 MB each and 2.5 MB per user, so the test can pass both limits.
+  const mediaDir = mkdtempSync(path.join(os.tmpdir(), 'conclave-web-e2e-media-'));
+  t.teardown(() => rmSync(mediaDir, { recursive: true, force: true }));
+  const s = await startTestServer(t, databaseBackends()[0]!, {
+    webClient: '/',
+    media: { ...defaultConfig().media, dir: mediaDir, maxUploadBytes: 1_000_000, quotaBytes: 2_500_000 },
+  });
   await s.app.listen({ host: '127.0.0.1', port: 0 });
   const base = `http://127.0.0.1:${(s.app.server.address() as AddressInfo).port}/`;
   const browser = await launchChromium();
@@ -318,17 +333,330 @@ t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async 
     t.comment(`scrolled back through ${total} messages in ${Date.now() - started} ms`);
   });
 
+  // Files. The images are made by sharp (a real PNG and a real JPEG the browser decodes).
+  const gelPng = await sharp({
+    create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 40, b: 40 } },
+  })
+    .png()
+    .toBuffer();
+  const micrograph = await sharp({
+    create: {
+      width: 1200,
+      height: 900,
+      channels: 3,
+      background: { r: 30, g: 90, b: 160 },
+      noise: { type: 'gaussian', mean: 128, sigma: 20 },
+    },
+  })
+    .jpeg({ quality: 60 })
+    .toBuffer();
+  type FileSpec = { name: string; type: string; bytes: Buffer };
+  const inPage = (f: FileSpec) => ({ name: f.name, type: f.type, b64: f.bytes.toString('base64') });
+  /** Drops files on an element as a drag and drop from the desktop does (dragenter, dragover, drop). */
+  const dropFiles = (page: Page, selector: string, files: FileSpec[]) =>
+    page.locator(selector).evaluate((el, list) => {
+      const data = new DataTransfer();
+      for (const f of list) {
+        const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+        data.items.add(new File([bytes], f.name, { type: f.type }));
+      }
+      for (const type of ['dragenter', 'dragover', 'drop']) {
+        el.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+      }
+    }, files.map(inPage));
+  const pasteFile = (page: Page, f: FileSpec) =>
+    page.getByRole('textbox', { name: /^Message / }).evaluate((el, file) => {
+      const data = new DataTransfer();
+      const bytes = Uint8Array.from(atob(file.b64), (c) => c.charCodeAt(0));
+      data.items.add(new File([bytes], file.name, { type: file.type }));
+      el.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+    }, inPage(f));
+  const attachButton = async (page: Page, f: FileSpec) => {
+    const chooser = page.waitForEvent('filechooser');
+    await page.getByRole('button', { name: 'Attach a file' }).click();
+    await (await chooser).setFiles({ name: f.name, mimeType: f.type, buffer: f.bytes });
+  };
+  /** Clicks the attachment's download button and returns the bytes the browser saved. */
+  const download = async (page: Page, name: string): Promise<{ bytes: Buffer; filename: string }> => {
+    const [saved] = await Promise.all([
+      page.waitForEvent('download', { timeout: WAIT }),
+      page
+        .getByRole('button', { name: `Download ${name}`, exact: true })
+        .last()
+        .click(),
+    ]);
+    return { bytes: readFileSync((await saved.path())!), filename: saved.suggestedFilename() };
+  };
+  const preview = (page: Page, name: string) =>
+    page.locator(`.timeline .attachment img.preview[alt="${name}"]`).last();
+  /** The preview's decoded size, once it has loaded. */
+  const previewSize = async (page: Page, name: string) => {
+    await preview(page, name).waitFor({ timeout: WAIT });
+    return preview(page, name).evaluate(
+      (img: HTMLImageElement) =>
+        new Promise<{ w: number; h: number; src: string }>((resolve) => {
+          const done = () => resolve({ w: img.naturalWidth, h: img.naturalHeight, src: img.src });
+          if (img.complete) done();
+          else img.addEventListener('load', done, { once: true });
+        }),
+    );
+  };
+  const lastMessageContent = async (roomId: string, token: string) => {
+    const res = await s.request(
+      'GET',
+      `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=5`,
+      { token },
+    );
+    // biome-ignore lint/suspicious/noExplicitAny: event bodies are read loosely in tests
+    return (res.json().chunk as any[]).find(
+      (e) => e.type === 'm.room.message' || e.type === 'm.room.encrypted',
+    );
+  };
+  const ALICE_ID = `@alice:${SERVER_NAME}`;
+
   await t.test(
-    'files: the server has a media repository, and the client says it cannot send files yet',
+    'files in an unencrypted room: by button, drag and drop and paste; previews and downloads',
     async (t) => {
-      await bob.locator('form.composer').evaluate((form) => {
-        const data = new DataTransfer();
-        data.items.add(new File(['a,b\n1,2\n'], 'results.csv', { type: 'text/csv' }));
-        form.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+      const token = await tokenOf(alice);
+      const created = await s.request('POST', '/_matrix/client/v3/createRoom', {
+        token,
+        body: { name: 'Figures', preset: 'public_chat' },
       });
-      await bob.getByText('This version of the client cannot send files yet.').waitFor({ timeout: WAIT });
-      const probe = await s.request('GET', '/_matrix/client/v1/media/config', { token: await tokenOf(bob) });
-      t.equal(probe.statusCode, 200, 'the server answers the media API (what the client saw)');
+      const roomId = created.json().room_id as string;
+      const joined = await s.request('POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, {
+        token: await tokenOf(bob),
+        body: {},
+      });
+      t.equal(joined.statusCode, 200, 'bob joins');
+      for (const page of [alice, bob]) {
+        await page.goto(`${base}#/room/${encodeURIComponent(roomId)}`);
+        await page.getByRole('heading', { name: 'Figures' }).waitFor({ timeout: WAIT });
+      }
+      const thumbnailRequests: string[] = [];
+      bob.on('request', (r) => {
+        if (r.url().includes('/_matrix/client/v1/media/thumbnail/')) thumbnailRequests.push(r.url());
+      });
+
+      await attachButton(alice, { name: 'gel.png', type: 'image/png', bytes: gelPng });
+      const size = await previewSize(bob, 'gel.png');
+      t.same([size.w, size.h], [64, 48], 'bob sees the image (its server thumbnail: never enlarged)');
+      t.match(size.src, /^blob:/, 'shown from a blob: URL (fetched with the token)');
+      t.ok(thumbnailRequests.length > 0, 'through the authenticated thumbnail endpoint');
+      const sent = await lastMessageContent(roomId, token);
+      t.equal(sent.content.msgtype, 'm.image');
+      t.same(
+        sent.content.info,
+        { mimetype: 'image/png', size: gelPng.length, w: 64, h: 48 },
+        'with mimetype, size, w and h',
+      );
+      t.match(sent.content.url, /^mxc:\/\/conclave\.test\/[A-Za-z0-9_-]+$/);
+      const got = await download(bob, 'gel.png');
+      t.ok(got.bytes.equals(gelPng), 'bob downloads the very bytes alice sent');
+      t.equal(got.filename, 'gel.png');
+
+      const csv = Buffer.from('sample,od600\nA1,0.42\nA2,0.57\n');
+      await dropFiles(bob, '.timeline', [{ name: 'results.csv', type: 'text/csv', bytes: csv }]);
+      await alice
+        .getByRole('button', { name: 'Download results.csv', exact: true })
+        .waitFor({ timeout: WAIT });
+      t.ok(
+        (await download(alice, 'results.csv')).bytes.equals(csv),
+        'a file dropped on the timeline arrives',
+      );
+      t.equal((await lastMessageContent(roomId, token)).content.msgtype, 'm.file', 'as m.file');
+
+      await pasteFile(alice, { name: 'pasted.png', type: 'image/png', bytes: gelPng });
+      t.same(
+        [(await previewSize(bob, 'pasted.png')).w],
+        [64],
+        'an image pasted into the composer arrives as an image',
+      );
+      t.same(await seriousViolations(bob), [], 'axe-core: no serious violation with attachments shown');
+      await screenshots(bob, 'room-files');
+    },
+  );
+
+  await t.test('the upload shows its progress while it goes', async (t) => {
+    // Chromium's network emulation slows the upload down enough to see it.
+    const cdp = await alice.context().newCDPSession(alice);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: 100 * 1024,
+    });
+    await alice.evaluate(() => {
+      const seen: string[] = [];
+      (window as unknown as { uploadStates: string[] }).uploadStates = seen;
+      new MutationObserver(() => {
+        for (const el of document.querySelectorAll('[data-testid="upload"] [role="status"]')) {
+          const text = el.textContent ?? '';
+          if (seen.at(-1) !== text) seen.push(text);
+        }
+      }).observe(document.body, { subtree: true, childList: true, characterData: true });
+    });
+    const data = Buffer.alloc(300_000, 7);
+    await attachButton(alice, { name: 'plate-reader.dat', type: 'application/octet-stream', bytes: data });
+    await alice.getByRole('progressbar', { name: 'Progress of plate-reader.dat' }).waitFor({ timeout: WAIT });
+    await bob
+      .getByRole('button', { name: 'Download plate-reader.dat', exact: true })
+      .waitFor({ timeout: WAIT });
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: -1,
+    });
+    await cdp.detach();
+    const states = await alice.evaluate(() => (window as unknown as { uploadStates: string[] }).uploadStates);
+    t.comment(`upload states seen: ${states.join(' | ')}`);
+    const percents = states
+      .map((s) => /^Uploading plate-reader\.dat: (\d+)%$/.exec(s)?.[1])
+      .filter((p) => p !== undefined)
+      .map(Number);
+    t.ok(
+      percents.some((p) => p > 0 && p < 100),
+      'a percentage between 0 and 100 showed while the upload went',
+    );
+    t.equal(await alice.getByTestId('upload').count(), 0, 'and the upload line goes once it is sent');
+  });
+
+  /** The reason a refused upload shows (after `whileShown`), then dismisses it. */
+  const refusedUpload = async (page: Page, whileShown?: () => Promise<void>): Promise<string | null> => {
+    const alert = page.getByTestId('upload').getByRole('alert');
+    await alert.waitFor({ timeout: WAIT });
+    const text = await alert.textContent();
+    await whileShown?.();
+    await page.getByTestId('upload').getByRole('button', { name: 'Dismiss' }).click();
+    await page.getByTestId('upload').waitFor({ state: 'detached', timeout: WAIT });
+    return text;
+  };
+  const filler = (name: string, size: number, byte: number) => ({
+    name,
+    mimeType: 'application/octet-stream',
+    buffer: Buffer.alloc(size, byte),
+  });
+
+  await t.test('a file larger than the server accepts, and one past the quota, say why', async (t) => {
+    const before = (await s.runtime.services.media.listUserMedia(ALICE_ID)).length;
+    await attachButton(alice, {
+      name: 'raw-scan.tif',
+      type: 'image/tiff',
+      bytes: Buffer.alloc(1_200_000, 1),
+    });
+    t.equal(
+      await refusedUpload(alice, async () => {
+        t.same(await seriousViolations(alice), [], 'axe-core: no serious violation with the error shown');
+        t.equal(
+          await alice.getByTestId('upload').getByRole('button', { name: 'Try again' }).count(),
+          0,
+          'a file too large is not offered again',
+        );
+      }),
+      'raw-scan.tif was not sent: it is larger than the 1 MB this server accepts.',
+      'the too-large file is refused with the limit',
+    );
+    t.equal((await s.runtime.services.media.listUserMedia(ALICE_ID)).length, before, 'nothing was uploaded');
+
+    // The quota (2.5 MB in this server's config) is checked by the server: 403 M_RESOURCE_LIMIT_EXCEEDED.
+    const input = bob.getByTestId('file-input');
+    for (const i of [1, 2]) {
+      await input.setInputFiles(filler(`run-${i}.bin`, 950_000, i));
+      await alice
+        .getByRole('button', { name: `Download run-${i}.bin`, exact: true })
+        .waitFor({ timeout: WAIT });
+    }
+    await input.setInputFiles(filler('run-3.bin', 950_000, 3));
+    t.equal(
+      await refusedUpload(bob),
+      'run-3.bin was not sent: you have used all the storage this server allows you.',
+      'the server refused it for the quota, and bob is told',
+    );
+  });
+
+  await t.test('an upload the connection dropped is sent again with Try again', async (t) => {
+    const upload = /\/_matrix\/media\/v3\/upload/;
+    await alice.route(upload, (route) => route.abort('connectionfailed'));
+    await attachButton(alice, { name: 'growth.csv', type: 'text/csv', bytes: Buffer.from('t,od\n0,0.1\n') });
+    const alert = alice.getByTestId('upload').getByRole('alert');
+    await alert.waitFor({ timeout: WAIT });
+    t.equal(await alert.textContent(), 'growth.csv was not sent: the connection to the server failed.');
+    t.equal(
+      await alice.getByTestId('upload').getByRole('button', { name: 'Try again' }).count(),
+      1,
+      'it can be tried again',
+    );
+    await alice.unroute(upload);
+    await alice.getByTestId('upload').getByRole('button', { name: 'Try again' }).click();
+    await bob.getByRole('button', { name: 'Download growth.csv', exact: true }).waitFor({ timeout: WAIT });
+    await alice.getByTestId('upload').waitFor({ state: 'detached', timeout: WAIT });
+    t.pass('once the connection is back, it arrives');
+  });
+
+  await t.test(
+    'files in an encrypted room: the server holds ciphertext; bob sees and downloads the original',
+    async (t) => {
+      for (const page of [alice, bob]) {
+        await page.getByRole('link', { name: /Lab notes/ }).click();
+        await page.getByRole('heading', { name: 'Lab notes' }).waitFor({ timeout: WAIT });
+      }
+      await dropFiles(alice, '.timeline', [
+        { name: 'micrograph.jpg', type: 'image/jpeg', bytes: micrograph },
+      ]);
+      const size = await previewSize(bob, 'micrograph.jpg');
+      t.same([size.w, size.h], [800, 600], "bob sees the image, from alice's encrypted thumbnail");
+      const got = await download(bob, 'micrograph.jpg');
+      t.ok(got.bytes.equals(micrograph), 'bob downloads the original bytes, decrypted');
+      t.equal(
+        await bob.locator('.attachment[data-encrypted="true"]').count(),
+        1,
+        'the attachment is marked as encrypted',
+      );
+
+      const [thumb, file] = await s.runtime.services.media
+        .listUserMedia(ALICE_ID, { limit: 2 })
+        .then((l) => l.sort((a, b) => (a.size ?? 0) - (b.size ?? 0)));
+      t.equal(file!.size, micrograph.length, 'the upload is as long as the file (AES-CTR)');
+      t.equal(file!.content_type, 'application/octet-stream', 'typed as opaque bytes');
+      t.equal(file!.upload_name, null, 'with no file name');
+      const token = await tokenOf(alice);
+      for (const m of [file!, thumb!]) {
+        const raw = await s.request('GET', `/_matrix/client/v1/media/download/${SERVER_NAME}/${m.media_id}`, {
+          token,
+        });
+        t.equal(raw.statusCode, 200);
+        t.notOk(raw.rawPayload.equals(micrograph), 'the bytes on the server are not the plaintext');
+        t.not(raw.rawPayload.subarray(0, 3).toString('hex'), 'ffd8ff', 'nor any JPEG');
+      }
+      const roomId = decodeURIComponent(new URL(bob.url()).hash.replace('#/room/', ''));
+      const event = await lastMessageContent(roomId, token);
+      t.equal(event.type, 'm.room.encrypted', 'the message itself is encrypted');
+
+      // The client checks the SHA-256 before decrypting: a file changed on the server is refused.
+      await attachButton(alice, {
+        name: 'protocol.txt',
+        type: 'text/plain',
+        bytes: Buffer.from('step 1: stain\n'),
+      });
+      await bob
+        .getByRole('button', { name: 'Download protocol.txt', exact: true })
+        .waitFor({ timeout: WAIT });
+      const [txt] = await s.runtime.services.media.listUserMedia(ALICE_ID, { limit: 1 });
+      const stored = path.join(mediaDir, txt!.sha256!.slice(0, 2), txt!.sha256!.slice(2, 4), txt!.sha256!);
+      const bytes = readFileSync(stored);
+      bytes[0]! ^= 0xff;
+      writeFileSync(stored, bytes);
+      await bob.getByRole('button', { name: 'Download protocol.txt', exact: true }).click();
+      await bob
+        .getByRole('alert')
+        .getByText(/does not match the checksum/)
+        .waitFor({ timeout: WAIT });
+      t.pass('bob is told the file was changed, and it is not saved');
+      await bob.getByLabel('Language').selectOption('fr');
+      await bob.getByRole('button', { name: 'Télécharger micrograph.jpg' }).waitFor();
+      await bob.getByLabel('Langue').selectOption('en');
+      t.pass('the file controls are in French too');
     },
   );
 
@@ -402,6 +730,36 @@ t.test('Conclave Web end to end in Chromium', { skip: missing ?? false }, async 
       );
       t.ok((await bodies(alice2)).includes('hi alice 2'), "bob's messages too");
       (globalThis as { alice2?: Page }).alice2 = alice2;
+    },
+  );
+
+  await t.test(
+    "the server's own 413 reaches the page when the client's limit let a file through",
+    async (t) => {
+      const alice2 = (globalThis as { alice2?: Page }).alice2!;
+      // This device has not read the media config yet: make it believe the limit is 10 MB, once.
+      const config = /\/_matrix\/client\/v1\/media\/config/;
+      await alice2.route(
+        config,
+        (route) =>
+          route.fulfill({ status: 200, contentType: 'application/json', body: '{"m.upload.size":10000000}' }),
+        { times: 1 },
+      );
+      const uploads: number[] = [];
+      alice2.on('response', (r) => {
+        if (/\/_matrix\/media\/v3\/upload/.test(r.url())) uploads.push(r.status());
+      });
+      await attachButton(alice2, {
+        name: 'stack.tif',
+        type: 'image/tiff',
+        bytes: Buffer.alloc(1_200_000, 2),
+      });
+      t.equal(
+        await refusedUpload(alice2),
+        'stack.tif was not sent: it is larger than the 1 MB this server accepts.',
+        'the refusal says the limit the server has now',
+      );
+      t.same(uploads, [413], 'the server refused it: 413, not a broken connection');
     },
   );
 

@@ -51,6 +51,23 @@ describe('timelineItems', () => {
     expect(messages[0]!.kind === 'message' && messages[0]!.html).toBe('<b>hi</b>');
   });
 
+  it('file messages carry their attachment; text messages none', () => {
+    const image = message('@alice:x', day1, {
+      msgtype: 'm.image',
+      body: 'gel.png',
+      url: 'mxc://x/gel',
+      info: { mimetype: 'image/png', size: 10, w: 4, h: 3 },
+    });
+    const text = message('@alice:x', day1, { msgtype: 'm.text', body: 'mxc://x/gel' });
+    const [a, b] = timelineItems(null, [image, text]).filter((i) => i.kind === 'message');
+    expect(a!.kind === 'message' && a!.attachment).toMatchObject({
+      kind: 'image',
+      name: 'gel.png',
+      source: { mxc: 'mxc://x/gel', file: null },
+    });
+    expect(b!.kind === 'message' && b!.attachment).toBeNull();
+  });
+
   it('membership changes read as sentences', () => {
     const join = new MatrixEvent({
       event_id: '$j',

@@ -15,6 +15,7 @@ import {
 } from 'matrix-js-sdk';
 import { CryptoEvent, decodeRecoveryKey, EventShieldColour } from 'matrix-js-sdk/lib/crypto-api/index.js';
 import { messageContent } from './markdown.ts';
+import { Media } from './media.ts';
 import type { Session } from './session.ts';
 import { Verifications } from './verification.ts';
 import { type Transport, WebSocketSync } from './ws-sync.ts';
@@ -68,9 +69,21 @@ export class ConclaveClient {
   syncState: SyncState | null = null;
   security: SecurityState = { kind: 'starting' };
   readonly verifications: Verifications;
+  /** Uploads (with their progress) and authenticated downloads. */
+  readonly media: Media;
 
   constructor(session: Session) {
     this.session = session;
+    this.media = new Media({
+      baseUrl: session.baseUrl,
+      accessToken: () => session.accessToken,
+      isEncrypted: (roomId) => this.matrix.getRoom(roomId)?.hasEncryptionStateEvent() ?? false,
+      sendMessage: async (roomId, content) => {
+        // biome-ignore lint/suspicious/noExplicitAny: an m.image / m.file content built by fileMessageContent
+        await this.matrix.sendMessage(roomId, content as any);
+      },
+      changed: () => this.changed(),
+    });
     this.sync = new WebSocketSync({
       baseUrl: session.baseUrl,
       accessToken: () => session.accessToken,
@@ -348,21 +361,6 @@ export class ConclaveClient {
   async knock(roomIdOrAlias: string): Promise<string> {
     const { room_id } = await this.matrix.knockRoom(roomIdOrAlias.trim());
     return room_id;
-  }
-
-  private media: Promise<boolean> | null = null;
-  /**
-   * Whether the server has a media repository (the authenticated media API). A server without one
-   * answers 404 M_UNRECOGNIZED; then the client offers no uploads and says why.
-   */
-  mediaAvailable(): Promise<boolean> {
-    this.media ??= fetch(`${this.session.baseUrl}/_matrix/client/v1/media/config`, {
-      headers: { authorization: `Bearer ${this.session.accessToken}` },
-    }).then(
-      (res) => res.ok,
-      () => false,
-    );
-    return this.media;
   }
 
   async invite(roomId: string, userId: string): Promise<void> {

@@ -6,6 +6,7 @@ import {
   type RoomMember,
 } from 'matrix-js-sdk';
 import type { MessageKey } from '../i18n/en.ts';
+import { type AttachmentView, attachmentOf } from './attachments.ts';
 import { sanitizeHtml } from './markdown.ts';
 
 /**
@@ -88,6 +89,8 @@ export type TimelineItem =
       ts: number;
       body: string;
       html: string | null;
+      /** Set for m.image, m.file, m.video and m.audio messages with a usable source. */
+      attachment: AttachmentView | null;
       encrypted: boolean;
       /** Set when the event could not be decrypted: the SDK's reason. */
       undecryptable: string | null;
@@ -192,6 +195,7 @@ export function timelineItems(
         ts,
         body: typeof content.body === 'string' ? content.body : '',
         html: failure ? null : html,
+        attachment: failure ? null : attachmentOf(content),
         encrypted: e.isEncrypted(),
         undecryptable: failure ? String(e.decryptionFailureReason ?? 'unknown') : null,
         pending: e.status !== null,

@@ -1,5 +1,4 @@
 import {
-  type ClipboardEvent,
   type DragEvent,
   type KeyboardEvent,
   useEffect,
@@ -11,6 +10,7 @@ import {
 import { useI18n } from '../i18n/index.ts';
 import type { ConclaveClient } from '../matrix/client.ts';
 import { readersOf, type TimelineItem, timelineItems, typingNames } from '../matrix/view-models.ts';
+import { Attachment, UploadList } from './attachment.tsx';
 import { InviteDialog } from './room-dialogs.tsx';
 import { RoomSettingsDialog } from './room-settings.tsx';
 import { openRoom, useClientVersion } from './use-client.ts';
@@ -33,6 +33,8 @@ export function RoomView(props: { client: ConclaveClient; roomId: string }) {
   const [readUpTo] = useState(() => room?.getEventReadUpTo(client.userId) ?? null);
   const [atStart, setAtStart] = useState(false);
   const [loadingOlder, setLoadingOlder] = useState(false);
+  const [dragging, setDragging] = useState(false);
+  const dragDepth = useRef(0);
   const scroller = useRef<HTMLDivElement>(null);
   const stickToBottom = useRef(true);
   const heightBeforeLoad = useRef<number | null>(null);
@@ -67,6 +69,19 @@ export function RoomView(props: { client: ConclaveClient; roomId: string }) {
       el.scrollTop = el.scrollHeight;
     }
   }, [items]);
+
+  // An image that loads grows its row: stay at the bottom if the view was there. (load does not
+  // bubble, but it can be caught on the way down.)
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the scroller exists once the room does
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const onLoad = (e: Event) => {
+      if (e.target instanceof HTMLImageElement && stickToBottom.current) el.scrollTop = el.scrollHeight;
+    };
+    el.addEventListener('load', onLoad, true);
+    return () => el.removeEventListener('load', onLoad, true);
+  }, [room]);
 
   // Fill the screen: load older events until it scrolls or the start is reached.
   // biome-ignore lint/correctness/useExhaustiveDependencies: re-checked after each load
@@ -104,8 +119,42 @@ export function RoomView(props: { client: ConclaveClient; roomId: string }) {
   const removedBy = myMember?.events.member?.getSender();
   const removedReason = myMember?.events.member?.getContent().reason as string | undefined;
 
+  // Files dropped anywhere on the room (timeline or composer) are sent to it.
+  const hasFiles = (e: DragEvent) => e.dataTransfer?.types.includes('Files') ?? false;
+  const dropHandlers =
+    membership === 'join'
+      ? {
+          onDragEnter: (e: DragEvent) => {
+            if (!hasFiles(e)) return;
+            e.preventDefault();
+            dragDepth.current++;
+            setDragging(true);
+          },
+          onDragOver: (e: DragEvent) => {
+            if (hasFiles(e)) e.preventDefault();
+          },
+          onDragLeave: () => {
+            dragDepth.current = Math.max(0, dragDepth.current - 1);
+            if (dragDepth.current === 0) setDragging(false);
+          },
+          onDrop: (e: DragEvent) => {
+            dragDepth.current = 0;
+            setDragging(false);
+            const files = e.dataTransfer?.files;
+            if (!files || files.length === 0) return;
+            e.preventDefault();
+            sendFiles(client, roomId, files);
+          },
+        }
+      : {};
+
   return (
-    <section className="room" aria-labelledby="room-title">
+    <section className={`room ${dragging ? 'dragging' : ''}`} aria-labelledby="room-title" {...dropHandlers}>
+      {dragging && (
+        <div className="drop-overlay" aria-hidden="true">
+          {t('dropFiles', { room: room.name })}
+        </div>
+      )}
       <header className="room-header">
         <button type="button" className="back" onClick={() => openRoom(null)} aria-label={t('back')}>
           ←
@@ -181,6 +230,7 @@ export function RoomView(props: { client: ConclaveClient; roomId: string }) {
             ? t('typingMany', { names: typing.join(', ') })
             : ''}
       </p>
+      {membership === 'join' && <UploadList client={client} roomId={roomId} />}
       {membership === 'join' ? (
         <Composer client={client} roomId={roomId} roomName={room.name} />
       ) : (
@@ -246,6 +296,8 @@ function TimelineRow(props: {
           )}
           {item.undecryptable !== null ? (
             <p className="body undecryptable">{t('undecryptable', { reason: item.undecryptable })}</p>
+          ) : item.attachment !== null ? (
+            <Attachment client={props.client} attachment={item.attachment} />
           ) : item.html !== null ? (
             // The HTML went through sanitizeHtml (DOMPurify with an allow-list) in timelineItems.
             // biome-ignore lint/security/noDangerouslySetInnerHtml: sanitised above
@@ -291,10 +343,18 @@ function colourFor(userId: string): string {
   return `hsl(${h} 45% 35%)`;
 }
 
+/** Sends files one after the other, in the order given. */
+function sendFiles(client: ConclaveClient, roomId: string, files: FileList): void {
+  const list = [...files];
+  void (async () => {
+    for (const f of list) await client.media.send(roomId, f);
+  })();
+}
+
 function Composer(props: { client: ConclaveClient; roomId: string; roomName: string }) {
   const { t } = useI18n();
   const [text, setText] = useState('');
-  const [notice, setNotice] = useState<string | null>(null);
+  const fileInput = useRef<HTMLInputElement>(null);
   const typingSince = useRef(0);
   const stopTyping = () => {
     if (typingSince.current !== 0) {
@@ -317,16 +377,6 @@ function Composer(props: { client: ConclaveClient; roomId: string; roomName: str
       void send();
     }
   };
-  // Files: the server may have no media repository yet (404 M_UNRECOGNIZED): then say so.
-  const noFiles = (e: DragEvent | ClipboardEvent) => {
-    const files = 'dataTransfer' in e ? e.dataTransfer?.files : e.clipboardData?.files;
-    if (files && files.length > 0) {
-      e.preventDefault();
-      void props.client
-        .mediaAvailable()
-        .then((ok) => setNotice(ok ? t('mediaNotYet') : t('mediaUnavailable')));
-    }
-  };
   return (
     <form
       className="composer"
@@ -334,14 +384,38 @@ function Composer(props: { client: ConclaveClient; roomId: string; roomName: str
         e.preventDefault();
         void send();
       }}
-      onDragOver={(e) => e.preventDefault()}
-      onDrop={noFiles}
     >
-      {notice && (
-        <p role="status" className="notice-bar">
-          {notice}
-        </p>
-      )}
+      <button
+        type="button"
+        className="attach"
+        aria-label={t('attach')}
+        title={t('attach')}
+        onClick={() => fileInput.current?.click()}
+      >
+        <svg
+          aria-hidden="true"
+          width="20"
+          height="20"
+          viewBox="0 0 24 24"
+          fill="none"
+          stroke="currentColor"
+          strokeWidth="2"
+          strokeLinecap="round"
+        >
+          <path d="M16.5 6.5 8.6 14.4a2 2 0 0 0 2.8 2.8l7.9-7.9a4 4 0 0 0-5.6-5.6L5.8 11.6a6 6 0 0 0 8.5 8.5l6.2-6.2" />
+        </svg>
+      </button>
+      <input
+        ref={fileInput}
+        type="file"
+        multiple
+        hidden
+        data-testid="file-input"
+        onChange={(e) => {
+          if (e.target.files) sendFiles(props.client, props.roomId, e.target.files);
+          e.target.value = '';
+        }}
+      />
       <label className="visually-hidden" htmlFor="composer-input">
         {t('messagePlaceholder', { room: props.roomName })}
       </label>
@@ -351,7 +425,13 @@ function Composer(props: { client: ConclaveClient; roomId: string; roomName: str
         value={text}
         placeholder={t('messagePlaceholder', { room: props.roomName })}
         onKeyDown={onKeyDown}
-        onPaste={noFiles}
+        onPaste={(e) => {
+          const files = e.clipboardData?.files;
+          if (files && files.length > 0) {
+            e.preventDefault();
+            sendFiles(props.client, props.roomId, files);
+          }
+        }}
         onBlur={stopTyping}
         onChange={(e) => {
           setText(e.target.value);
