@@ -148,8 +148,13 @@ for (const backend of databaseBackends()) {
       void c.closed.then((x) => {
         closed = x;
       });
-      // Loopback socket buffers hold megabytes before the server's own buffer grows: send big events.
-      for (let i = 0; i < 600 && !closed; i++) {
+      // Loopback socket buffers hold megabytes before the server's own buffer grows: send big
+      // events until the server starts closing the socket (its slow-reader counter says so). Resuming at
+      // once matters on a loaded machine: ws ends a close handshake not answered in 30 s with 1006.
+      const slowCloses = async () =>
+        (await s.runtime.services.metrics.slowReaderCloses.get()).values[0]?.value ?? 0;
+      const closesBefore = await slowCloses();
+      for (let i = 0; i < 600 && !closed && (await slowCloses()) === closesBefore; i++) {
         const body = `flood ${i} ${'x'.repeat(40_000)}`;
         await send(alice, body, `flood${i}`);
         sent.push(body);

@@ -32,6 +32,11 @@ export class Metrics {
     labelNames: ['detector'] as const,
     registers: [this.registry],
   });
+  readonly slowReaderCloses = new Counter({
+    name: 'conclave_sync_ws_slow_reader_closes_total',
+    help: 'WebSocket syncs closed because the client read too slowly (close code 4008)',
+    registers: [this.registry],
+  });
   readonly syncConnections = new Gauge({
     name: 'conclave_sync_connections',
     help: 'Open sync connections: long-polls in flight and WebSockets',

@@ -93,6 +93,7 @@ function openSocket(app: FastifyInstance) {
         since = response.next_batch;
         if (isEmpty) continue;
         if (socket.bufferedAmount > config.wsMaxBufferedBytes) {
+          app.services.metrics.slowReaderCloses.inc();
           socket.close(WS_CLOSE.SLOW_READER, 'slow reader: resume with since=<last next_batch>');
           return;
         }
