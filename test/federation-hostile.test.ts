@@ -255,5 +255,46 @@ for (const backend of databaseBackends()) {
       });
       t.equal(tooMany.statusCode, 400, 'more than 50 PDUs is refused');
     });
+
+    t.test('a restricted join naming our user as authoriser, without make_join, is not signed', async (t) => {
+      // A restricted room admitting members of the private room, which no one of eve's is in.
+      const restricted = await room({
+        preset: 'private_chat',
+        initial_state: [
+          {
+            type: 'm.room.join_rules',
+            state_key: '',
+            content: {
+              join_rule: 'restricted',
+              allow: [{ type: 'm.room_membership', room_id: privateRoom }],
+            },
+          },
+        ],
+      });
+      const madeRestricted = await signed(
+        'GET',
+        `/_matrix/federation/v1/make_join/${enc(restricted)}/${enc(evan)}?ver=12`,
+      );
+      t.equal(madeRestricted.statusCode, 403, 'make_join refuses: evan is in no allowed room');
+      // The auth rules alone would let it in (alice is joined with the invite level): the
+      // authorising server must check the allowed rooms before it signs.
+      const forged = await eveEvent(restricted, {
+        type: 'm.room.member',
+        sender: evan,
+        state_key: evan,
+        content: { membership: 'join', join_authorised_via_users_server: alice.user_id },
+      });
+      const res = await signed(
+        'PUT',
+        `/_matrix/federation/v2/send_join/${enc(restricted)}/${enc(forged.event_id)}`,
+        wire(forged),
+      );
+      t.equal(res.statusCode, 403, res.body);
+      t.equal(res.json().errcode, 'M_FORBIDDEN');
+      const members = await hs1.request('GET', `${V3}/rooms/${enc(restricted)}/joined_members`, {
+        token: alice.access_token,
+      });
+      t.notOk(members.json().joined[evan], 'evan is not in the room');
+    });
   });
 }

@@ -171,6 +171,7 @@ export async function createServices(deps: {
     reader,
     signatures,
     federation.client,
+    serverKeys,
   );
   const outOfBand = new OutOfBandMemberships(db, config.serverName, serverKeys, events, signatures);
   const remoteJoins = new RemoteJoins(

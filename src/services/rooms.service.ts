@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
 import type { EventsService, NewEvent, PersistedEvent } from '../events/events.service.ts';
+import { type AuthoriserVerdict, authoriserFor } from '../events/restricted-joins.ts';
 import type { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { stateTuple, stateTuple as tuple } from '../protocol/event.ts';
@@ -321,15 +322,42 @@ export class RoomsService {
       }
     }
     const { reason, ...extra } = content;
+    // A restricted room: one of our members with the invite level vouches for the join, or,
+    // when none may, a server of the room's other members (a remote join through them).
+    let authorised: AuthoriserVerdict;
+    try {
+      authorised = await this.restrictedJoinAuthoriser(roomId, session.userId);
+    } catch (err) {
+      const others = this.remote ? await this.knownServers(roomId) : [];
+      if (!(err instanceof MatrixError && err.errcode === 'M_UNABLE_TO_GRANT_JOIN' && others.length > 0))
+        throw err;
+      const { membership: _m, ...rest } = extra;
+      await this.remote!.join(session.userId, roomId, others, { ...profile, ...rest });
+      return { room_id: roomId };
+    }
     await this.sendMembership(
       session.userId,
       roomId,
       session.userId,
       'join',
       typeof reason === 'string' ? reason : undefined,
-      { ...(await this.profileContent(session.userId)), ...extra },
+      {
+        ...profile,
+        ...extra,
+        ...(authorised.needed ? { join_authorised_via_users_server: authorised.authoriser } : {}),
+      },
     );
     return { room_id: roomId };
+  }
+
+  /** Who of ours vouches for a join to a restricted room (src/events/restricted-joins.ts). */
+  private async restrictedJoinAuthoriser(roomId: string, userId: string): Promise<AuthoriserVerdict> {
+    const version = await this.reader.roomVersionOf(this.db, roomId);
+    const rv = version !== undefined ? getRoomVersion(version) : undefined;
+    const group = await eventStore.roomCurrentStateGroup(this.db, roomId);
+    if (!rv || group === undefined) return { needed: false };
+    const state = await this.reader.stateIdsAt(this.db, group);
+    return authoriserFor(this.db, this.reader, rv, state, userId, this.config.serverName);
   }
 
   /** Whether a user of this server is joined to the room (then our copy of it is live). */

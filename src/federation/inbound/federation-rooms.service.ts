@@ -2,13 +2,16 @@ import { errors, MatrixError } from '../../errors.ts';
 import type { EventsService } from '../../events/events.service.ts';
 import type { IngestOutcome } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
+import { authoriserFor } from '../../events/restricted-joins.ts';
 import { authStateAt } from '../../events/state.ts';
 import { checkAuth, selectAuthEvents, serverNameOf } from '../../protocol/auth-rules.ts';
 import { stateTuple } from '../../protocol/event.ts';
+import { addEventSignature } from '../../protocol/event-signing.ts';
 import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import { serverAllowedByAcl } from '../../protocol/server-acl.ts';
 import type { RoomReader } from '../../services/room-reads.ts';
+import type { ServerKeysService } from '../../services/server-keys.service.ts';
 import type { Db } from '../../storage/connect.ts';
 import type { PduRow } from '../../storage/database.ts';
 import * as store from '../../storage/events.repository.ts';
@@ -37,6 +40,7 @@ export class FederationRoomsService {
     private readonly reader: RoomReader,
     private readonly signatures: PreverifiedSignatures,
     private readonly requester: Requester | undefined,
+    private readonly serverKeys: ServerKeysService,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -128,12 +132,21 @@ export class FederationRoomsService {
       const group = await store.roomCurrentStateGroup(lock.trx, roomId);
       if (extremities.length === 0 || group === undefined) throw errors.notFound('Unknown room');
       const state = await this.reader.stateIdsAt(lock.trx, group);
+      // A restricted room: one of our members with the invite level vouches for the join (we
+      // sign it in send_join), or the request is refused with the reason.
+      const vouched =
+        membership === 'join'
+          ? await authoriserFor(lock.trx, this.reader, rv, state, userId, this.serverName)
+          : ({ needed: false } as const);
       const template = {
         type: 'm.room.member',
         room_id: roomId,
         sender: userId,
         state_key: userId,
-        content: { membership },
+        content: {
+          membership,
+          ...(vouched.needed ? { join_authorised_via_users_server: vouched.authoriser } : {}),
+        } as JsonObject,
         origin_server_ts: this.now(),
         depth: Math.max(...extremities.map((r) => r.depth)) + 1,
         prev_events: extremities
@@ -164,8 +177,9 @@ export class FederationRoomsService {
     body: JsonObject,
   ): Promise<JsonObject> {
     const rv = await this.roomVersion(roomId);
-    const event = fromWire(body, rv);
-    if (isWireError(event)) throw errors.badJson(event.error);
+    const parsed = fromWire(body, rv);
+    if (isWireError(parsed)) throw errors.badJson(parsed.error);
+    let event = parsed;
     if (event.event_id !== eventId) throw errors.badJson('The event ID in the path is not the event sent');
     if (
       event.type !== 'm.room.member' ||
@@ -177,6 +191,24 @@ export class FederationRoomsService {
     }
     if (serverNameOf(event.sender) !== origin)
       throw errors.forbidden('The member is not on the requesting server');
+    // A restricted join that names one of our users as its authoriser needs our signature: it
+    // is given when the join is allowed (the pipeline's auth checks that the user may vouch).
+    const authoriser = event.content.join_authorised_via_users_server;
+    if (
+      membership === 'join' &&
+      rv.restrictedJoins &&
+      typeof authoriser === 'string' &&
+      serverNameOf(authoriser) === this.serverName
+    ) {
+      // The auth rules check only that the authoriser may invite; that the user is in an
+      // allowed room is ours to check, as make_join did, before we sign.
+      const group = await store.roomCurrentStateGroup(this.db, roomId);
+      if (group === undefined) throw errors.notFound('Unknown room');
+      const state = await this.reader.stateIdsAt(this.db, group);
+      await authoriserFor(this.db, this.reader, rv, state, event.sender, this.serverName);
+      const key = this.serverKeys.key;
+      event = addEventSignature(event, rv, this.serverName, key.keyId, key.seed);
+    }
     const all = await ingestWithFetching(this.deps, rv, roomId, origin, event);
     await this.events.announceOutcomes(all);
     const outcome = all.at(-1)!;
@@ -189,6 +221,13 @@ export class FederationRoomsService {
     }
     // As the resident server we pass the membership on to the room's other servers.
     if (outcome.status === 'persisted') await this.events.forward(roomId, event, outcome.position, origin);
+    if (membership === 'knock') {
+      // What the knocking user is shown of the room until they are let in (or not).
+      const group = await store.roomCurrentStateGroup(this.db, roomId);
+      const knockRoomState =
+        group !== undefined ? await this.reader.strippedStateAt(this.db, group, [event.sender]) : [];
+      return { knock_room_state: knockRoomState };
+    }
     if (membership !== 'join') return {};
     const state = await this.reader.stateIdsAt(this.db, stateBeforeGroup!);
     const stateRows = await store.getPdus(this.db, [...state.values()]);

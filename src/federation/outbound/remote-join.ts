@@ -19,6 +19,9 @@ import type { OutOfBandMemberships } from '../inbound/invites.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
 
 const enc = encodeURIComponent;
+const AUTHORISER_KEY = 'join_authorised_via_users_server';
+/** A resident's answers that say another resident may be able to vouch for a restricted join. */
+const UNABLE_TO_VOUCH = new Set(['M_UNABLE_TO_AUTHORISE_JOIN', 'M_UNABLE_TO_GRANT_JOIN']);
 /** A send_join answer larger than this many events is refused (a hostile server's flood). */
 export const MAX_JOIN_STATE_EVENTS = 50_000;
 
@@ -186,8 +189,13 @@ export class RemoteJoins {
       } catch (err) {
         lastError = err;
         if (err instanceof MatrixError && err.status === 403) throw err;
-        // A resident server's refusal (banned, invite only, unsupported version) is final.
         const refusal = remoteRefusal(err);
+        // A server that cannot vouch for a restricted join: another resident may.
+        if (refusal && UNABLE_TO_VOUCH.has(refusal.errcode)) {
+          lastError = refusal;
+          continue;
+        }
+        // A resident server's refusal (banned, invite only, unsupported version) is final.
         if (refusal) throw refusal;
       }
     }
@@ -209,24 +217,38 @@ export class RemoteJoins {
     if (!isJsonObject(template) || template.room_id !== roomId || template.state_key !== userId) {
       throw new MatrixError(502, 'M_UNKNOWN', `${server} gave a bad join template`);
     }
+    // A restricted room: the resident names who vouches for us, and signs the join too.
+    const templateContent = isJsonObject(template.content) ? template.content : {};
+    const authoriser = rv.restrictedJoins ? templateContent[AUTHORISER_KEY] : undefined;
     const unsigned: Omit<Pdu, 'hashes' | 'signatures'> = {
       type: 'm.room.member',
       room_id: roomId,
       sender: userId,
       state_key: userId,
-      content: { ...content, membership: 'join' },
+      content: {
+        ...content,
+        membership: 'join',
+        ...(typeof authoriser === 'string' ? { [AUTHORISER_KEY]: authoriser } : {}),
+      },
       origin_server_ts: this.now(),
       depth: typeof template.depth === 'number' ? template.depth : 1,
       prev_events: stringList(template.prev_events),
       auth_events: stringList(template.auth_events),
     };
-    const join = this.signNew(rv, unsigned);
-    const answer = await this.requester.request<{ state?: unknown; auth_chain?: unknown }>({
+    let join = this.signNew(rv, unsigned);
+    const answer = await this.requester.request<{ state?: unknown; auth_chain?: unknown; event?: unknown }>({
       destination: server,
       method: 'PUT',
       path: `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(join.event_id)}`,
       body: toWire(join),
     });
+    if (typeof authoriser === 'string') {
+      // The join as the resident signed it (the pipeline checks the authoriser's signature).
+      const signed = fromWire(answer.event, rv);
+      if (isWireError(signed) || signed.event_id !== join.event_id)
+        throw new MatrixError(502, 'M_UNKNOWN', `${server} did not return our restricted join signed`);
+      join = { ...join, signatures: { ...signed.signatures, ...join.signatures } };
+    }
     const stateJson = Array.isArray(answer.state) ? answer.state : [];
     const chainJson = Array.isArray(answer.auth_chain) ? answer.auth_chain : [];
     if (stateJson.length + chainJson.length > MAX_JOIN_STATE_EVENTS) {
@@ -247,7 +269,7 @@ export class RemoteJoins {
     for (const e of [...chain, ...state]) all.set(e.event_id, e);
     const ordered = [...all.values()].sort((a, b) => a.depth - b.depth);
     await this.signatures.preverify(
-      ordered.map((e) => withoutId(e)),
+      [...ordered, join].map((e) => withoutId(e)),
       rv,
       (p) => requiredSigners(p as RoomEvent),
     );
