@@ -12,6 +12,7 @@ import * as m0010 from './0010_admin.ts';
 import * as m0011 from './0011_detection.ts';
 import * as m0012 from './0012_client_api.ts';
 import * as m0013 from './0013_remote_invites.ts';
+import * as m0015 from './0015_search.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
 export const migrations: Record<string, Migration> = {
@@ -28,4 +29,5 @@ export const migrations: Record<string, Migration> = {
   '0011_detection': m0011,
   '0012_client_api': m0012,
   '0013_remote_invites': m0013,
+  '0015_search': m0015,
 };

@@ -47,6 +47,7 @@ import { RetentionService } from './retention/retention.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomRolesService } from './room-roles.service.ts';
 import { RoomsService } from './rooms.service.ts';
+import { SearchService } from './search.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
 import { SessionCache } from './session-cache.ts';
 import { SyncService } from './sync.service.ts';
@@ -82,6 +83,8 @@ export interface Services {
   presence: PresenceService;
   userDirectory: UserDirectoryService;
   relations: RelationsService;
+  /** Server-side search (spec/search.md). */
+  search: SearchService;
   accountExtras: AccountExtrasService;
   /** The outbound client and the key ring (src/federation). */
   federation: Federation;
@@ -258,6 +261,7 @@ export async function createServices(deps: {
   });
   await retention.start();
   const presence = new PresenceService(db, config, notifier);
+  const history = new HistoryService(db, rooms, reader);
   sync.setPresence(presence);
   presence.start();
   return {
@@ -276,13 +280,14 @@ export async function createServices(deps: {
     events,
     rooms,
     directory: new DirectoryService(db, config, rooms),
-    history: new HistoryService(db, rooms, reader),
+    history,
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
     sync,
     presence,
     userDirectory: new UserDirectoryService(db),
     relations: new RelationsService(db, rooms, reader),
+    search: new SearchService(db, rooms, reader, history),
     accountExtras: new AccountExtrasService(db, config, accounts, rooms),
     keyBackup: new KeyBackupService(db),
     keys,
