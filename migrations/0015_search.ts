@@ -9,6 +9,9 @@ import { type Kysely, sql } from 'kysely';
  * GIN index. The text itself is not kept (the event holds it); the vector is removed when the
  * event is redacted or purged.
  *
+ * Also an index of events by room and time, for GET /rooms/{roomId}/timestamp_to_event
+ * (spec/search.md).
+ *
  * The timeline events held before this migration are indexed here: the message bodies, room
  * names and topics (`content.topic`) of unredacted events in rooms whose current state has no
  * `m.room.encryption` (a room cannot stop being encrypted, so these never were).
@@ -28,6 +31,12 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .createIndex('event_search_room_idx')
     .on('event_search')
     .columns(['room_id', 'stream_ordering'])
+    .execute();
+  await db.schema
+    .createIndex('pdus_room_ts_idx')
+    .on('pdus')
+    .columns(['room_id', 'origin_server_ts', 'stream_ordering'])
+    .where(sql.ref('stream_ordering'), 'is not', null)
     .execute();
   await indexHeldEvents(db);
 }
@@ -56,5 +65,6 @@ export async function indexHeldEvents(db: Kysely<unknown>): Promise<void> {
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
+  await db.schema.dropIndex('pdus_room_ts_idx').execute();
   await db.schema.dropTable('event_search').execute();
 }

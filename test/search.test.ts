@@ -1,7 +1,7 @@
 import t from 'tap';
 import { indexHeldEvents } from '../migrations/0015_search.ts';
 import { databaseBackends } from './helpers/backends.ts';
-import { pastTs } from './helpers/retention.ts';
+import { pastTs, sendText } from './helpers/retention.ts';
 import { type Login, okCaller, startTestServer } from './helpers/server.ts';
 
 // Both backends on a loaded machine: minutes, not seconds.
@@ -32,13 +32,7 @@ for (const backend of databaseBackends()) {
     const mallory = await s.register('mallory');
     const ok = okCaller(s);
     let txn = 0;
-    const send = async (who: Login, room: string, body: string) =>
-      (
-        await ok('PUT', `${V3}/rooms/${enc(room)}/send/m.room.message/t${txn++}`, who, {
-          msgtype: 'm.text',
-          body,
-        })
-      ).event_id as string;
+    const send = (who: Login, room: string, body: string) => sendText(s, who, room, body);
     const search = (who: Login, criteria: Json, nextBatch?: string) =>
       s.request('POST', `${V3}/search${nextBatch !== undefined ? `?next_batch=${enc(nextBatch)}` : ''}`, {
         token: who.access_token,

@@ -5,6 +5,7 @@ import * as store from '../storage/search.repository.ts';
 import type { Session } from './accounts.service.ts';
 import { eventMatchesFilter, type RoomEventFilter } from './filter-matching.ts';
 import type { HistoryService } from './history.service.ts';
+import { decodeOpaqueToken, encodeOpaqueToken } from './opaque-token.ts';
 import type { ClientEvent, RoomReader } from './room-reads.ts';
 import type { RoomsService } from './rooms.service.ts';
 
@@ -41,20 +42,12 @@ interface PageToken {
   group?: { key: GroupKey; value: string };
 }
 
-function encodeToken(t: PageToken): string {
-  return Buffer.from(JSON.stringify(t)).toString('base64url');
-}
+const encodeToken = (t: PageToken) => encodeOpaqueToken(t);
 
 function decodeToken(raw: string): PageToken {
-  const bad = () => errors.invalidParam('Invalid next_batch token');
-  let t: unknown;
-  try {
-    t = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
-  } catch {
-    throw bad();
-  }
-  if (typeof t !== 'object' || t === null) throw bad();
-  const { order, position, rank, count, group } = t as Record<string, unknown>;
+  const message = 'Invalid next_batch token';
+  const bad = () => errors.invalidParam(message);
+  const { order, position, rank, count, group } = decodeOpaqueToken(raw, message);
   if (order !== 'rank' && order !== 'recent') throw bad();
   if (!Number.isSafeInteger(position) || !Number.isSafeInteger(count) || (count as number) < 0) throw bad();
   if (order === 'rank' && (typeof rank !== 'string' || !/^[0-9.e+-]{1,32}$/i.test(rank))) throw bad();
