@@ -99,6 +99,18 @@ for (const backend of databaseBackends()) {
       );
       await expectError(url(t1, 'sideways'), alice, 400, 'M_INVALID_PARAM');
       await expectError(
+        `${V1}/rooms/${enc(room)}/timestamp_to_event?ts=99999999999999999999&dir=f`,
+        alice,
+        400,
+        'M_INVALID_PARAM',
+      );
+      t.equal(
+        (await get(`${V1}/rooms/${enc(room)}/timestamp_to_event?ts=${Number.MAX_SAFE_INTEGER}&dir=b`, alice))
+          .statusCode,
+        200,
+        'the largest time is a time',
+      );
+      await expectError(
         `${V1}/rooms/not-a-room/timestamp_to_event?ts=1&dir=f`,
         alice,
         400,

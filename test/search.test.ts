@@ -387,6 +387,21 @@ for (const backend of databaseBackends()) {
         'M_INVALID_PARAM',
         `?next_batch=${forged}`,
       );
+      for (const rank of ['1e99', '1e-99', '-', 'e', 'NaN', '1e-99999', '0.5e+']) {
+        const token = Buffer.from(JSON.stringify({ order: 'rank', position: 1, rank, count: 0 })).toString(
+          'base64url',
+        );
+        await bad(
+          { search_categories: { room_events: { search_term: 'x' } } },
+          'M_INVALID_PARAM',
+          `?next_batch=${token}`,
+        );
+      }
+      const farPosition = Buffer.from(
+        JSON.stringify({ order: 'recent', position: Number.MAX_SAFE_INTEGER, count: 0 }),
+      ).toString('base64url');
+      const far = await search(bob, { search_term: 'martians', order_by: 'recent' }, farPosition);
+      t.equal(far.statusCode, 200, 'a far position is just a position');
       const first = await found(bob, {
         search_term: 'spectrometer',
         order_by: 'recent',

@@ -50,7 +50,14 @@ function decodeToken(raw: string): PageToken {
   const { order, position, rank, count, group } = decodeOpaqueToken(raw, message);
   if (order !== 'rank' && order !== 'recent') throw bad();
   if (!Number.isSafeInteger(position) || !Number.isSafeInteger(count) || (count as number) < 0) throw bad();
-  if (order === 'rank' && (typeof rank !== 'string' || !/^[0-9.e+-]{1,32}$/i.test(rank))) throw bad();
+  // A rank as PostgreSQL prints a `real`: a plain decimal, maybe with an exponent, in range.
+  if (
+    order === 'rank' &&
+    (typeof rank !== 'string' ||
+      !/^\d{1,20}(\.\d{1,20})?(e[+-]?\d{1,2})?$/.test(rank) ||
+      !(Number(rank) === 0 || (Number(rank) >= 1e-37 && Number(rank) < 1e30)))
+  )
+    throw bad();
   const out: PageToken = { order, position: position as number, count: count as number };
   if (order === 'rank') out.rank = rank as string;
   if (group !== undefined) {

@@ -34,7 +34,7 @@ export async function roomNavigationRoutes(fastify: FastifyInstance): Promise<vo
       schema: {
         params: Type.Object({ roomId: Id }),
         querystring: Type.Object({
-          ts: Type.Integer({ minimum: 0 }),
+          ts: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
           dir: Type.Union([Type.Literal('b'), Type.Literal('f')]),
         }),
       },
