@@ -60,7 +60,7 @@ for (const backend of databaseBackends()) {
     const topicId = (
       await ok('PUT', `${V3}/rooms/${enc(lab)}/state/m.room.topic/`, alice, {
         topic: 'Assays',
-        'm.topic': { 'm.text': [{ mimetype: 'text/plain', body: 'Spectrometry of dust' }] },
+        'm.topic': { 'm.text': [{ mimetype: 'text/plain', body: 'Mass analysis of dust' }] },
       })
     ).event_id as string;
 
@@ -81,8 +81,11 @@ for (const backend of databaseBackends()) {
       t.same(ids(withName), [nameId], 'content.name');
       const all = await found(bob, { search_term: 'martian' });
       t.same(ids(all).sort(), [m1, m2, nameId].sort(), 'every key by default');
-      const topic = await found(bob, { search_term: 'spectrometry', keys: ['content.topic'] });
+      const topic = await found(bob, { search_term: 'analysis', keys: ['content.topic'] });
       t.same(ids(topic), [topicId], "the m.topic's text/plain body");
+      const prefix = await found(bob, { search_term: 'replic assa', keys: ['content.body'] });
+      t.same(ids(prefix), [m2], 'plain words also match as the start of longer words');
+      t.same(ids(await found(bob, { search_term: 'replic lunch' })), [], 'every word must match');
       const phrase = await found(bob, { search_term: '"lunch at noon"' });
       t.same(ids(phrase), [m3], 'a quoted phrase');
       const none = await found(bob, { search_term: 'martians -assay', keys: ['content.body'] });

@@ -133,18 +133,33 @@ export interface CandidateQuery {
   limit: number;
 }
 
+/** Web search syntax: a quoted phrase, a word excluded with `-`, or `or`. */
+const WEB_SYNTAX = /["]|(^|\s)-\S|\sor\s/i;
+
+/**
+ * The text search query of a term. A plain term (words only) matches events holding every
+ * word, each also as the start of a longer word ("calib" finds "calibrated"), as Synapse does;
+ * a term with web search syntax (`"phrase"`, `-word`, `or`) is read by websearch_to_tsquery.
+ * The words of a plain term are letters and digits only, so nothing in them is an operator.
+ */
+export function termQuery(term: string) {
+  if (WEB_SYNTAX.test(term)) return sql`websearch_to_tsquery(${CONFIG}::regconfig, ${term})`;
+  const words = (term.match(/[\p{L}\p{N}]+/gu) ?? []).slice(0, 32);
+  const prefixes = words.map((w) => `'${w}':*`).join(' & ');
+  return sql`to_tsquery(${CONFIG}::regconfig, ${prefixes})`;
+}
+
 /** Whether the term has any word the configuration keeps (not only stop words or punctuation). */
 export async function termHasWords(db: Executor, term: string): Promise<boolean> {
   const r = await sql<{
     q: string;
-  }>`select websearch_to_tsquery(${CONFIG}::regconfig, ${term})::text as q`.execute(db);
+  }>`select (${termQuery(term)})::text as q`.execute(db);
   return (r.rows[0]?.q ?? '') !== '';
 }
 
 /**
  * Matching index rows in the requested order (rank: ts_rank_cd, highest first; recent: newest
- * first; ties by position, newest first). The term is read as web search syntax: words, "quoted
- * phrases", `or`, and `-word` to exclude.
+ * first; ties by position, newest first), for the term as termQuery reads it.
  */
 export async function searchCandidates(db: Executor, q: CandidateQuery): Promise<SearchCandidate[]> {
   if (q.rooms.length === 0 || q.keys.length === 0) return [];
@@ -168,7 +183,7 @@ export async function searchCandidates(db: Executor, q: CandidateQuery): Promise
   const order = q.order === 'rank' ? sql`${rank} desc, s.stream_ordering desc` : sql`s.stream_ordering desc`;
   const rows = await sql<SearchCandidate>`
     select s.event_id, s.room_id, s.stream_ordering, ${rank} as rank, ${rank}::text as rank_text
-    from event_search s, websearch_to_tsquery(${CONFIG}::regconfig, ${q.term}) as q(query)
+    from event_search s, ${termQuery(q.term)} as q(query)
     where ${sql.join(conditions, sql` and `)}
     order by ${order}
     limit ${q.limit}`.execute(db);
@@ -184,7 +199,7 @@ export async function matchedWords(db: Executor, term: string, texts: readonly s
   const options = 'StartSel=\uE000, StopSel=\uE001, HighlightAll=true';
   const values = sql.join(texts.map((t) => sql`(${t})`));
   const r = await sql<{ h: string }>`
-    select ts_headline(${CONFIG}::regconfig, v.t, websearch_to_tsquery(${CONFIG}::regconfig, ${term}), ${options}) as h
+    select ts_headline(${CONFIG}::regconfig, v.t, ${termQuery(term)}, ${options}) as h
     from (values ${values}) as v(t)`.execute(db);
   const words = new Set<string>();
   for (const { h } of r.rows) {
