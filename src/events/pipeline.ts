@@ -9,6 +9,7 @@ import * as store from '../storage/events.repository.ts';
 import { mediaIdsOf, recordMediaReferences } from '../storage/media-references.repository.ts';
 import { recordRelation } from '../storage/relations.repository.ts';
 import * as rooms from '../storage/rooms.repository.ts';
+import { indexEvent } from '../storage/search.repository.ts';
 import type { StreamChange } from '../streams/notifier.ts';
 import { nextBackfillPosition, nextPosition } from '../streams/positions.ts';
 import { formatProblem } from './checks.ts';
@@ -298,6 +299,8 @@ export class EventPipeline {
       softFailed: false,
     });
     await recordRelation(trx, lock.roomId, event, position);
+    const encrypted = stateBefore.state.has(stateTuple('m.room.encryption', ''));
+    await indexEvent(trx, lock.roomId, event, position, encrypted);
     if (extremities !== undefined) {
       await store.setForwardExtremities(
         trx,

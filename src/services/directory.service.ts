@@ -39,7 +39,7 @@ export const MAX_PUBLIC_ROOMS_LIMIT = 500;
 const UNLISTED_JOIN_RULES = new Set(['invite', 'private']);
 
 /** The state the directory reads, all with an empty state key. */
-const SUMMARY_TYPES = [
+export const SUMMARY_TYPES = [
   'm.room.create',
   'm.room.name',
   'm.room.topic',
@@ -337,34 +337,15 @@ export class DirectoryService {
     const out: Summary[] = [];
     for (const { room_id } of published) {
       const s = state.get(room_id) ?? new Map<string, JsonObject>();
-      const str = (type: string, key: string) => {
-        const v = s.get(type)?.[key];
-        return typeof v === 'string' && v !== '' ? v : undefined;
-      };
-      // Without a join rules event the auth rules let nobody join freely: treat it as invite.
-      const joinRule = str('m.room.join_rules', 'join_rule') ?? 'invite';
-      if (UNLISTED_JOIN_RULES.has(joinRule)) continue;
-      const name = str('m.room.name', 'name');
-      const topic = topicOf(s.get('m.room.topic'));
-      const alias = str('m.room.canonical_alias', 'alias');
+      const chunk = chunkFromState(room_id, s, joinedCounts.get(room_id) ?? 0);
+      if (UNLISTED_JOIN_RULES.has(chunk.join_rule)) continue;
       const altRaw = s.get('m.room.canonical_alias')?.alt_aliases;
       const altAliases = Array.isArray(altRaw)
         ? altRaw.filter((a): a is string => typeof a === 'string')
         : [];
-      const avatar = str('m.room.avatar', 'url');
-      const roomType = str('m.room.create', 'type');
       out.push({
-        room_id,
-        num_joined_members: joinedCounts.get(room_id) ?? 0,
-        world_readable: str('m.room.history_visibility', 'history_visibility') === 'world_readable',
-        guest_can_join: str('m.room.guest_access', 'guest_access') === 'can_join',
-        join_rule: joinRule,
-        ...(name !== undefined ? { name } : {}),
-        ...(topic !== undefined ? { topic } : {}),
-        ...(alias !== undefined ? { canonical_alias: alias } : {}),
-        ...(avatar?.startsWith('mxc://') ? { avatar_url: avatar } : {}),
-        ...(roomType !== undefined ? { room_type: roomType } : {}),
-        searchText: [name, topic, alias, ...altAliases]
+        ...chunk,
+        searchText: [chunk.name, chunk.topic, chunk.canonical_alias, ...altAliases]
           .filter((x) => x !== undefined)
           .join('\n')
           .toLowerCase(),
@@ -434,6 +415,39 @@ function contentOf(row: EventRow, roomVersion: string): JsonObject {
   const event = roomsRepo.toRoomEvent(row);
   const content = row.redacted_by !== null && rv ? redactEvent(event, rv).content : event.content;
   return (content ?? {}) as JsonObject;
+}
+
+/**
+ * A room's /publicRooms chunk from the contents of its current state events (by type, empty
+ * state keys) and its joined member count; also the base of room summaries (spaces.service.ts).
+ */
+export function chunkFromState(
+  roomId: string,
+  s: ReadonlyMap<string, JsonObject>,
+  joinedMembers: number,
+): PublicRoomsChunk {
+  const str = (type: string, key: string) => {
+    const v = s.get(type)?.[key];
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const name = str('m.room.name', 'name');
+  const topic = topicOf(s.get('m.room.topic'));
+  const alias = str('m.room.canonical_alias', 'alias');
+  const avatar = str('m.room.avatar', 'url');
+  const roomType = str('m.room.create', 'type');
+  return {
+    room_id: roomId,
+    num_joined_members: joinedMembers,
+    world_readable: str('m.room.history_visibility', 'history_visibility') === 'world_readable',
+    guest_can_join: str('m.room.guest_access', 'guest_access') === 'can_join',
+    // Without a join rules event the auth rules let nobody join freely: treat it as invite.
+    join_rule: str('m.room.join_rules', 'join_rule') ?? 'invite',
+    ...(name !== undefined ? { name } : {}),
+    ...(topic !== undefined ? { topic } : {}),
+    ...(alias !== undefined ? { canonical_alias: alias } : {}),
+    ...(avatar?.startsWith('mxc://') ? { avatar_url: avatar } : {}),
+    ...(roomType !== undefined ? { room_type: roomType } : {}),
+  };
 }
 
 /** The plain-text topic: `topic`, or else the text/plain representation in `m.topic`. */

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { errors } from '../errors.ts';
 import type { Db } from '../storage/connect.ts';
 import type { EventRow } from '../storage/database.ts';
@@ -43,6 +44,37 @@ export function timelinePage(
   }
   return q.limit(page.limit).execute();
 }
+
+/**
+ * A room's timeline events from the time `ts` on (`f`: at or after it, oldest first) or back
+ * (`b`: at or before it, newest first), after `cursor` in that order; ties by position.
+ */
+export function eventsByTime(
+  db: Db,
+  roomId: string,
+  q: { ts: number; dir: 'b' | 'f'; cursor?: { ts: number; position: number }; limit: number },
+): Promise<EventRow[]> {
+  let query = db.selectFrom('events').selectAll().where('room_id', '=', roomId);
+  if (q.dir === 'f') {
+    query = query.where('origin_server_ts', '>=', q.ts);
+    if (q.cursor)
+      query = query.where(
+        sql<boolean>`(origin_server_ts, stream_ordering) > (${q.cursor.ts}, ${q.cursor.position})`,
+      );
+    query = query.orderBy('origin_server_ts', 'asc').orderBy('stream_ordering', 'asc');
+  } else {
+    query = query.where('origin_server_ts', '<=', q.ts);
+    if (q.cursor)
+      query = query.where(
+        sql<boolean>`(origin_server_ts, stream_ordering) < (${q.cursor.ts}, ${q.cursor.position})`,
+      );
+    query = query.orderBy('origin_server_ts', 'desc').orderBy('stream_ordering', 'desc');
+  }
+  return query.limit(q.limit).execute();
+}
+
+/** Events GET /timestamp_to_event looks through at most for one the caller may see. */
+const TIMESTAMP_SCAN = 1000;
 
 /**
  * Room history: /messages and /context. Pagination tokens are stream positions (`s<n>`), stable
@@ -110,6 +142,26 @@ export class HistoryService {
       viewer: { userId: session.userId, deviceId: session.deviceId },
     });
     return { chunk: events, start: `s${from}`, ...(reachedEnd ? {} : { end: `s${cursor}` }) };
+  }
+
+  /**
+   * GET /v1/rooms/{roomId}/timestamp_to_event: the event closest to `ts` in the direction that
+   * the caller may see (history visibility), by `origin_server_ts`.
+   */
+  async timestampToEvent(session: Session, roomId: string, ts: number, dir: 'b' | 'f') {
+    await this.rooms.readableStateGroup(session.userId, roomId);
+    let cursor: { ts: number; position: number } | undefined;
+    for (let scanned = 0; scanned < TIMESTAMP_SCAN; ) {
+      const rows = await eventsByTime(this.db, roomId, { ts, dir, ...(cursor ? { cursor } : {}), limit: 50 });
+      if (rows.length === 0) break;
+      scanned += rows.length;
+      const [first] = await this.reader.filterVisible(this.db, session.userId, rows);
+      if (first) return { event_id: first.event_id, origin_server_ts: first.origin_server_ts };
+      const last = rows[rows.length - 1]!;
+      cursor = { ts: last.origin_server_ts, position: last.stream_ordering };
+      if (rows.length < 50) break;
+    }
+    throw errors.notFound(`No event found ${dir === 'f' ? 'after' : 'before'} that time that you may see`);
   }
 
   private async positionsOf(eventIds: string[]): Promise<number[]> {

@@ -48,8 +48,10 @@ import { RetentionService } from './retention/retention.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomRolesService } from './room-roles.service.ts';
 import { RoomsService } from './rooms.service.ts';
+import { SearchService } from './search.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
 import { SessionCache } from './session-cache.ts';
+import { SpacesService } from './spaces.service.ts';
 import { SyncService } from './sync.service.ts';
 import { ToDeviceService } from './to-device.service.ts';
 import { TypingService } from './typing.service.ts';
@@ -83,6 +85,10 @@ export interface Services {
   presence: PresenceService;
   userDirectory: UserDirectoryService;
   relations: RelationsService;
+  /** Server-side search (spec/search.md). */
+  search: SearchService;
+  /** Room summaries and the space hierarchy (spec/spaces.md). */
+  spaces: SpacesService;
   accountExtras: AccountExtrasService;
   /** The outbound client and the key ring (src/federation). */
   federation: Federation;
@@ -290,6 +296,8 @@ export async function createServices(deps: {
     presence,
     userDirectory: new UserDirectoryService(db),
     relations: new RelationsService(db, rooms, reader),
+    search: new SearchService(db, rooms, reader, history),
+    spaces: new SpacesService(db, rooms, reader),
     accountExtras: new AccountExtrasService(db, config, accounts, rooms),
     keyBackup: new KeyBackupService(db),
     keys,

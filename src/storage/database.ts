@@ -474,6 +474,18 @@ export interface EventRelationsTable {
   stream_ordering: number;
 }
 
+/** Migration 0015 (spec/search.md): the full-text index of searchable events. */
+export interface EventSearchTable {
+  event_id: string;
+  room_id: string;
+  sender: string;
+  /** `content.body`, `content.name` or `content.topic`. */
+  key: string;
+  /** A tsvector, written with to_tsvector and read only by the search query. */
+  vector: string;
+  stream_ordering: number;
+}
+
 export interface Database {
   users: UsersTable;
   devices: DevicesTable;
@@ -527,6 +539,7 @@ export interface Database {
   presence: PresenceTable;
   event_relations: EventRelationsTable;
   media_references: MediaReferencesTable;
+  event_search: EventSearchTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

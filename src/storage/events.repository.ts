@@ -3,6 +3,7 @@ import type { RoomEvent } from '../protocol/event.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import type { Executor } from './accounts.repository.ts';
 import type { PduRow } from './database.ts';
+import { unindexEvent } from './search.repository.ts';
 
 /**
  * The federated event store: every event held (`pdus`), its edges, and the room's forward and
@@ -233,6 +234,8 @@ export async function markRedacted(db: Executor, targetId: string, redactionId: 
     .where('event_id', '=', targetId)
     .where('redacted_by', 'is', null)
     .execute();
+  // A redacted event's text leaves the search index (spec/search.md).
+  await unindexEvent(db, targetId);
 }
 
 export async function setRoomCurrentStateGroup(db: Executor, roomId: string, group: number): Promise<void> {

@@ -206,6 +206,12 @@ export async function deletePurged(db: Executor, roomId: string): Promise<Record
     sql`delete from event_relations where event_id in (select event_id from rp_purge)
         or (room_id = ${roomId} and parent_id in (select event_id from rp_purge))`,
   );
+  // The search index of purged events, and of old kept ones (their content is pruned).
+  await run(
+    'event_search',
+    sql`delete from event_search where room_id = ${roomId}
+        and (event_id in (select event_id from rp_purge) or event_id in (select event_id from rp_keep))`,
+  );
   await run('pdus', sql`delete from pdus where event_id in (select event_id from rp_purge)`);
   // Backward extremities (prev events not held) that only purged history pointed at.
   await run(
@@ -238,6 +244,7 @@ export async function deleteRoomData(db: Executor, roomId: string): Promise<Reco
   );
   await run('event_edges', sql`delete from event_edges where room_id = ${roomId}`);
   await run('receipts', sql`delete from receipts where room_id = ${roomId}`);
+  await run('event_search', sql`delete from event_search where room_id = ${roomId}`);
   await run('event_txns', sql`delete from event_txns where room_id = ${roomId}`);
   await run('account_data', sql`delete from account_data where room_id = ${roomId}`);
   await run('room_aliases', sql`delete from room_aliases where room_id = ${roomId}`);
@@ -294,6 +301,7 @@ export const PURGED_TABLES = [
   'state_group_entries',
   'event_relations',
   'media_references',
+  'event_search',
 ] as const;
 
 export const ROOM_TABLES = [

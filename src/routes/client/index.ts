@@ -14,7 +14,9 @@ import { relationsRoutes } from './relations.routes.ts';
 import { reportsRoutes } from './reports.routes.ts';
 import { retentionRoutes } from './retention.routes.ts';
 import { rolesRoutes } from './roles.routes.ts';
+import { roomNavigationRoutes } from './room-navigation.routes.ts';
 import { roomsRoutes } from './rooms.routes.ts';
+import { searchRoutes } from './search.routes.ts';
 import { sessionRoutes } from './session.routes.ts';
 import { syncRoutes } from './sync.routes.ts';
 import { syncWebSocketRoutes } from './sync-ws.routes.ts';
@@ -45,5 +47,7 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(presenceRoutes);
   await app.register(userDirectoryRoutes);
   await app.register(relationsRoutes);
+  await app.register(searchRoutes);
+  await app.register(roomNavigationRoutes);
   await app.register(accountRoutes);
 }
