@@ -129,6 +129,22 @@ for (const backend of databaseBackends()) {
       wire(join),
     );
     t.equal(joined.statusCode, 200, joined.body);
+    // The deprecated v1 gives the same answer as [200, answer]: here a duplicate of the join.
+    const againV1 = await signed(
+      'PUT',
+      `/_matrix/federation/v1/send_join/${enc(roomId)}/${enc(join.event_id)}`,
+      wire(join),
+    );
+    t.equal(againV1.statusCode, 200, againV1.body);
+    t.equal(againV1.json()[0], 200);
+    t.equal(againV1.json()[1].event.sender, evan, 'v1: the join in the answer');
+    t.ok(Array.isArray(againV1.json()[1].state), 'v1: with the state');
+    const notAJoin = await signed(
+      'PUT',
+      `/_matrix/federation/v1/send_join/${enc(roomId)}/${enc(join.event_id)}`,
+      { ...wire(join), type: 'm.room.message' },
+    );
+    t.equal(notAJoin.statusCode, 400, 'v1 refuses what is not a join, as v2');
     const stateBefore = await stateOf(roomId);
 
     t.test('requests without a valid signature are refused', async (t) => {

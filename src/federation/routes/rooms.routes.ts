@@ -83,19 +83,26 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
         );
       },
     );
-    // PUT /_matrix/federation/v2/send_{join,leave} and v1/send_knock
-    app.put(
-      `${membership === 'knock' ? V1 : V2}/send_${membership}/:roomId/:eventId`,
-      { schema: { params: Type.Object({ roomId: Id, eventId: Id }), body: AnyObject } },
-      async (request) =>
-        fed.sendMembership(
-          request.origin,
-          room(request.params.roomId),
-          eventId(request.params.eventId),
-          membership,
-          request.body as JsonObject,
-        ),
-    );
+    // PUT /_matrix/federation/v2/send_{join,leave} and v1/send_knock; the deprecated
+    // v1/send_{join,leave} give the same answer as [200, answer], as older servers expect.
+    const versions = membership === 'knock' ? [V1] : [V2, V1];
+    for (const version of versions) {
+      const wrap = membership !== 'knock' && version === V1;
+      app.put(
+        `${version}/send_${membership}/:roomId/:eventId`,
+        { schema: { params: Type.Object({ roomId: Id, eventId: Id }), body: AnyObject } },
+        async (request) => {
+          const answer = await fed.sendMembership(
+            request.origin,
+            room(request.params.roomId),
+            eventId(request.params.eventId),
+            membership,
+            request.body as JsonObject,
+          );
+          return wrap ? [200, answer] : answer;
+        },
+      );
+    }
   }
 
   // PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
