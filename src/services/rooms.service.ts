@@ -282,36 +282,12 @@ export class RoomsService {
     content: JsonObject = {},
     via: readonly string[] = [],
   ): Promise<{ room_id: string }> {
-    let roomId: string;
-    const servers = [...via];
-    const aliasServer = roomIdOrAlias.startsWith('#')
-      ? roomIdOrAlias.slice(roomIdOrAlias.indexOf(':') + 1)
-      : undefined;
-    if (aliasServer !== undefined && aliasServer !== this.config.serverName && this.remote) {
-      const local = await this.db
-        .selectFrom('room_aliases')
-        .select('room_id')
-        .where('alias', '=', roomIdOrAlias)
-        .executeTakeFirst();
-      if (local) roomId = local.room_id;
-      else {
-        if (!isValidRoomAlias(roomIdOrAlias)) throw errors.invalidParam('Not a valid room alias');
-        const resolved = await this.remote.resolveAlias(roomIdOrAlias);
-        roomId = resolved.roomId;
-        servers.push(...resolved.servers);
-      }
-    } else if (!roomIdOrAlias.startsWith('#') && this.remote && isValidRoomId(roomIdOrAlias)) {
-      roomId = roomIdOrAlias;
-    } else {
-      roomId = await this.resolveRoom(roomIdOrAlias);
-    }
+    const { roomId, servers } = await this.locate(roomIdOrAlias, via);
     if ((await this.membership(roomId, session.userId)) === 'join') return { room_id: roomId };
     await this.policy?.checkJoin(session.userId, roomId);
     const profile = await this.profileContent(session.userId);
     if (this.remote && !(await this.weAreIn(roomId))) {
-      const idServer = roomId.includes(':') ? roomId.slice(roomId.indexOf(':') + 1) : undefined;
-      if (idServer && idServer !== this.config.serverName) servers.push(idServer);
-      servers.push(...(await this.knownServers(roomId)));
+      servers.push(...(await this.remoteCandidates(roomId)));
       servers.push(...(await this.inviterServers(roomId, session.userId)));
       if (servers.length === 0 && !(await rooms.findRoom(this.db, roomId)))
         throw errors.notFound('Unknown room');
@@ -360,6 +336,43 @@ export class RoomsService {
     return authoriserFor(this.db, this.reader, rv, state, userId, this.config.serverName);
   }
 
+  /**
+   * The room a join or knock names, and the servers to go through when it is another server's:
+   * `via`, and for an alias of another server the servers its directory gave.
+   */
+  private async locate(
+    roomIdOrAlias: string,
+    via: readonly string[],
+  ): Promise<{ roomId: string; servers: string[] }> {
+    const servers = [...via];
+    const aliasServer = roomIdOrAlias.startsWith('#')
+      ? roomIdOrAlias.slice(roomIdOrAlias.indexOf(':') + 1)
+      : undefined;
+    if (aliasServer !== undefined && aliasServer !== this.config.serverName && this.remote) {
+      const local = await this.db
+        .selectFrom('room_aliases')
+        .select('room_id')
+        .where('alias', '=', roomIdOrAlias)
+        .executeTakeFirst();
+      if (local) return { roomId: local.room_id, servers };
+      if (!isValidRoomAlias(roomIdOrAlias)) throw errors.invalidParam('Not a valid room alias');
+      const resolved = await this.remote.resolveAlias(roomIdOrAlias);
+      return { roomId: resolved.roomId, servers: [...servers, ...resolved.servers] };
+    }
+    if (!roomIdOrAlias.startsWith('#') && this.remote && isValidRoomId(roomIdOrAlias))
+      return { roomId: roomIdOrAlias, servers };
+    return { roomId: await this.resolveRoom(roomIdOrAlias), servers };
+  }
+
+  /** Servers that may hold a room we are not in: the room ID's (before v12) and its last known members'. */
+  private async remoteCandidates(roomId: string): Promise<string[]> {
+    const out: string[] = [];
+    const idServer = roomId.includes(':') ? roomId.slice(roomId.indexOf(':') + 1) : undefined;
+    if (idServer && idServer !== this.config.serverName) out.push(idServer);
+    out.push(...(await this.knownServers(roomId)));
+    return out;
+  }
+
   /** Whether a user of this server is joined to the room (then our copy of it is live). */
   private async weAreIn(roomId: string): Promise<boolean> {
     return federationStore.serverHasJoinedMember(this.db, roomId, this.config.serverName);
@@ -379,9 +392,30 @@ export class RoomsService {
   }
 
   /** POST /knock/{roomIdOrAlias} */
-  async knock(session: Session, roomIdOrAlias: string, reason?: string): Promise<{ room_id: string }> {
-    const roomId = await this.resolveRoom(roomIdOrAlias);
+  async knock(
+    session: Session,
+    roomIdOrAlias: string,
+    reason?: string,
+    via: readonly string[] = [],
+  ): Promise<{ room_id: string }> {
+    const { roomId, servers } = await this.locate(roomIdOrAlias, via);
     await this.policy?.checkJoin(session.userId, roomId);
+    if (this.remote && !(await this.weAreIn(roomId))) {
+      // A room of other servers: make_knock and send_knock through one of them.
+      servers.push(...(await this.remoteCandidates(roomId)));
+      if (servers.length === 0) throw errors.notFound('Unknown room');
+      const current = await this.membership(roomId, session.userId);
+      if (current === 'ban') throw errors.forbidden('You are banned from this room');
+      if (current === 'invite' || current === 'join')
+        throw errors.forbidden(
+          current === 'join' ? 'You are already in this room' : 'You are already invited',
+        );
+      await this.remote.knock(session.userId, roomId, servers, {
+        ...(await this.profileContent(session.userId)),
+        ...(reason !== undefined ? { reason } : {}),
+      });
+      return { room_id: roomId };
+    }
     await this.sendMembership(
       session.userId,
       roomId,

@@ -15,7 +15,7 @@ import * as store from '../../storage/events.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
 import { FederationError } from '../client/transport.ts';
 import type { Requester } from '../inbound/fetch-missing.ts';
-import type { OutOfBandMemberships } from '../inbound/invites.ts';
+import { type OutOfBandMemberships, strippedStateOf } from '../inbound/invites.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
 
 const enc = encodeURIComponent;
@@ -145,6 +145,73 @@ export class RemoteJoins {
       auth_events: [membershipEvent.event_id],
     });
     await this.outOfBand.recordOwn(rv, local);
+  }
+
+  /**
+   * Knocks on a room this server is not in (server-server API: Knocking upon a room): make_knock
+   * on a resident server, our signed knock, send_knock; the knock is then stored out of band
+   * with the room's stripped state the resident gave (`knock_room_state`), so /sync shows the
+   * room under `knock` until the answer (an invite, or a leave) comes through the room.
+   */
+  async knock(
+    userId: string,
+    roomId: string,
+    servers: readonly string[],
+    content: JsonObject,
+  ): Promise<void> {
+    const candidates = [...new Set(servers)].filter((s) => s !== this.serverName && isValidServerName(s));
+    let lastError: unknown;
+    for (const server of candidates.slice(0, 5)) {
+      try {
+        const made = await this.requester.request<{ event?: unknown; room_version?: unknown }>({
+          destination: server,
+          method: 'GET',
+          path: `/_matrix/federation/v1/make_knock/${enc(roomId)}/${enc(userId)}`,
+          query: { ver: Object.keys(ROOM_VERSIONS) },
+        });
+        const rv = typeof made.room_version === 'string' ? getRoomVersion(made.room_version) : undefined;
+        if (!rv?.knocking)
+          throw new MatrixError(
+            400,
+            'M_UNSUPPORTED_ROOM_VERSION',
+            'The room is of a version without knocking',
+          );
+        const template = made.event;
+        if (!isJsonObject(template) || template.room_id !== roomId || template.state_key !== userId)
+          throw new MatrixError(502, 'M_UNKNOWN', `${server} gave a bad knock template`);
+        const knock = this.signNew(rv, {
+          type: 'm.room.member',
+          room_id: roomId,
+          sender: userId,
+          state_key: userId,
+          content: { ...content, membership: 'knock' },
+          origin_server_ts: this.now(),
+          depth: typeof template.depth === 'number' ? template.depth : 1,
+          prev_events: stringList(template.prev_events),
+          auth_events: stringList(template.auth_events),
+        });
+        const answer = await this.requester.request<{
+          knock_room_state?: unknown;
+          knock_state_events?: unknown;
+        }>({
+          destination: server,
+          method: 'PUT',
+          path: `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(knock.event_id)}`,
+          body: toWire(knock),
+        });
+        const stripped = strippedStateOf(answer.knock_room_state ?? answer.knock_state_events) ?? [];
+        await this.outOfBand.recordOwn(rv, knock, stripped);
+        return;
+      } catch (err) {
+        lastError = err;
+        if (err instanceof MatrixError && err.status !== 502) throw err;
+        // A resident server's refusal (banned, not a knock room) is final.
+        const refusal = remoteRefusal(err, 'knock');
+        if (refusal) throw refusal;
+      }
+    }
+    if (lastError instanceof MatrixError) throw lastError;
+    throw new MatrixError(502, 'M_UNKNOWN', 'No resident server took the knock');
   }
 
   private signNew(rv: RoomVersion, unsigned: Omit<Pdu, 'hashes' | 'signatures'>): RoomEvent {
@@ -325,7 +392,7 @@ function remoteRefusal(err: unknown, what = 'join'): MatrixError | undefined {
   const passed = what === 'invite' ? [400, 403, 404] : [400, 403];
   const status = err.status;
   if (status === undefined || !passed.includes(status)) return undefined;
-  const whose = what === 'join' ? "The room's server" : "The invited user's server";
+  const whose = what === 'invite' ? "The invited user's server" : "The room's server";
   return new MatrixError(
     status,
     err.errcode ?? 'M_FORBIDDEN',

@@ -22,6 +22,13 @@ const MembershipValue = Type.Union([
   Type.Literal('ban'),
 ]);
 
+/** Servers to join or knock through: `via` (spec v1.12) and its older name `server_name`. */
+const ViaQuery = Type.Object({
+  via: Type.Optional(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 20 })),
+  server_name: Type.Optional(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 20 })),
+});
+const viaOf = (q: { via?: string[]; server_name?: string[] }) => [...(q.via ?? []), ...(q.server_name ?? [])];
+
 /** Rooms: creation, membership, state, messages, redaction, and reading them back. */
 export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
@@ -74,18 +81,16 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
       onRequest: requireAuth,
       schema: {
         params: Type.Object({ roomIdOrAlias: RoomId }),
-        querystring: Type.Object({
-          // Servers to join through: `via` (spec v1.12) and its older name `server_name`.
-          via: Type.Optional(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 20 })),
-          server_name: Type.Optional(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 20 })),
-        }),
+        querystring: ViaQuery,
       },
     },
     async (request) =>
-      rooms.join(request.session, request.params.roomIdOrAlias, joinContentOf(request.body), [
-        ...(request.query.via ?? []),
-        ...(request.query.server_name ?? []),
-      ]),
+      rooms.join(
+        request.session,
+        request.params.roomIdOrAlias,
+        joinContentOf(request.body),
+        viaOf(request.query),
+      ),
   );
 
   // POST /_matrix/client/v3/rooms/{roomId}/join
@@ -98,8 +103,20 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
   // POST /_matrix/client/v3/knock/{roomIdOrAlias}
   app.post(
     `${V3}/knock/:roomIdOrAlias`,
-    { onRequest: requireAuth, schema: { params: Type.Object({ roomIdOrAlias: RoomId }) } },
-    async (request) => rooms.knock(request.session, request.params.roomIdOrAlias, reasonOf(request.body)),
+    {
+      onRequest: requireAuth,
+      schema: {
+        params: Type.Object({ roomIdOrAlias: RoomId }),
+        querystring: ViaQuery,
+      },
+    },
+    async (request) =>
+      rooms.knock(
+        request.session,
+        request.params.roomIdOrAlias,
+        reasonOf(request.body),
+        viaOf(request.query),
+      ),
   );
 
   // POST /_matrix/client/v3/rooms/{roomId}/invite
