@@ -92,19 +92,19 @@ for (const backend of databaseBackends()) {
         [hs3, carol, 'c'],
       ];
       const expected: string[] = [];
-      for (let i = 0; i < 5; i++) {
-        for (const [s, who, tag] of senders) {
-          const body = `${tag}${i}`;
-          expected.push(body);
-          const r = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/${body}`, {
-            token: who.access_token,
-            body: { msgtype: 'm.text', body },
-          });
-          t.equal(r.statusCode, 200);
-          // Wait until every server has it, so the order is one everyone agrees on.
-          for (const [other, reader] of senders) {
-            await waitForTimeline(other, reader, roomId, (events) => bodies(events).includes(body));
-          }
+      // 100 messages, taking turns.
+      for (let i = 0; i < 100; i++) {
+        const [s, who, tag] = senders[i % senders.length]!;
+        const body = `${tag}${i}`;
+        expected.push(body);
+        const r = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/${body}`, {
+          token: who.access_token,
+          body: { msgtype: 'm.text', body },
+        });
+        t.equal(r.statusCode, 200);
+        // Wait until every server has it, so the order is one everyone agrees on.
+        for (const [other, reader] of senders) {
+          await waitForTimeline(other, reader, roomId, (events) => bodies(events).includes(body));
         }
       }
       for (const [s, who, tag] of senders) {
