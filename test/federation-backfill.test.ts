@@ -149,6 +149,29 @@ for (const backend of databaseBackends()) {
         await new Promise((r) => setTimeout(r, 50));
       }
       t.same(bodies(seen), ['after bob'], 'only what bob may see');
+      // hs1 gave the message before bob's join as a redacted copy: the graph, not the content.
+      const held = await hs2.runtime.services.db
+        .selectFrom('pdus')
+        .select(['json'])
+        .where('room_id', '=', roomId)
+        .where('type', '=', 'm.room.message')
+        .execute();
+      const contents = held.map((r) => (r.json as { content: Record<string, unknown> }).content);
+      t.equal(contents.length, 2, 'both messages are in the graph on hs2');
+      t.ok(
+        contents.some((c) => Object.keys(c).length === 0),
+        'the one before the join without its content',
+      );
+      t.notOk(
+        contents.some((c) => c.body === 'before bob'),
+        'and its body never reached hs2',
+      );
+      // A server with no user in the room gets none of it, not even redacted.
+      const eve = await hs1.app.inject({
+        method: 'GET',
+        url: `/_matrix/federation/v1/backfill/${enc(roomId)}?v=x&limit=5`,
+      });
+      t.equal(eve.statusCode, 401, 'unsigned: refused');
     });
 
     t.test('an unreachable server leaves /messages with what is held', async (t) => {

@@ -178,7 +178,10 @@ export class RoomsService {
         }
         await send('m.room.join_rules', { join_rule: preset.join_rule }, '');
         await send('m.room.history_visibility', { history_visibility: preset.history_visibility }, '');
-        await send('m.room.guest_access', { guest_access: preset.guest_access }, '');
+        // Guests are forbidden when no m.room.guest_access says otherwise: as Synapse does, the
+        // event is sent only when a preset lets them join.
+        if (preset.guest_access !== 'forbidden')
+          await send('m.room.guest_access', { guest_access: preset.guest_access }, '');
         for (const s of req.initial_state ?? []) {
           if (s.type === 'm.room.create' || s.type === 'm.room.member') continue;
           const bad =

@@ -8,6 +8,7 @@ import { checkAuth, selectAuthEvents, serverNameOf } from '../../protocol/auth-r
 import { stateTuple } from '../../protocol/event.ts';
 import { addEventSignature } from '../../protocol/event-signing.ts';
 import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
+import { redactEvent } from '../../protocol/redaction.ts';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import { serverAllowedByAcl } from '../../protocol/server-acl.ts';
 import type { RoomReader } from '../../services/room-reads.ts';
@@ -289,12 +290,10 @@ export class FederationRoomsService {
   ): Promise<JsonObject> {
     const n = Math.min(Math.max(limit, 0), MAX_BACKFILL);
     const out = await this.walkBack(roomId, from, n, new Set(), 0);
-    const visible: PduRow[] = [];
-    for (const r of out) if (await this.serverMaySee(origin, r)) visible.push(r);
     return {
       origin: this.serverName,
       origin_server_ts: this.now(),
-      pdus: visible.map((r) => toWire(store.toEvent(r))),
+      pdus: await this.asSeenBy(origin, roomId, out),
     };
   }
 
@@ -314,9 +313,31 @@ export class FederationRoomsService {
       .filter((r) => r.room_id === roomId)
       .flatMap((r) => store.toEvent(r).prev_events);
     const out = await this.walkBack(roomId, starts, n, new Set(earliest), minDepth);
-    const visible: PduRow[] = [];
-    for (const r of out) if (await this.serverMaySee(origin, r)) visible.push(r);
-    return { events: visible.sort((a, b) => a.depth - b.depth).map((r) => toWire(store.toEvent(r))) };
+    return {
+      events: await this.asSeenBy(
+        origin,
+        roomId,
+        out.sort((a, b) => a.depth - b.depth),
+      ),
+    };
+  }
+
+  /**
+   * Events for `origin` as it may see them: whole when the history visibility lets its users
+   * see them, otherwise redacted copies (as Synapse gives): the graph stays whole for the
+   * asking server, without the content its users may not read.
+   */
+  private async asSeenBy(origin: string, roomId: string, rows: readonly PduRow[]): Promise<JsonObject[]> {
+    const rv = await this.roomVersion(roomId);
+    // Redacted copies still show the graph and the state's shape: only for a server in the room.
+    if (rows.length > 0 && !(await outbox.serverHasJoinedMember(this.db, roomId, origin)))
+      throw errors.forbidden('Your server has no user in this room');
+    const out: JsonObject[] = [];
+    for (const r of rows) {
+      const wire = toWire(store.toEvent(r));
+      out.push((await this.serverMaySee(origin, r)) ? wire : (redactEvent(wire, rv) as JsonObject));
+    }
+    return out;
   }
 
   /** Breadth-first along prev edges from `from` (included), newest depth first, up to `limit`. */
