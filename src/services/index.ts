@@ -39,6 +39,7 @@ import { KeysService } from './keys.service.ts';
 import { Metrics } from './metrics.ts';
 import { PresenceService } from './presence.service.ts';
 import { ProfileService } from './profile.service.ts';
+import { PushService } from './push.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
@@ -66,6 +67,8 @@ export interface Services {
   profile: ProfileService;
   filters: FiltersService;
   pushRules: PushRulesService;
+  /** Pushers, notifications and their delivery to push gateways (spec/push.md). */
+  push: PushService;
   registrationTokens: RegistrationTokensService;
   serverKeys: ServerKeysService;
   notifier: Notifier;
@@ -266,6 +269,9 @@ export async function createServices(deps: {
   const presence = new PresenceService(db, config, notifier);
   sync.setPresence(presence);
   presence.start();
+  const pushRules = new PushRulesService(db, notifier);
+  const push = new PushService(db, config.serverName, pushRules, reader, notifier);
+  push.start();
   return {
     config,
     db,
@@ -276,7 +282,8 @@ export async function createServices(deps: {
     accounts,
     profile: new ProfileService(db, config.serverName, notifier, events),
     filters: new FiltersService(db),
-    pushRules: new PushRulesService(),
+    pushRules,
+    push,
     notifier,
     reader,
     events,
@@ -309,6 +316,7 @@ export async function createServices(deps: {
     metrics,
     retention,
     async stop() {
+      await push.stop();
       await media.stop();
       await roomRoles.stop();
       await retention.stop();
