@@ -55,6 +55,7 @@ t.test(
       CONCLAVE_DATA_DIR: dataDir,
       CONCLAVE_LOG_LEVEL: 'info',
       CONCLAVE_WEB_CLIENT: 'off',
+      CONCLAVE_PUSH_GATEWAY_ALLOW: '127.0.0.1',
     };
     const start = async () => {
       const started = await startServerProcess(env);

@@ -107,7 +107,8 @@ async function startGateway(): Promise<Gateway> {
 for (const backend of databaseBackends()) {
   t.test(`push on ${backend.name}`, async (t) => {
     t.setTimeout(120_000);
-    const s = await startTestServer(t, backend);
+    // The test's gateway is on loopback, which pushers may reach only because this says so.
+    const s = await startTestServer(t, backend, { pushGatewayAllowAddresses: ['127.0.0.1'] });
     const gateway = await startGateway();
     t.teardown(() => gateway.close());
     const push = s.runtime.services.push;
@@ -207,6 +208,16 @@ for (const backend of databaseBackends()) {
         [
           'a format not in the spec',
           pusher('x', { data: { url: gateway.url, format: 'full' } }),
+          'M_INVALID_PARAM',
+        ],
+        [
+          'a private address',
+          pusher('x', { data: { url: 'http://10.1.2.3/_matrix/push/v1/notify' } }),
+          'M_INVALID_PARAM',
+        ],
+        [
+          'loopback not allowed by push_gateway_allow',
+          pusher('x', { data: { url: 'http://[::1]:8080/_matrix/push/v1/notify' } }),
           'M_INVALID_PARAM',
         ],
         ['kind email', pusher('x', { kind: 'email' }), 'M_INVALID_PARAM'],

@@ -13,6 +13,7 @@ import { Backfiller } from '../federation/outbound/backfill.ts';
 import { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
 import { MediaService } from '../media/media.service.ts';
+import { allowList } from '../media/url-preview.ts';
 import { resolveState } from '../protocol/state-res/index.ts';
 import type { Db } from '../storage/connect.ts';
 import { destinationsWithBacklog } from '../storage/federation.repository.ts';
@@ -270,7 +271,14 @@ export async function createServices(deps: {
   sync.setPresence(presence);
   presence.start();
   const pushRules = new PushRulesService(db, notifier);
-  const push = new PushService(db, config.serverName, pushRules, reader, notifier);
+  const push = new PushService(
+    db,
+    config.serverName,
+    pushRules,
+    reader,
+    notifier,
+    allowList(config.pushGatewayAllowAddresses),
+  );
   push.start();
   return {
     config,

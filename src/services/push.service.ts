@@ -1,5 +1,9 @@
+import http from 'node:http';
+import https from 'node:https';
+import { type BlockList, isIP } from 'node:net';
 import { sql } from 'kysely';
-import { errors } from '../errors.ts';
+import { errors, MatrixError } from '../errors.ts';
+import { isPublicAddress, vetHost } from '../media/url-preview.ts';
 import { serverNameOf } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import { notificationLevel, userPowerLevel } from '../protocol/power-levels.ts';
@@ -80,6 +84,8 @@ export class PushService {
     private readonly rules: PushRulesService,
     private readonly reader: RoomReader,
     private readonly notifier: Notifier,
+    /** Addresses a gateway may be at though not public (push_gateway_allow). */
+    private readonly allowed: BlockList,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -175,7 +181,7 @@ export class PushService {
       if (input[field] === undefined) throw errors.missingParam(`${field} is required`);
     }
     const data = input.data!;
-    checkGatewayUrl(data.url);
+    checkGatewayUrl(data.url, this.allowed);
     if (data.format !== undefined && data.format !== 'event_id_only') {
       throw errors.invalidParam('data.format may only be event_id_only');
     }
@@ -395,27 +401,25 @@ export class PushService {
       await repo.deleteQueued(this.db, row.id);
       return;
     }
-    const url = String(pusher.data.url);
+    const url = new URL(String(pusher.data.url));
     let outcome: 'ok' | 'retry' | 'drop';
     try {
+      // The gateway must be at a public address (or one push_gateway_allow names); the request
+      // goes to the address that was checked.
+      const target = await vetHost(url.hostname, this.allowed);
       const body = await this.payload(pusher, event, row.tweaks);
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        redirect: 'error',
-        signal: AbortSignal.timeout(GATEWAY_TIMEOUT_MS),
-      });
-      const text = await res.text();
-      if (res.ok) {
+      const res = await postJson(url, target, body, GATEWAY_TIMEOUT_MS);
+      if (res.status >= 200 && res.status < 300) {
         outcome = 'ok';
-        await this.removeRejected(pusher, text);
+        await this.removeRejected(pusher, res.text);
       } else outcome = res.status >= 500 || res.status === 429 ? 'retry' : 'drop';
-      if (outcome !== 'ok')
+      if (outcome !== 'ok') {
         this.log('push gateway refused a notification', { status: res.status, app_id: pusher.app_id });
+      }
     } catch (err) {
-      outcome = 'retry';
-      this.log('push gateway unreachable', { app_id: pusher.app_id, err: (err as Error).name });
+      // A gateway at an address it may not be at is never tried again; an unreachable one is.
+      outcome = err instanceof MatrixError && err.status === 403 ? 'drop' : 'retry';
+      this.log('push gateway unreachable', { app_id: pusher.app_id, reason: (err as Error).message });
     }
     if (outcome === 'ok') {
       this.counters.delivered++;
@@ -510,8 +514,48 @@ export class PushService {
   }
 }
 
+/** POSTs JSON to `url`, connecting to `target` (the address that was checked) whatever the name resolves to now. */
+function postJson(
+  url: URL,
+  target: { address: string; family: number },
+  body: unknown,
+  timeoutMs: number,
+): Promise<{ status: number; text: string }> {
+  const payload = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const lib = url.protocol === 'https:' ? https : http;
+    const req = lib.request(
+      url,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': payload.length },
+        lookup: ((_host: string, options: { all?: boolean }, cb: (...args: unknown[]) => void) => {
+          if (options.all) cb(null, [target]);
+          else cb(null, target.address, target.family);
+        }) as never,
+        signal: AbortSignal.timeout(timeoutMs),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          // A gateway's answer is small; more is cut off, not kept.
+          if (size <= 65_536) chunks.push(c);
+        });
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 /** A pusher's `data.url`: an http(s) URL whose path is the push gateway API's. */
-function checkGatewayUrl(raw: unknown): void {
+function checkGatewayUrl(raw: unknown, allowed: BlockList): void {
   if (typeof raw !== 'string') throw errors.missingParam('data.url is required for http pushers');
   let url: URL;
   try {
@@ -525,6 +569,11 @@ function checkGatewayUrl(raw: unknown): void {
   if (url.pathname !== '/_matrix/push/v1/notify') {
     throw errors.invalidParam('data.url must have the path /_matrix/push/v1/notify');
   }
-  if (url.username !== '' || url.password !== '')
+  if (url.username !== '' || url.password !== '') {
     throw errors.invalidParam('data.url may not hold credentials');
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(host) && !isPublicAddress(host, allowed)) {
+    throw errors.invalidParam('data.url is at an address that is not public');
+  }
 }
