@@ -5,7 +5,7 @@ import { conditionHolds, evaluatePushRules, globMatches, splitKey } from '../src
 import { mergeRules } from '../src/services/push-rules.service.ts';
 import { defaultPushRules } from '../src/services/push-rules.ts';
 import { databaseBackends } from './helpers/backends.ts';
-import { type Login, okCaller, startTestServer, syncOnce } from './helpers/server.ts';
+import { type Login, okCaller, PASSWORD, startTestServer, syncOnce } from './helpers/server.ts';
 import { until } from './helpers/wait.ts';
 
 const V3 = '/_matrix/client/v3';
@@ -500,6 +500,50 @@ for (const backend of databaseBackends()) {
         200,
       );
       t.equal((await s.request('GET', rule('content', 'pie'), { token: bob.access_token })).statusCode, 404);
+    });
+
+    t.test('an invite notifies the invitee; a closed account loses its pushers', async (t) => {
+      const carol = await s.register('carol');
+      t.equal((await setPusher(carol, pusher('carol-phone'))).statusCode, 200);
+      const invite = (await ok('POST', `${V3}/rooms/${enc(room)}/invite`, alice, { user_id: carol.user_id }))
+        .event_id as string | undefined;
+      const [push1] = await until('the invite push', async () => {
+        const found = gateway.received.filter(
+          (r) => r.body.notification?.devices?.[0]?.pushkey === 'carol-phone',
+        );
+        return found.length > 0 && found;
+      });
+      t.match(push1!.body.notification, {
+        type: 'm.room.member',
+        room_id: room,
+        sender: alice.user_id,
+        user_is_target: true,
+        content: { membership: 'invite' },
+      });
+      if (invite) t.equal(push1!.body.notification.event_id, invite);
+
+      const first = await s.request('POST', `${V3}/account/deactivate`, {
+        token: carol.access_token,
+        body: {},
+      });
+      const done = await s.request('POST', `${V3}/account/deactivate`, {
+        token: carol.access_token,
+        body: {
+          auth: {
+            type: 'm.login.password',
+            session: first.json().session,
+            identifier: { type: 'm.id.user', user: carol.user_id },
+            password: PASSWORD,
+          },
+        },
+      });
+      t.equal(done.statusCode, 200);
+      const left = await s.runtime.services.db
+        .selectFrom('pushers')
+        .select('pushkey')
+        .where('user_id', '=', carol.user_id)
+        .execute();
+      t.same(left, [], 'deactivation removes the pushers');
     });
 
     t.test('push rules: the forbidden and malformed paths', async (t) => {
