@@ -14,6 +14,7 @@ import * as m0012 from './0012_client_api.ts';
 import * as m0013 from './0013_remote_invites.ts';
 import * as m0014 from './0014_media_references.ts';
 import * as m0015 from './0015_search.ts';
+import * as m0016 from './0016_push.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
 export const migrations: Record<string, Migration> = {
@@ -32,4 +33,5 @@ export const migrations: Record<string, Migration> = {
   '0013_remote_invites': m0013,
   '0014_media_references': m0014,
   '0015_search': m0015,
+  '0016_push': m0016,
 };

@@ -140,6 +140,7 @@ export async function buildApp(
   app.addHook('preValidation', limitRequestRate);
   app.addHook('onResponse', observeRequest);
   services.detection.setErrorHandler((err) => app.log.warn({ err }, 'alert notification failed'));
+  services.push.setLogger((msg, fields) => app.log.warn(fields, msg));
   installMetrics(app, services.metrics);
   const { metricsListen } = services.config;
   if (metricsListen === 'main') await metricsRoute(app, services.metrics);

@@ -182,6 +182,8 @@ export interface Config {
   turnUris: string[];
   turnSharedSecret: string;
   turnUserLifetimeMs: number;
+  /** Addresses (IPs or CIDR ranges) push gateways may be at though they are not public (spec/push.md). */
+  pushGatewayAllowAddresses: string[];
   /** Retention (spec/retention.md), all in ms: the default max_lifetime (0: none). */
   retentionDefaultMaxLifetime: number;
   /** The shortest and longest max_lifetime a room may ask for (0 as the longest: no bound). */
@@ -683,6 +685,12 @@ const FIELDS: Field[] = [
     yaml: 'turn_user_lifetime_ms',
     parse: int(60_000, 30 * 86_400_000),
   },
+  {
+    key: 'pushGatewayAllowAddresses',
+    env: 'CONCLAVE_PUSH_GATEWAY_ALLOW',
+    yaml: 'push_gateway_allow',
+    parse: addressList,
+  },
 ];
 
 function mediaField(
@@ -848,6 +856,7 @@ export function defaultConfig(): Config {
     turnUris: [],
     turnSharedSecret: '',
     turnUserLifetimeMs: 86_400_000,
+    pushGatewayAllowAddresses: [],
   };
 }
 

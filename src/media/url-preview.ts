@@ -67,7 +67,8 @@ function blockedRanges(): BlockList {
 
 const BLOCKED = blockedRanges();
 
-function allowList(entries: string[]): BlockList {
+/** A BlockList of the configured addresses and ranges that may be reached though not public. */
+export function allowList(entries: string[]): BlockList {
   const b = new BlockList();
   for (const entry of entries) {
     const [ip, bits] = entry.split('/') as [string, string | undefined];
@@ -140,7 +141,10 @@ function parseTarget(raw: string): URL {
 }
 
 /** Resolves the host; refuses when any address is not public. Returns the address to connect to. */
-async function vetHost(hostname: string, allowed: BlockList): Promise<{ address: string; family: number }> {
+export async function vetHost(
+  hostname: string,
+  allowed: BlockList,
+): Promise<{ address: string; family: number }> {
   const bare = hostname.replace(/^\[(.*)\]$/, '$1');
   let addresses: Array<{ address: string; family: number }>;
   if (isIP(bare)) addresses = [{ address: bare, family: isIP(bare) }];

@@ -452,8 +452,9 @@ export class AccountsService {
   /**
    * The storage side of POST /account/deactivate (the caller has done UIA): marks the account
    * deactivated (its tokens stop working at once, on every process) and removes its devices with
-   * their keys and to-device messages, its cross-signing keys and signatures, its key backups and
-   * its presence; with `erase`, also its profile and account data. Leaving rooms is the
+   * their keys and to-device messages, its cross-signing keys and signatures, its key backups,
+   * its presence and its pushers; with `erase`, also its profile, account data, push rule
+   * changes and stored notifications. Leaving rooms is the
    * caller's (DeactivationService).
    */
   async closeAccount(userId: string, opts: { erase: boolean; address: string }): Promise<void> {
@@ -467,6 +468,13 @@ export class AccountsService {
       await trx.deleteFrom('e2e_cross_signing_signatures').where('signer_user_id', '=', userId).execute();
       await trx.deleteFrom('room_key_backup_versions').where('user_id', '=', userId).execute();
       await trx.deleteFrom('presence').where('user_id', '=', userId).execute();
+      // A closed account is pushed nothing more (spec/push.md).
+      await trx.deleteFrom('pushers').where('user_id', '=', userId).execute();
+      await trx.deleteFrom('push_queue').where('user_id', '=', userId).execute();
+      if (opts.erase) {
+        await trx.deleteFrom('push_notifications').where('user_id', '=', userId).execute();
+        await trx.deleteFrom('push_rule_changes').where('user_id', '=', userId).execute();
+      }
       if (opts.erase) await trx.deleteFrom('account_data').where('user_id', '=', userId).execute();
       await this.audit.record(
         {

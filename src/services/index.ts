@@ -13,6 +13,7 @@ import { Backfiller } from '../federation/outbound/backfill.ts';
 import { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
 import { MediaService } from '../media/media.service.ts';
+import { allowList } from '../media/url-preview.ts';
 import { resolveState } from '../protocol/state-res/index.ts';
 import type { Db } from '../storage/connect.ts';
 import { destinationsWithBacklog } from '../storage/federation.repository.ts';
@@ -39,6 +40,7 @@ import { KeysService } from './keys.service.ts';
 import { Metrics } from './metrics.ts';
 import { PresenceService } from './presence.service.ts';
 import { ProfileService } from './profile.service.ts';
+import { PushService } from './push.service.ts';
 import { PushRulesService } from './push-rules.service.ts';
 import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
@@ -68,6 +70,8 @@ export interface Services {
   profile: ProfileService;
   filters: FiltersService;
   pushRules: PushRulesService;
+  /** Pushers, notifications and their delivery to push gateways (spec/push.md). */
+  push: PushService;
   registrationTokens: RegistrationTokensService;
   serverKeys: ServerKeysService;
   notifier: Notifier;
@@ -273,6 +277,16 @@ export async function createServices(deps: {
   const presence = new PresenceService(db, config, notifier);
   sync.setPresence(presence);
   presence.start();
+  const pushRules = new PushRulesService(db, notifier);
+  const push = new PushService(
+    db,
+    config.serverName,
+    pushRules,
+    reader,
+    notifier,
+    allowList(config.pushGatewayAllowAddresses),
+  );
+  push.start();
   return {
     config,
     db,
@@ -283,7 +297,8 @@ export async function createServices(deps: {
     accounts,
     profile: new ProfileService(db, config.serverName, notifier, events),
     filters: new FiltersService(db),
-    pushRules: new PushRulesService(),
+    pushRules,
+    push,
     notifier,
     reader,
     events,
@@ -318,6 +333,7 @@ export async function createServices(deps: {
     metrics,
     retention,
     async stop() {
+      await push.stop();
       await media.stop();
       await roomRoles.stop();
       await retention.stop();

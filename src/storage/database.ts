@@ -435,6 +435,55 @@ export interface ServerNoticeRoomsTable {
   room_id: string;
 }
 
+/** Changes a user made to their push rules (migrations/0016_push.ts). */
+export interface PushRuleChangesTable {
+  user_id: string;
+  rules: ColumnType<JsonObject, string, string>;
+  updated_ts: number;
+}
+
+export interface PushersTable {
+  user_id: string;
+  app_id: string;
+  pushkey: string;
+  kind: string;
+  app_display_name: string;
+  device_display_name: string;
+  profile_tag: string | null;
+  lang: string;
+  data: ColumnType<JsonObject, string, string>;
+  pushkey_ts: number;
+  device_id: string | null;
+}
+
+export interface PushNotificationsTable {
+  user_id: string;
+  event_id: string;
+  room_id: string;
+  stream_ordering: number;
+  actions: ColumnType<unknown[], string, string>;
+  highlight: boolean;
+  ts: number;
+}
+
+export interface PushQueueTable {
+  id: Generated<number>;
+  user_id: string;
+  app_id: string;
+  pushkey: string;
+  event_id: string;
+  room_id: string;
+  tweaks: ColumnType<JsonObject, string, string>;
+  attempts: Generated<number>;
+  due_ts: number;
+  created_ts: number;
+}
+
+export interface PushProgressTable {
+  name: string;
+  position: number;
+}
+
 export interface RoomExpiriesTable {
   room_id: string;
   user_id: string;
@@ -540,6 +589,11 @@ export interface Database {
   event_relations: EventRelationsTable;
   media_references: MediaReferencesTable;
   event_search: EventSearchTable;
+  push_rule_changes: PushRuleChangesTable;
+  pushers: PushersTable;
+  push_notifications: PushNotificationsTable;
+  push_queue: PushQueueTable;
+  push_progress: PushProgressTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -566,3 +620,6 @@ export type CrossSigningKeyRow = Selectable<E2eCrossSigningKeysTable>;
 export type CrossSigningSignatureRow = Selectable<E2eCrossSigningSignaturesTable>;
 export type ReportRow = Selectable<ReportsTable>;
 export type RoomExpiryRow = Selectable<RoomExpiriesTable>;
+export type PusherRow = Selectable<PushersTable>;
+export type PushQueueRow = Selectable<PushQueueTable>;
+export type PushNotificationRow = Selectable<PushNotificationsTable>;

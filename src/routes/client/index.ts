@@ -9,6 +9,7 @@ import { mediaRoutes } from './media.routes.ts';
 import { presenceRoutes } from './presence.routes.ts';
 import { profileRoutes } from './profile.routes.ts';
 import { pushRulesRoutes } from './push-rules.routes.ts';
+import { pushersRoutes } from './pushers.routes.ts';
 import { registerRoutes } from './register.routes.ts';
 import { relationsRoutes } from './relations.routes.ts';
 import { reportsRoutes } from './reports.routes.ts';
@@ -33,6 +34,7 @@ export async function clientRoutes(app: FastifyInstance): Promise<void> {
   await app.register(profileRoutes);
   await app.register(filtersRoutes);
   await app.register(pushRulesRoutes);
+  await app.register(pushersRoutes);
   await app.register(roomsRoutes);
   await app.register(directoryRoutes);
   await app.register(syncRoutes);
