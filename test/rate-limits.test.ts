@@ -154,7 +154,9 @@ t.test('limits off: nothing is refused', async (t) => {
 });
 
 t.test('a refused request may be retried after retry_after_ms', async (t) => {
-  const s = await startTestServer(t, pglite!, limited({ keys_claim: { perSecond: 20, burst: 1 } }));
+  // One request a second: slow enough that a loaded machine does not refill the bucket between
+  // two requests in a row, fast enough to retry within the test.
+  const s = await startTestServer(t, pglite!, limited({ keys_claim: { perSecond: 1, burst: 1 } }));
   const alice = await s.register('alice');
   const claim = () =>
     s.request('POST', `${V3}/keys/claim`, { token: alice.access_token, body: { one_time_keys: {} } });
@@ -162,7 +164,7 @@ t.test('a refused request may be retried after retry_after_ms', async (t) => {
   const refused = await claim();
   t.equal(refused.statusCode, 429);
   const retry = refused.json().retry_after_ms as number;
-  t.ok(retry > 0 && retry <= 50, `retry after ${retry} ms`);
+  t.ok(retry > 0 && retry <= 1000, `retry after ${retry} ms`);
   const started = Date.now();
   let res = await claim();
   while (res.statusCode === 429) {
@@ -170,7 +172,7 @@ t.test('a refused request may be retried after retry_after_ms', async (t) => {
     res = await claim();
   }
   t.equal(res.statusCode, 200);
-  t.ok(Date.now() - started < 5000);
+  t.ok(Date.now() - started < 10_000, 'within a few retry_after_ms');
 });
 
 t.test(
