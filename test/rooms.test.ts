@@ -176,6 +176,48 @@ for (const backend of databaseBackends()) {
       t.equal(members.json().joined[bob.user_id].avatar_url, null, 'an unset field is null, not left out');
     });
 
+    t.test("each served event carries the viewer's membership after it (unsigned.membership)", async (t) => {
+      const r = await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' });
+      const room = r.json().room_id as string;
+      await call('PUT', `${V3}/rooms/${enc(room)}/send/m.room.message/pre`, alice.access_token, {
+        msgtype: 'm.text',
+        body: 'before bob',
+      });
+      await call('POST', `${V3}/join/${enc(room)}`, mallory.access_token, {});
+      await call('PUT', `${V3}/rooms/${enc(room)}/send/m.room.message/post`, alice.access_token, {
+        msgtype: 'm.text',
+        body: 'after bob',
+      });
+      const page = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=f&limit=50`,
+        mallory.access_token,
+      );
+      const events = page.json().chunk as Array<{
+        type: string;
+        state_key?: string;
+        unsigned: { membership?: string };
+      }>;
+      const joinAt = events.findIndex((e) => e.type === 'm.room.member' && e.state_key === mallory.user_id);
+      t.ok(joinAt > 0, 'her join is in the page');
+      t.same(
+        events.map((e) => e.unsigned.membership),
+        events.map((_, i) => (i < joinAt ? 'leave' : 'join')),
+        '"leave" before her join, "join" from it on',
+      );
+      const asAlice = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=f&limit=50`,
+        alice.access_token,
+      );
+      t.ok(
+        (asAlice.json().chunk as Array<{ unsigned: { membership?: string } }>)
+          .slice(1)
+          .every((e) => e.unsigned.membership === 'join'),
+        'alice was joined at every event after the create',
+      );
+    });
+
     t.test('power: bob cannot raise himself, change join rules, or kick alice', async (t) => {
       const pl = await call('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.power_levels`, bob.access_token);
       const content = pl.json();

@@ -303,8 +303,16 @@ export class RoomReader {
       }
     }
     const out: ClientEvent[] = [];
-    for (const row of rows)
-      out.push(await this.toClient(db, row, { now: opts.now, ...(txnIds ? { txnIds } : {}) }));
+    for (const row of rows) {
+      const event = await this.toClient(db, row, { now: opts.now, ...(txnIds ? { txnIds } : {}) });
+      // The viewer's membership in the state after the event (MSC4115, spec v1.11
+      // `unsigned.membership`): "leave" when they had none.
+      if (opts.viewer) {
+        const member = await this.stateEventAt(db, row.state_group_after, 'm.room.member', opts.viewer.userId);
+        (event.unsigned as Record<string, unknown>).membership = member?.membership ?? 'leave';
+      }
+      out.push(event);
+    }
     if (opts.viewer && this.bundler && rows.length > 0 && opts.relationCandidates?.size !== 0)
       await this.bundler(db, rows, out, opts.viewer.userId, opts.relationCandidates);
     return out;
