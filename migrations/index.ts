@@ -13,6 +13,7 @@ import * as m0011 from './0011_detection.ts';
 import * as m0012 from './0012_client_api.ts';
 import * as m0013 from './0013_remote_invites.ts';
 import * as m0014 from './0014_media_references.ts';
+import * as m0017 from './0017_key_management.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
 export const migrations: Record<string, Migration> = {
@@ -30,4 +31,5 @@ export const migrations: Record<string, Migration> = {
   '0012_client_api': m0012,
   '0013_remote_invites': m0013,
   '0014_media_references': m0014,
+  '0017_key_management': m0017,
 };

@@ -154,6 +154,12 @@ export interface Config {
   wsMaxBufferedBytes: number;
   /** How often the room expiry job looks for memberships and roles that have expired (spec/admin.md). */
   roomExpiryIntervalMs: number;
+  /** Lifetime of access tokens given to clients that asked for a refresh token (spec/account.md). */
+  accessTokenLifetimeMs: number;
+  /** Devices unused this long are signed out and their keys removed; 0: never (spec/account.md). */
+  deviceInactivityExpiryMs: number;
+  /** How often the device expiry job runs, when the expiry is on. */
+  deviceExpiryIntervalMs: number;
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -539,6 +545,24 @@ const FIELDS: Field[] = [
     parse: int(1024, 1024 * 1024 * 1024),
   },
   {
+    key: 'accessTokenLifetimeMs',
+    env: 'CONCLAVE_ACCESS_TOKEN_LIFETIME_MS',
+    yaml: 'access_token_lifetime_ms',
+    parse: int(1000, 30 * 86_400_000),
+  },
+  {
+    key: 'deviceInactivityExpiryMs',
+    env: 'CONCLAVE_DEVICE_INACTIVITY_EXPIRY_MS',
+    yaml: 'device_inactivity_expiry_ms',
+    parse: int(0, 100 * 365 * 86_400_000),
+  },
+  {
+    key: 'deviceExpiryIntervalMs',
+    env: 'CONCLAVE_DEVICE_EXPIRY_INTERVAL_MS',
+    yaml: 'device_expiry_interval_ms',
+    parse: int(100, 7 * 86_400_000),
+  },
+  {
     key: 'publicBaseUrl',
     env: 'CONCLAVE_PUBLIC_BASE_URL',
     yaml: 'public_base_url',
@@ -813,6 +837,9 @@ export function defaultConfig(): Config {
     metricsListen: '',
     wsMaxBufferedBytes: 1024 * 1024,
     roomExpiryIntervalMs: 30_000,
+    accessTokenLifetimeMs: 5 * MIN,
+    deviceInactivityExpiryMs: 0,
+    deviceExpiryIntervalMs: HOUR,
     publicBaseUrl: '',
     logLevel: 'info',
     signingKeyPath: '',
