@@ -468,6 +468,24 @@ export class AccountsService {
   }
 
   /**
+   * Removes the named devices of a user (tokens, keys, to-device messages) inside the caller's
+   * transaction; returns what to run once it has committed (forget cached sessions, announce the
+   * device list change).
+   */
+  async removeDevicesWithin(
+    trx: repo.Executor,
+    userId: string,
+    deviceIds: readonly string[],
+  ): Promise<() => Promise<void>> {
+    const wanted = new Set(deviceIds);
+    const position = await this.removeDevicesIn(trx, userId, (ids) => ids.filter((id) => wanted.has(id)));
+    return async () => {
+      await this.sessions?.revokeUser(userId);
+      if (position !== undefined) await this.deviceLists.announce(userId, position);
+    };
+  }
+
+  /**
    * Ends sessions of a user on behalf of an admin, without UIA: the devices named (all when
    * none are named), their tokens, keys and waiting to-device messages. Returns the removed IDs.
    */

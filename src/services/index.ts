@@ -30,6 +30,7 @@ import { Detection, WebhookSink } from './detection/detection.service.ts';
 import { alertSinkOf, ServerNotices } from './detection/notices.ts';
 import { PolicyLists } from './detection/policy-lists.ts';
 import { UserStateRestrictions } from './detection/restrictions.ts';
+import { DeviceExpiryService } from './device-expiry.service.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { FiltersService } from './filters.service.ts';
@@ -116,6 +117,8 @@ export interface Services {
   /** Shared ban lists (policy rooms). */
   policy: PolicyLists;
   metrics: Metrics;
+  /** Device inactivity expiry (spec/account.md). */
+  deviceExpiry: DeviceExpiryService;
   /** Retention policies, the purge job and admin purges (spec/retention.md). */
   retention: RetentionService;
   /** Stops background work (bus subscriptions, timers). */
@@ -263,6 +266,8 @@ export async function createServices(deps: {
     notices,
     tokens: new AdminTokensService(registrationTokens, audit),
   };
+  const deviceExpiry = new DeviceExpiryService(db, config, accounts, audit);
+  deviceExpiry.start();
   const presence = new PresenceService(db, config, notifier);
   sync.setPresence(presence);
   presence.start();
@@ -308,7 +313,9 @@ export async function createServices(deps: {
     policy,
     metrics,
     retention,
+    deviceExpiry,
     async stop() {
+      await deviceExpiry.stop();
       await media.stop();
       await roomRoles.stop();
       await retention.stop();
