@@ -485,6 +485,12 @@ export class AccountsService {
     };
   }
 
+  /** Records a change of the user's keys inside the caller's transaction; returns the announcement to run once committed. */
+  async recordKeyChangeWithin(trx: repo.Executor, userId: string): Promise<() => Promise<void>> {
+    const position = await this.deviceLists.recordChange(trx, userId);
+    return () => this.deviceLists.announce(userId, position);
+  }
+
   /**
    * Ends sessions of a user on behalf of an admin, without UIA: the devices named (all when
    * none are named), their tokens, keys and waiting to-device messages. Returns the removed IDs.

@@ -1,5 +1,5 @@
 import { oneTimeKeys, testDevice } from './e2ee.ts';
-import type { Login, TestServer } from './server.ts';
+import { type Login, PASSWORD, type TestServer } from './server.ts';
 
 /**
  * What a device holds on the server, for the key management tests: its keys (device keys,
@@ -71,3 +71,20 @@ export const NOTHING_LEFT = {
   fallback_keys: 0,
   to_device: 0,
 };
+
+/** Publishes cross-signing keys for `who`, answering the password challenge. */
+export async function uploadCrossSigning(s: TestServer, who: Login, body: Record<string, unknown>) {
+  const url = '/_matrix/client/v3/keys/device_signing/upload';
+  const first = await s.request('POST', url, { token: who.access_token, body });
+  const session = first.json().session as string | undefined;
+  if (first.statusCode !== 401 || !session)
+    throw new Error(`device_signing: ${first.statusCode} ${first.body}`);
+  const auth = {
+    type: 'm.login.password',
+    session,
+    identifier: { type: 'm.id.user', user: who.user_id },
+    password: PASSWORD,
+  };
+  const res = await s.request('POST', url, { token: who.access_token, body: { ...body, auth } });
+  if (res.statusCode !== 200) throw new Error(`device_signing: ${res.statusCode} ${res.body}`);
+}
