@@ -160,6 +160,11 @@ export interface Config {
   deviceInactivityExpiryMs: number;
   /** How often the device expiry job runs, when the expiry is on. */
   deviceExpiryIntervalMs: number;
+  /**
+   * Whether m.room.encrypted to-device messages (room keys) are delivered only to devices
+   * cross-signed by their user's self-signing key; others' are dropped (spec/e2ee.md).
+   */
+  toDeviceEncryptedRequiresCrossSigning: boolean;
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -563,6 +568,12 @@ const FIELDS: Field[] = [
     parse: int(100, 7 * 86_400_000),
   },
   {
+    key: 'toDeviceEncryptedRequiresCrossSigning',
+    env: 'CONCLAVE_TO_DEVICE_ENCRYPTED_REQUIRES_CROSS_SIGNING',
+    yaml: 'to_device_encrypted_requires_cross_signing',
+    parse: onOff,
+  },
+  {
     key: 'publicBaseUrl',
     env: 'CONCLAVE_PUBLIC_BASE_URL',
     yaml: 'public_base_url',
@@ -840,6 +851,7 @@ export function defaultConfig(): Config {
     accessTokenLifetimeMs: 5 * MIN,
     deviceInactivityExpiryMs: 0,
     deviceExpiryIntervalMs: HOUR,
+    toDeviceEncryptedRequiresCrossSigning: false,
     publicBaseUrl: '',
     logLevel: 'info',
     signingKeyPath: '',

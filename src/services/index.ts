@@ -229,6 +229,9 @@ export async function createServices(deps: {
   accounts.setDetection(detection);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
+  if (config.toDeviceEncryptedRequiresCrossSigning) {
+    toDevice.requireCrossSigned((userIds) => keys.crossSignedDevices(userIds));
+  }
   const media = new MediaService({
     db,
     config: config.media,
