@@ -107,6 +107,11 @@ for (const backend of databaseBackends()) {
         t.same(await inbox(s, phone), ['m.test.plain'], 'the unverified phone gets no encrypted message');
         t.same(await inbox(s, tablet), ['m.test.plain'], 'a signature by a replaced key does not count');
         t.equal(s.runtime.services.toDevice.droppedUnverified, 3);
+        t.match(
+          await s.runtime.services.metrics.registry.metrics(),
+          /conclave_to_device_dropped_unverified_total 3/,
+          'counted in the metrics',
+        );
       } else {
         t.same(await inbox(s, phone), [...all, 'm.room.encrypted'], 'policy off: every device gets all');
         t.same(await inbox(s, tablet), all);

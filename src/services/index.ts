@@ -230,7 +230,10 @@ export async function createServices(deps: {
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
   if (config.toDeviceEncryptedRequiresCrossSigning) {
-    toDevice.requireCrossSigned((userIds) => keys.crossSignedDevices(userIds));
+    toDevice.requireCrossSigned(
+      (userIds) => keys.crossSignedDevices(userIds),
+      (count) => metrics.toDeviceDroppedUnverified.inc(count),
+    );
   }
   const media = new MediaService({
     db,

@@ -37,9 +37,12 @@ export class ToDeviceService {
    * Turns on the policy of `to_device_encrypted_requires_cross_signing` (spec/e2ee.md):
    * m.room.encrypted to-device messages go only to devices cross-signed by their user.
    */
-  requireCrossSigned(check: CrossSignedDevices): void {
+  requireCrossSigned(check: CrossSignedDevices, onDropped: (count: number) => void = () => {}): void {
     this.crossSigned = check;
+    this.onDropped = onDropped;
   }
+
+  private onDropped: (count: number) => void = () => {};
 
   constructor(
     private readonly db: Db,
@@ -108,7 +111,10 @@ export class ToDeviceService {
       const allowed = signed
         ? targets.filter((t) => signed.get(t.userId)?.has(t.deviceId) === true)
         : targets;
-      this.droppedUnverified += targets.length - allowed.length;
+      if (allowed.length < targets.length) {
+        this.droppedUnverified += targets.length - allowed.length;
+        this.onDropped(targets.length - allowed.length);
+      }
       if (allowed.length === 0) return undefined;
       const position = await nextPosition(trx);
       await inBatches(allowed, (batch) =>
