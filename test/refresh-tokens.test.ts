@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { createClient } from 'matrix-js-sdk';
 import { logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
 import t from 'tap';
-import { databaseBackends } from './helpers/backends.ts';
+import { buildApp } from '../src/app.ts';
+import { startRuntime } from '../src/runtime.ts';
+import { databaseBackends, testRedisUrl } from './helpers/backends.ts';
 import { PASSWORD, startTestServer, type TestServer } from './helpers/server.ts';
 import { until } from './helpers/wait.ts';
 
@@ -239,3 +241,44 @@ for (const backend of databaseBackends()) {
     anon.stopClient();
   });
 }
+
+/**
+ * Two processes on one PostgreSQL and one Redis: alice refreshes on the first, uses the new token
+ * on the second (its first use there retires the old refresh token and access token), and the
+ * first, which had the old access token cached, refuses it as soon as the bus tells it.
+ */
+const redisUrl = testRedisUrl();
+const postgres = databaseBackends().find((b) => b.name === 'postgres');
+t.test(
+  'refresh across two processes',
+  { skip: !postgres || !redisUrl ? 'needs TEST_DATABASE_URL and TEST_REDIS_URL' : false },
+  async (t) => {
+    t.setTimeout(120_000);
+    const s = await startTestServer(t, postgres!, { accessTokenLifetimeMs: HOUR, redisUrl: redisUrl! });
+    const otherRuntime = await startRuntime(s.config);
+    const other = await buildApp(otherRuntime.services, { federation: otherRuntime.federation });
+    t.teardown(async () => {
+      await other.close();
+      await otherRuntime.close();
+    });
+    const onOther = (token: string) =>
+      other.inject({
+        method: 'GET',
+        url: `${V3}/account/whoami`,
+        headers: { authorization: `Bearer ${token}` },
+      });
+    await s.register('alice');
+    const login = (
+      await s.request('POST', `${V3}/login`, { body: loginBody('alice', { refresh_token: true }) })
+    ).json() as Json;
+    t.equal((await whoami(s, login.access_token)).statusCode, 200, 'the first process caches the token');
+    const next = (await refresh(s, login.refresh_token)).json() as Json;
+    t.equal((await onOther(next.access_token)).statusCode, 200, 'the new token works on the other process');
+    await until(
+      'the first process to drop the retired token',
+      async () => (await whoami(s, login.access_token)).statusCode === 401,
+    );
+    t.equal((await refresh(s, login.refresh_token)).statusCode, 401, 'the old refresh token is refused');
+    t.equal((await onOther(login.access_token)).statusCode, 401);
+  },
+);
