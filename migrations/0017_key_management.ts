@@ -12,7 +12,8 @@ import type { Kysely } from 'kysely';
  * `refresh_tokens`: only the SHA-256 of each refresh token is kept, as for access tokens.
  * `previous_hash` names the refresh token this one replaced: that one stays usable until this
  * one, or the access token given with it, is first used (then the row it names is deleted and
- * the column cleared). Refresh tokens go with their device by cascade.
+ * the column cleared). `expires_ts`: when the refresh token stops working (null: never).
+ * Refresh tokens go with their device by cascade.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.alterTable('access_tokens').addColumn('expires_ts', 'bigint').execute();
@@ -30,6 +31,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('device_id', 'text', (c) => c.notNull())
     .addColumn('previous_hash', 'text')
     .addColumn('created_ts', 'bigint', (c) => c.notNull())
+    .addColumn('expires_ts', 'bigint')
     .addForeignKeyConstraint(
       'refresh_tokens_device_fkey',
       ['user_id', 'device_id'],

@@ -156,6 +156,8 @@ export interface Config {
   roomExpiryIntervalMs: number;
   /** Lifetime of access tokens given to clients that asked for a refresh token (spec/account.md). */
   accessTokenLifetimeMs: number;
+  /** Lifetime of each refresh token (a refresh gives a new one); 0: they do not expire. */
+  refreshTokenLifetimeMs: number;
   /** Devices unused this long are signed out and their keys removed; 0: never (spec/account.md). */
   deviceInactivityExpiryMs: number;
   /** How often the device expiry job runs, when the expiry is on. */
@@ -556,6 +558,12 @@ const FIELDS: Field[] = [
     parse: int(1000, 30 * 86_400_000),
   },
   {
+    key: 'refreshTokenLifetimeMs',
+    env: 'CONCLAVE_REFRESH_TOKEN_LIFETIME_MS',
+    yaml: 'refresh_token_lifetime_ms',
+    parse: int(0, 10 * 365 * 86_400_000),
+  },
+  {
     key: 'deviceInactivityExpiryMs',
     env: 'CONCLAVE_DEVICE_INACTIVITY_EXPIRY_MS',
     yaml: 'device_inactivity_expiry_ms',
@@ -849,6 +857,7 @@ export function defaultConfig(): Config {
     wsMaxBufferedBytes: 1024 * 1024,
     roomExpiryIntervalMs: 30_000,
     accessTokenLifetimeMs: 5 * MIN,
+    refreshTokenLifetimeMs: 0,
     deviceInactivityExpiryMs: 0,
     deviceExpiryIntervalMs: HOUR,
     toDeviceEncryptedRequiresCrossSigning: false,

@@ -208,6 +208,31 @@ for (const backend of databaseBackends()) {
     t.ok(r.statusCode === 200 || r.json().soft_logout === true, 'the new token works (or has just expired)');
   });
 
+  t.test(`refresh tokens expire on ${backend.name}`, async (t) => {
+    t.setTimeout(120_000);
+    const s = await startTestServer(t, backend, {
+      accessTokenLifetimeMs: HOUR,
+      refreshTokenLifetimeMs: 3000,
+    });
+    await s.register('dave');
+    const login = (
+      await s.request('POST', `${V3}/login`, { body: loginBody('dave', { refresh_token: true }) })
+    ).json() as Json;
+    const fresh = await refresh(s, login.refresh_token);
+    t.equal(fresh.statusCode, 200, 'a refresh token works before it expires');
+    const next = fresh.json().refresh_token as string;
+    const expired = await until(
+      'the refresh token to expire',
+      async () => {
+        const r = await refresh(s, next);
+        return r.statusCode === 401 ? r : undefined;
+      },
+      30_000,
+    );
+    t.equal(expired.json().errcode, 'M_UNKNOWN_TOKEN');
+    t.equal(expired.json().soft_logout, true, 'an expired refresh token is a soft logout');
+  });
+
   t.test(`matrix-js-sdk refreshes on ${backend.name}`, async (t) => {
     t.setTimeout(120_000);
     const s = await startTestServer(t, backend, { accessTokenLifetimeMs: HOUR });

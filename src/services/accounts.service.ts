@@ -306,6 +306,7 @@ export class AccountsService {
       device_id: deviceId,
       previous_hash: previousHash,
       created_ts: now,
+      expires_ts: this.config.refreshTokenLifetimeMs > 0 ? now + this.config.refreshTokenLifetimeMs : null,
     });
     const accessToken = await this.newAccessToken(db, userId, deviceId, refreshHash);
     return { access_token: accessToken, refresh_token: refreshToken, expires_in_ms: lifetime };
@@ -322,6 +323,8 @@ export class AccountsService {
       const row = await refreshRepo.findRefreshToken(trx, hash);
       if (!row || row.deactivated) throw errors.unknownToken();
       if (row.locked) throw errors.userLocked();
+      // Expired: the client may log in again as its device, keeping its data.
+      if (row.expires_ts !== null && this.now() >= row.expires_ts) throw errors.unknownToken(true);
       await refreshRepo.deleteRefreshTokens(trx, await refreshRepo.successorsOf(trx, hash));
       if (row.previous_hash !== null) await refreshRepo.retirePrevious(trx, hash, row.previous_hash);
       const result = await this.issueRefreshable(trx, row.user_id, row.device_id, hash);

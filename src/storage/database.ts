@@ -47,6 +47,8 @@ export interface RefreshTokensTable {
   /** The refresh token this one replaced, usable until this one or its access token is first used. */
   previous_hash: string | null;
   created_ts: number;
+  /** When the refresh token stops working; null: never. */
+  expires_ts: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 export interface AccountDataTable {

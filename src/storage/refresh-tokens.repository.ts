@@ -11,6 +11,7 @@ export function findRefreshToken(db: Executor, tokenHash: string) {
       'refresh_tokens.user_id',
       'refresh_tokens.device_id',
       'refresh_tokens.previous_hash',
+      'refresh_tokens.expires_ts',
       'users.deactivated',
       'users.locked',
     ])
@@ -27,6 +28,7 @@ export async function insertRefreshToken(
     device_id: string;
     previous_hash: string | null;
     created_ts: number;
+    expires_ts: number | null;
   },
 ): Promise<void> {
   await db.insertInto('refresh_tokens').values(row).execute();
