@@ -15,6 +15,7 @@ import * as m0013 from './0013_remote_invites.ts';
 import * as m0014 from './0014_media_references.ts';
 import * as m0015 from './0015_search.ts';
 import * as m0016 from './0016_push.ts';
+import * as m0017 from './0017_key_management.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
 export const migrations: Record<string, Migration> = {
@@ -34,4 +35,5 @@ export const migrations: Record<string, Migration> = {
   '0014_media_references': m0014,
   '0015_search': m0015,
   '0016_push': m0016,
+  '0017_key_management': m0017,
 };

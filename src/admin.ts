@@ -37,6 +37,10 @@ commands:
   lock <userId> | unlock <userId>       suspend <userId> | unsuspend <userId>
   shadow-ban <userId> | unshadow-ban <userId>
   deactivate <userId> [--erase]         delete-device <userId> <deviceId>
+  compromised <userId> [--lock] [--password <p>]
+      For an account someone else got into: ends every session, deletes every device with its
+      keys and to-device messages, removes the cross-signing keys (a reset at next login);
+      --password sets a new password, --lock locks the account. Audited.
   server-notice <userId> <text>
   Rooms and reports:
   list-rooms [--search <text>] [--from <n>] [--limit <n>]     room <roomId>
@@ -84,6 +88,7 @@ export async function runAdmin(
       block: { type: 'boolean', default: false },
       purge: { type: 'boolean', default: false },
       'keep-devices': { type: 'boolean', default: false },
+      lock: { type: 'boolean', default: false },
       before: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -252,6 +257,11 @@ async function adminCommand(
     case 'deactivate':
       await users.deactivate(by, arg(0, 'a user ID'), values.erase === true);
       return {};
+    case 'compromised':
+      return users.markCompromised(by, arg(0, 'a user ID'), {
+        lock: values.lock === true,
+        ...(typeof values.password === 'string' ? { newPassword: values.password } : {}),
+      });
     case 'delete-device':
       return { deleted: await users.deleteDevices(by, arg(0, 'a user ID'), [arg(1, 'a device ID')]) };
     case 'server-notice':

@@ -154,6 +154,19 @@ export interface Config {
   wsMaxBufferedBytes: number;
   /** How often the room expiry job looks for memberships and roles that have expired (spec/admin.md). */
   roomExpiryIntervalMs: number;
+  /** Lifetime of access tokens given to clients that asked for a refresh token (spec/account.md). */
+  accessTokenLifetimeMs: number;
+  /** Lifetime of each refresh token (a refresh gives a new one); 0: they do not expire. */
+  refreshTokenLifetimeMs: number;
+  /** Devices unused this long are signed out and their keys removed; 0: never (spec/account.md). */
+  deviceInactivityExpiryMs: number;
+  /** How often the device expiry job runs, when the expiry is on. */
+  deviceExpiryIntervalMs: number;
+  /**
+   * Whether m.room.encrypted to-device messages (room keys) are delivered only to devices
+   * cross-signed by their user's self-signing key; others' are dropped (spec/e2ee.md).
+   */
+  toDeviceEncryptedRequiresCrossSigning: boolean;
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -541,6 +554,36 @@ const FIELDS: Field[] = [
     parse: int(1024, 1024 * 1024 * 1024),
   },
   {
+    key: 'accessTokenLifetimeMs',
+    env: 'CONCLAVE_ACCESS_TOKEN_LIFETIME_MS',
+    yaml: 'access_token_lifetime_ms',
+    parse: int(1000, 30 * 86_400_000),
+  },
+  {
+    key: 'refreshTokenLifetimeMs',
+    env: 'CONCLAVE_REFRESH_TOKEN_LIFETIME_MS',
+    yaml: 'refresh_token_lifetime_ms',
+    parse: int(0, 10 * 365 * 86_400_000),
+  },
+  {
+    key: 'deviceInactivityExpiryMs',
+    env: 'CONCLAVE_DEVICE_INACTIVITY_EXPIRY_MS',
+    yaml: 'device_inactivity_expiry_ms',
+    parse: int(0, 100 * 365 * 86_400_000),
+  },
+  {
+    key: 'deviceExpiryIntervalMs',
+    env: 'CONCLAVE_DEVICE_EXPIRY_INTERVAL_MS',
+    yaml: 'device_expiry_interval_ms',
+    parse: int(100, 7 * 86_400_000),
+  },
+  {
+    key: 'toDeviceEncryptedRequiresCrossSigning',
+    env: 'CONCLAVE_TO_DEVICE_ENCRYPTED_REQUIRES_CROSS_SIGNING',
+    yaml: 'to_device_encrypted_requires_cross_signing',
+    parse: onOff,
+  },
+  {
     key: 'publicBaseUrl',
     env: 'CONCLAVE_PUBLIC_BASE_URL',
     yaml: 'public_base_url',
@@ -821,6 +864,11 @@ export function defaultConfig(): Config {
     metricsListen: '',
     wsMaxBufferedBytes: 1024 * 1024,
     roomExpiryIntervalMs: 30_000,
+    accessTokenLifetimeMs: 5 * MIN,
+    refreshTokenLifetimeMs: 0,
+    deviceInactivityExpiryMs: 0,
+    deviceExpiryIntervalMs: HOUR,
+    toDeviceEncryptedRequiresCrossSigning: false,
     publicBaseUrl: '',
     logLevel: 'info',
     signingKeyPath: '',

@@ -4,6 +4,7 @@ import { isValidLocalpart } from '../protocol/identifiers.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { UserRow } from '../storage/database.ts';
+import * as refreshRepo from '../storage/refresh-tokens.repository.ts';
 import type { AuditLog } from './audit-log.ts';
 import type { Detection } from './detection/detection.service.ts';
 import type { DeviceLists } from './device-lists.ts';
@@ -23,12 +24,23 @@ export interface Session {
   locked?: boolean;
   suspended?: boolean;
   shadowBanned?: boolean;
+  /** When the access token stops working (tokens given with a refresh token); none: never. */
+  expiresTs?: number;
 }
 
 export interface LoginResult {
   user_id: string;
   device_id: string;
   access_token: string;
+  /** Only when the client asked for one (`refresh_token: true`). */
+  refresh_token?: string;
+  expires_in_ms?: number;
+}
+
+export interface RefreshResult {
+  access_token: string;
+  refresh_token: string;
+  expires_in_ms: number;
 }
 
 const MIN_PASSWORD_LENGTH = 8;
@@ -122,9 +134,11 @@ export class AccountsService {
     deviceId?: string;
     initialDeviceDisplayName?: string;
     inhibitLogin?: boolean;
+    /** The client handles refresh tokens: its access token expires (spec/account.md). */
+    refreshToken?: boolean;
     auth?: unknown;
     address: string;
-  }): Promise<{ user_id: string; device_id?: string; access_token?: string }> {
+  }): Promise<Partial<LoginResult> & { user_id: string }> {
     if (this.config.registration === 'closed')
       throw errors.forbidden('Registration is disabled on this server');
     await this.limits.checkRegistration(req.address);
@@ -161,6 +175,7 @@ export class AccountsService {
         deviceId: req.deviceId,
         deviceDisplayName: req.initialDeviceDisplayName,
         login: !req.inhibitLogin,
+        refreshToken: req.refreshToken,
         registrationToken: this.config.registration === 'token' ? String(token) : undefined,
       });
     });
@@ -187,8 +202,9 @@ export class AccountsService {
     deviceId?: string;
     deviceDisplayName?: string;
     login: boolean;
+    refreshToken?: boolean;
     registrationToken?: string;
-  }): Promise<{ user_id: string; device_id?: string; access_token?: string }> {
+  }): Promise<Partial<LoginResult> & { user_id: string }> {
     const localpart = this.normaliseUsername(opts.localpart);
     const userId = this.userIdFor(localpart);
     if (opts.password !== undefined) this.checkPasswordStrength(opts.password);
@@ -213,8 +229,7 @@ export class AccountsService {
       });
       if (!inserted) throw errors.userInUse();
       if (!opts.login) return { user_id: userId };
-      const login = await this.startSession(trx, userId, opts.deviceId, opts.deviceDisplayName);
-      return login;
+      return this.startSession(trx, userId, opts.deviceId, opts.deviceDisplayName, opts.refreshToken);
     });
   }
 
@@ -223,6 +238,7 @@ export class AccountsService {
     userId: string,
     requestedDeviceId: string | undefined,
     displayName: string | undefined,
+    refreshable = false,
   ): Promise<LoginResult> {
     const deviceId = requestedDeviceId ?? randomDeviceId();
     const now = this.now();
@@ -239,14 +255,84 @@ export class AccountsService {
     });
     // Logging in again as an existing device ends that device's earlier sessions.
     await repo.deleteDeviceTokens(db, userId, deviceId);
+    if (refreshable) {
+      return {
+        user_id: userId,
+        device_id: deviceId,
+        ...(await this.issueRefreshable(db, userId, deviceId, null)),
+      };
+    }
+    const accessToken = await this.newAccessToken(db, userId, deviceId, null);
+    return { user_id: userId, device_id: deviceId, access_token: accessToken };
+  }
+
+  /** Makes and stores (by hash) an access token; with a refresh token's hash, one that expires. */
+  private async newAccessToken(
+    db: repo.Executor,
+    userId: string,
+    deviceId: string,
+    refreshHash: string | null,
+  ): Promise<string> {
+    const now = this.now();
     const accessToken = randomToken('cv_');
     await repo.insertAccessToken(db, {
       token_hash: hashToken(accessToken),
       user_id: userId,
       device_id: deviceId,
       created_ts: now,
+      expires_ts: refreshHash !== null ? now + this.config.accessTokenLifetimeMs : null,
+      refresh_token_hash: refreshHash,
     });
-    return { user_id: userId, device_id: deviceId, access_token: accessToken };
+    return accessToken;
+  }
+
+  /**
+   * A new refresh token and an access token that expires, for a device; `previousHash` is the
+   * refresh token they replace (it stays usable until either new one is first used).
+   */
+  private async issueRefreshable(
+    db: repo.Executor,
+    userId: string,
+    deviceId: string,
+    previousHash: string | null,
+  ): Promise<RefreshResult> {
+    const now = this.now();
+    const lifetime = this.config.accessTokenLifetimeMs;
+    const refreshToken = randomToken('cvr_');
+    const refreshHash = hashToken(refreshToken);
+    await refreshRepo.insertRefreshToken(db, {
+      token_hash: refreshHash,
+      user_id: userId,
+      device_id: deviceId,
+      previous_hash: previousHash,
+      created_ts: now,
+      expires_ts: this.config.refreshTokenLifetimeMs > 0 ? now + this.config.refreshTokenLifetimeMs : null,
+    });
+    const accessToken = await this.newAccessToken(db, userId, deviceId, refreshHash);
+    return { access_token: accessToken, refresh_token: refreshToken, expires_in_ms: lifetime };
+  }
+
+  /**
+   * POST /refresh: new tokens for the refresh token's device. Using a refresh token retires the
+   * one it replaced; repeating a refresh (the client lost the answer) replaces what the earlier
+   * one gave, unused. An unknown or retired refresh token: 401 M_UNKNOWN_TOKEN.
+   */
+  async refresh(refreshToken: string): Promise<RefreshResult> {
+    const hash = hashToken(refreshToken);
+    const { userId, result } = await this.db.transaction().execute(async (trx) => {
+      const row = await refreshRepo.findRefreshToken(trx, hash);
+      if (!row || row.deactivated) throw errors.unknownToken();
+      if (row.locked) throw errors.userLocked();
+      // Expired: the client may log in again as its device, keeping its data.
+      if (row.expires_ts !== null && this.now() >= row.expires_ts) throw errors.unknownToken(true);
+      await refreshRepo.deleteRefreshTokens(trx, await refreshRepo.successorsOf(trx, hash));
+      if (row.previous_hash !== null) await refreshRepo.retirePrevious(trx, hash, row.previous_hash);
+      const result = await this.issueRefreshable(trx, row.user_id, row.device_id, hash);
+      return { userId: row.user_id, result };
+    });
+    // Access tokens went with the retired refresh tokens: no process may keep accepting them.
+    await this.sessions?.revokeUser(userId);
+    return result;
   }
 
   /** Resolves the user a login identifier names, on this server; undefined when it names none. */
@@ -289,12 +375,19 @@ export class AccountsService {
     password: string;
     deviceId?: string;
     initialDeviceDisplayName?: string;
+    refreshToken?: boolean;
     address: string;
   }): Promise<LoginResult> {
     const userId = this.resolveUserIdentifier(req.identifier);
     const user = await this.checkPassword(userId, req.password, req.address);
     const login = await this.db.transaction().execute(async (trx) => {
-      const started = await this.startSession(trx, user.user_id, req.deviceId, req.initialDeviceDisplayName);
+      const started = await this.startSession(
+        trx,
+        user.user_id,
+        req.deviceId,
+        req.initialDeviceDisplayName,
+        req.refreshToken,
+      );
       await this.audit.record(
         { action: 'login', actor: user.user_id, target: started.device_id, address: req.address },
         trx,
@@ -307,13 +400,26 @@ export class AccountsService {
     return login;
   }
 
-  /** Finds the session of an access token; throws M_UNKNOWN_TOKEN when there is none. */
+  /**
+   * Finds the session of an access token; throws M_UNKNOWN_TOKEN when there is none, with
+   * soft_logout when it has expired (the client may refresh it or log in again as its device).
+   */
   async authenticateToken(accessToken: string): Promise<Session> {
     const tokenHash = hashToken(accessToken);
     const cached = this.sessions?.get(tokenHash);
-    if (cached) return cached;
+    if (cached) {
+      if (cached.expiresTs !== undefined && this.now() >= cached.expiresTs) throw errors.unknownToken(true);
+      return cached;
+    }
     const row = await repo.findAccessToken(this.db, tokenHash);
     if (!row || row.deactivated) throw errors.unknownToken();
+    if (row.expires_ts !== null && this.now() >= row.expires_ts) throw errors.unknownToken(true);
+    if (row.refresh_token_hash !== null && row.refresh_previous_hash !== null) {
+      // The first use of a refreshed access token retires the refresh token it replaced.
+      const { refresh_token_hash: current, refresh_previous_hash: previous } = row;
+      await this.db.transaction().execute((trx) => refreshRepo.retirePrevious(trx, current, previous));
+      await this.sessions?.revokeUser(row.user_id);
+    }
     const session: Session = {
       userId: row.user_id,
       deviceId: row.device_id,
@@ -322,6 +428,7 @@ export class AccountsService {
       locked: row.locked,
       suspended: row.suspended,
       shadowBanned: row.shadow_banned,
+      ...(row.expires_ts !== null ? { expiresTs: row.expires_ts } : {}),
     };
     this.sessions?.set(session);
     return session;
@@ -361,6 +468,30 @@ export class AccountsService {
     const position = await this.deviceLists.removeDevices(trx, userId, doomed);
     await repo.deleteDevices(trx, userId, doomed);
     return position;
+  }
+
+  /**
+   * Removes the named devices of a user (tokens, keys, to-device messages) inside the caller's
+   * transaction; returns what to run once it has committed (forget cached sessions, announce the
+   * device list change).
+   */
+  async removeDevicesWithin(
+    trx: repo.Executor,
+    userId: string,
+    deviceIds: readonly string[],
+  ): Promise<() => Promise<void>> {
+    const wanted = new Set(deviceIds);
+    const position = await this.removeDevicesIn(trx, userId, (ids) => ids.filter((id) => wanted.has(id)));
+    return async () => {
+      await this.sessions?.revokeUser(userId);
+      if (position !== undefined) await this.deviceLists.announce(userId, position);
+    };
+  }
+
+  /** Records a change of the user's keys inside the caller's transaction; returns the announcement to run once committed. */
+  async recordKeyChangeWithin(trx: repo.Executor, userId: string): Promise<() => Promise<void>> {
+    const position = await this.deviceLists.recordChange(trx, userId);
+    return () => this.deviceLists.announce(userId, position);
   }
 
   /**

@@ -31,6 +31,7 @@ import { Detection, WebhookSink } from './detection/detection.service.ts';
 import { alertSinkOf, ServerNotices } from './detection/notices.ts';
 import { PolicyLists } from './detection/policy-lists.ts';
 import { UserStateRestrictions } from './detection/restrictions.ts';
+import { DeviceExpiryService } from './device-expiry.service.ts';
 import { DeviceLists } from './device-lists.ts';
 import { DirectoryService } from './directory.service.ts';
 import { FiltersService } from './filters.service.ts';
@@ -126,6 +127,8 @@ export interface Services {
   /** Shared ban lists (policy rooms). */
   policy: PolicyLists;
   metrics: Metrics;
+  /** Device inactivity expiry (spec/account.md). */
+  deviceExpiry: DeviceExpiryService;
   /** Retention policies, the purge job and admin purges (spec/retention.md). */
   retention: RetentionService;
   /** Stops background work (bus subscriptions, timers). */
@@ -237,6 +240,12 @@ export async function createServices(deps: {
   accounts.setDetection(detection);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
   const toDevice = new ToDeviceService(db, config, notifier);
+  if (config.toDeviceEncryptedRequiresCrossSigning) {
+    toDevice.requireCrossSigned(
+      (userIds) => keys.crossSignedDevices(userIds),
+      (count) => metrics.toDeviceDroppedUnverified.inc(count),
+    );
+  }
   const media = new MediaService({
     db,
     config: config.media,
@@ -274,6 +283,8 @@ export async function createServices(deps: {
     notices,
     tokens: new AdminTokensService(registrationTokens, audit),
   };
+  const deviceExpiry = new DeviceExpiryService(db, config, accounts, audit);
+  deviceExpiry.start();
   const presence = new PresenceService(db, config, notifier);
   sync.setPresence(presence);
   presence.start();
@@ -332,8 +343,10 @@ export async function createServices(deps: {
     policy,
     metrics,
     retention,
+    deviceExpiry,
     async stop() {
       await push.stop();
+      await deviceExpiry.stop();
       await media.stop();
       await roomRoles.stop();
       await retention.stop();

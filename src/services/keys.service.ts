@@ -279,6 +279,36 @@ export class KeysService {
     return out;
   }
 
+  /**
+   * The devices of each (local) user whose device keys carry a valid signature by that user's
+   * current self-signing key: the devices the user has verified with cross-signing. The
+   * signature is checked here, against the stored device keys, not only trusted from upload; a
+   * signature by an earlier self-signing key does not count. Users without a self-signing key
+   * have no such device.
+   */
+  async crossSignedDevices(userIds: readonly string[]): Promise<Map<string, Set<string>>> {
+    const out = new Map<string, Set<string>>();
+    await inBatches([...new Set(userIds)], async (batch) => {
+      const [crossSigning, devices, signatures] = await Promise.all([
+        repo.crossSigningKeysOf(this.db, batch),
+        repo.listDeviceKeys(this.db, batch),
+        repo.signaturesOn(this.db, batch),
+      ]);
+      const selfSigning = new Map(
+        crossSigning.filter((k) => k.usage === 'self_signing').map((k) => [k.userId, k.publicKey]),
+      );
+      for (const d of devices) {
+        const ssk = selfSigning.get(d.userId);
+        if (ssk === undefined) continue;
+        const keys = withSignatures(d.keys, d.userId, d.deviceId, signatures, d.userId);
+        if (verifySignedBy(keys, d.userId, `ed25519:${ssk}`, ssk)) {
+          out.set(d.userId, (out.get(d.userId) ?? new Set()).add(d.deviceId));
+        }
+      }
+    });
+    return out;
+  }
+
   // -------------------------------------------------------------------------------------------
   // POST /keys/claim
 

@@ -37,6 +37,11 @@ export class Metrics {
     help: 'WebSocket syncs closed because the client read too slowly (close code 4008)',
     registers: [this.registry],
   });
+  readonly toDeviceDroppedUnverified = new Counter({
+    name: 'conclave_to_device_dropped_unverified_total',
+    help: 'Encrypted to-device messages dropped because their device is not cross-signed (spec/e2ee.md)',
+    registers: [this.registry],
+  });
   readonly syncConnections = new Gauge({
     name: 'conclave_sync_connections',
     help: 'Open sync connections: long-polls in flight and WebSockets',

@@ -308,7 +308,12 @@ export class RoomReader {
       // The viewer's membership in the state after the event (MSC4115, spec v1.11
       // `unsigned.membership`): "leave" when they had none.
       if (opts.viewer) {
-        const member = await this.stateEventAt(db, row.state_group_after, 'm.room.member', opts.viewer.userId);
+        const member = await this.stateEventAt(
+          db,
+          row.state_group_after,
+          'm.room.member',
+          opts.viewer.userId,
+        );
         (event.unsigned as Record<string, unknown>).membership = member?.membership ?? 'leave';
       }
       out.push(event);

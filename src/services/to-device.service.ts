@@ -22,7 +22,28 @@ export const ALL_DEVICES = '*';
  * database for their device and are delivered by /sync, which deletes them once the device
  * acknowledges them with a later since token.
  */
+/** Which of the named users' devices are cross-signed by their user (KeysService.crossSignedDevices). */
+export type CrossSignedDevices = (userIds: readonly string[]) => Promise<Map<string, Set<string>>>;
+
+/** The to-device type that carries Olm-encrypted payloads: room keys, forwarded keys, secrets. */
+const ENCRYPTED_TO_DEVICE = 'm.room.encrypted';
+
 export class ToDeviceService {
+  private crossSigned: CrossSignedDevices | undefined;
+  /** Encrypted to-device messages dropped by the cross-signing policy, since start (for tests and metrics). */
+  droppedUnverified = 0;
+
+  /**
+   * Turns on the policy of `to_device_encrypted_requires_cross_signing` (spec/e2ee.md):
+   * m.room.encrypted to-device messages go only to devices cross-signed by their user.
+   */
+  requireCrossSigned(check: CrossSignedDevices, onDropped: (count: number) => void = () => {}): void {
+    this.crossSigned = check;
+    this.onDropped = onDropped;
+  }
+
+  private onDropped: (count: number) => void = () => {};
+
   constructor(
     private readonly db: Db,
     private readonly config: Config,
@@ -55,6 +76,11 @@ export class ToDeviceService {
       if (!parsed) throw errors.invalidParam('messages must be keyed by user IDs');
       if (parsed.serverName === this.config.serverName) local.push([userId, byDevice]);
     }
+    // Read before the transaction (PGlite has one connection, which the transaction holds).
+    const signed = await this.crossSignedFor(
+      type,
+      local.map(([userId]) => userId),
+    );
     const written = await this.db.transaction().execute(async (trx) => {
       if (!(await repo.insertToDeviceTxn(trx, session.userId, session.deviceId, txnId, this.now()))) {
         return undefined;
@@ -82,18 +108,39 @@ export class ToDeviceService {
           );
         }
       }
-      if (targets.length === 0) return undefined;
+      const allowed = signed
+        ? targets.filter((t) => signed.get(t.userId)?.has(t.deviceId) === true)
+        : targets;
+      if (allowed.length < targets.length) {
+        this.droppedUnverified += targets.length - allowed.length;
+        this.onDropped(targets.length - allowed.length);
+      }
+      if (allowed.length === 0) return undefined;
       const position = await nextPosition(trx);
-      await inBatches(targets, (batch) =>
+      await inBatches(allowed, (batch) =>
         repo.insertToDeviceMessages(
           trx,
           batch.map((t) => ({ position, sender: session.userId, type, ...t })),
         ),
       );
-      return { position, userIds: [...new Set(targets.map((t) => t.userId))] };
+      return { position, userIds: [...new Set(allowed.map((t) => t.userId))] };
     });
     if (written) await this.notifier.notify({ kind: 'to_device', ...written });
     await this.forgetOldTxnIds();
+  }
+
+  /**
+   * Under the cross-signing policy and for an encrypted message: the devices of the recipients
+   * their user has cross-signed. Messages to other devices are dropped, never stored, so a device
+   * verified later gets only the keys sent after (spec/e2ee.md says why they are dropped, not
+   * held). Undefined: no filtering.
+   */
+  private async crossSignedFor(
+    type: string,
+    userIds: string[],
+  ): Promise<Map<string, Set<string>> | undefined> {
+    if (!this.crossSigned || type !== ENCRYPTED_TO_DEVICE || userIds.length === 0) return undefined;
+    return this.crossSigned(userIds);
   }
 
   private lastTxnCleanup = 0;

@@ -94,7 +94,14 @@ export async function deleteDevices(db: Executor, userId: string, deviceIds: str
 
 export async function insertAccessToken(
   db: Executor,
-  row: { token_hash: string; user_id: string; device_id: string; created_ts: number },
+  row: {
+    token_hash: string;
+    user_id: string;
+    device_id: string;
+    created_ts: number;
+    expires_ts?: number | null;
+    refresh_token_hash?: string | null;
+  },
 ): Promise<void> {
   await db.insertInto('access_tokens').values(row).execute();
 }
@@ -103,9 +110,13 @@ export function findAccessToken(db: Executor, tokenHash: string) {
   return db
     .selectFrom('access_tokens')
     .innerJoin('users', 'users.user_id', 'access_tokens.user_id')
+    .leftJoin('refresh_tokens', 'refresh_tokens.token_hash', 'access_tokens.refresh_token_hash')
     .select([
       'access_tokens.user_id',
       'access_tokens.device_id',
+      'access_tokens.expires_ts',
+      'access_tokens.refresh_token_hash',
+      'refresh_tokens.previous_hash as refresh_previous_hash',
       'users.deactivated',
       'users.is_admin',
       'users.locked',
@@ -120,9 +131,15 @@ export async function deleteAccessToken(db: Executor, tokenHash: string): Promis
   await db.deleteFrom('access_tokens').where('token_hash', '=', tokenHash).execute();
 }
 
+/** Deletes the device's access and refresh tokens. */
 export async function deleteDeviceTokens(db: Executor, userId: string, deviceId: string): Promise<void> {
   await db
     .deleteFrom('access_tokens')
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .execute();
+  await db
+    .deleteFrom('refresh_tokens')
     .where('user_id', '=', userId)
     .where('device_id', '=', deviceId)
     .execute();

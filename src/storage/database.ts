@@ -33,6 +33,22 @@ export interface AccessTokensTable {
   user_id: string;
   device_id: string;
   created_ts: number;
+  /** When the token stops working; null: never (migration 0017). */
+  expires_ts: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The refresh token given with it, if any. */
+  refresh_token_hash: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** Refresh tokens, by SHA-256 (migration 0017, spec/account.md). */
+export interface RefreshTokensTable {
+  token_hash: string;
+  user_id: string;
+  device_id: string;
+  /** The refresh token this one replaced, usable until this one or its access token is first used. */
+  previous_hash: string | null;
+  created_ts: number;
+  /** When the refresh token stops working; null: never. */
+  expires_ts: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 export interface AccountDataTable {
@@ -539,6 +555,7 @@ export interface Database {
   users: UsersTable;
   devices: DevicesTable;
   access_tokens: AccessTokensTable;
+  refresh_tokens: RefreshTokensTable;
   account_data: AccountDataTable;
   registration_tokens: RegistrationTokensTable;
   uia_sessions: UiaSessionsTable;

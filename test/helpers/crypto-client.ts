@@ -49,6 +49,7 @@ import {
 } from 'matrix-js-sdk/lib/crypto-api/index.js';
 import { type Logger, logger as sdkGlobalLogger } from 'matrix-js-sdk/lib/logger.js';
 import { VerificationMethod } from 'matrix-js-sdk/lib/types.js';
+import type { Config } from '../../src/config.ts';
 import type { DatabaseBackend } from './backends.ts';
 import { recordingLogger } from './sdk-node.ts';
 import { type Login, PASSWORD, startTestServer, type TestServer } from './server.ts';
@@ -111,10 +112,13 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
 export async function startHttpTestServer(
   t: Teardownable,
   backend: DatabaseBackend,
+  overrides: Partial<Config> = {},
 ): Promise<{ server: TestServer; baseUrl: string; logs: string[] }> {
   // Everything the server logs, at every level, so tests can show no secret ever reaches it.
   const logs: string[] = [];
-  const server = await startTestServer(t, backend, {}, { logStream: { write: (line) => logs.push(line) } });
+  const server = await startTestServer(t, backend, overrides, {
+    logStream: { write: (line) => logs.push(line) },
+  });
   await server.app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = server.app.server.address() as AddressInfo;
   return { server, baseUrl: `http://127.0.0.1:${port}`, logs };

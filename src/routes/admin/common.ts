@@ -6,6 +6,8 @@ import type { AdminActor } from '../../services/admin/actor.ts';
 
 export const ADMIN_V1 = '/_synapse/admin/v1';
 export const ADMIN_V2 = '/_synapse/admin/v2';
+/** Conclave's own admin actions, which Synapse's admin API has no path for (spec/admin.md). */
+export const CONCLAVE_ADMIN_V1 = '/_conclave/admin/v1';
 
 export const UserIdParam = Type.String({ minLength: 1, maxLength: 255 });
 export const RoomIdParam = Type.String({ minLength: 1, maxLength: 255 });

@@ -8,6 +8,7 @@ import {
   ADMIN_V2,
   actorOf,
   boolField,
+  CONCLAVE_ADMIN_V1,
   DeviceIdParam,
   Dir,
   From,
@@ -235,5 +236,21 @@ export async function adminUsersRoutes(fastify: FastifyInstance): Promise<void> 
         b.state_key,
       );
     },
+  );
+
+  // POST /_conclave/admin/v1/users/{userId}/compromised
+  app.post(
+    `${CONCLAVE_ADMIN_V1}/users/:userId/compromised`,
+    {
+      schema: {
+        params: UserParams,
+        body: Type.Object({ lock: Type.Optional(Type.Boolean()), new_password: Type.Optional(Password) }),
+      },
+    },
+    async (request) =>
+      users.markCompromised(actorOf(request), request.params.userId, {
+        ...(request.body.lock !== undefined ? { lock: request.body.lock } : {}),
+        ...(request.body.new_password !== undefined ? { newPassword: request.body.new_password } : {}),
+      }),
   );
 }

@@ -37,6 +37,7 @@ export async function registerRoutes(fastify: FastifyInstance): Promise<void> {
         deviceId: body.device_id,
         initialDeviceDisplayName: body.initial_device_display_name,
         inhibitLogin: body.inhibit_login,
+        refreshToken: body.refresh_token === true,
         auth: body.auth,
         address: request.ip,
       });

@@ -5,7 +5,7 @@ import { errors } from '../../errors.ts';
 import { requireAuth } from '../../http/auth.ts';
 import { AuthDict, DeviceId, DisplayName, Password, UserIdentifier, V3 } from './schemas.ts';
 
-/** Login, logout, whoami and password change. */
+/** Login, token refresh, logout, whoami and password change. */
 export async function sessionRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { accounts } = app.services;
@@ -43,9 +43,17 @@ export async function sessionRoutes(fastify: FastifyInstance): Promise<void> {
         password: body.password,
         deviceId: body.device_id,
         initialDeviceDisplayName: body.initial_device_display_name,
+        refreshToken: body.refresh_token === true,
         address: request.ip,
       });
     },
+  );
+
+  // POST /_matrix/client/v3/refresh (authenticated by the refresh token, not an access token)
+  app.post(
+    `${V3}/refresh`,
+    { schema: { body: Type.Object({ refresh_token: Type.String({ minLength: 1, maxLength: 512 }) }) } },
+    async (request) => accounts.refresh(request.body.refresh_token),
   );
 
   // POST /_matrix/client/v3/logout
