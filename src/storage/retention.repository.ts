@@ -212,6 +212,15 @@ export async function deletePurged(db: Executor, roomId: string): Promise<Record
     sql`delete from event_search where room_id = ${roomId}
         and (event_id in (select event_id from rp_purge) or event_id in (select event_id from rp_keep))`,
   );
+  // Notifications and pushes waiting for delivery that point at purged events.
+  await run(
+    'push_notifications',
+    sql`delete from push_notifications where room_id = ${roomId} and event_id in (select event_id from rp_purge)`,
+  );
+  await run(
+    'push_queue',
+    sql`delete from push_queue where room_id = ${roomId} and event_id in (select event_id from rp_purge)`,
+  );
   await run('pdus', sql`delete from pdus where event_id in (select event_id from rp_purge)`);
   // Backward extremities (prev events not held) that only purged history pointed at.
   await run(
@@ -245,6 +254,8 @@ export async function deleteRoomData(db: Executor, roomId: string): Promise<Reco
   await run('event_edges', sql`delete from event_edges where room_id = ${roomId}`);
   await run('receipts', sql`delete from receipts where room_id = ${roomId}`);
   await run('event_search', sql`delete from event_search where room_id = ${roomId}`);
+  await run('push_notifications', sql`delete from push_notifications where room_id = ${roomId}`);
+  await run('push_queue', sql`delete from push_queue where room_id = ${roomId}`);
   await run('event_txns', sql`delete from event_txns where room_id = ${roomId}`);
   await run('account_data', sql`delete from account_data where room_id = ${roomId}`);
   await run('room_aliases', sql`delete from room_aliases where room_id = ${roomId}`);
@@ -302,6 +313,8 @@ export const PURGED_TABLES = [
   'event_relations',
   'media_references',
   'event_search',
+  'push_notifications',
+  'push_queue',
 ] as const;
 
 export const ROOM_TABLES = [
