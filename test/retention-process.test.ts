@@ -114,9 +114,17 @@ t.test(
       sent.length - 1,
       `each purged event counted once over ${records.rows.length} purge records`,
     );
-    const logs = procs.map((p) => p.stdout());
-    const ran = logs.map((l) => (l.match(/retention: job ran/g) ?? []).length);
-    const skipped = logs.map((l) => (l.match(/retention: job skipped/g) ?? []).length);
+    // A run's log line may reach us a moment after its audit record is written: wait for it
+    // (more lines than records would fail below just the same).
+    const count = (re: RegExp) => procs.map((p) => (p.stdout().match(re) ?? []).length);
+    const logDeadline = Date.now() + 30_000;
+    while (Date.now() < logDeadline) {
+      const n = count(/retention: job ran/g);
+      if (n[0]! + n[1]! >= records.rows.length) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const ran = count(/retention: job ran/g);
+    const skipped = count(/retention: job skipped/g);
     t.equal(
       ran[0]! + ran[1]!,
       records.rows.length,
