@@ -50,6 +50,7 @@ import { RelationsService } from './relations.service.ts';
 import { RetentionService } from './retention/retention.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomRolesService } from './room-roles.service.ts';
+import { RoomUpgradesService } from './room-upgrades.service.ts';
 import { RoomsService } from './rooms.service.ts';
 import { SearchService } from './search.service.ts';
 import { ServerKeysService } from './server-keys.service.ts';
@@ -81,6 +82,8 @@ export interface Services {
   rooms: RoomsService;
   directory: DirectoryService;
   history: HistoryService;
+  /** POST /rooms/{roomId}/upgrade (src/services/room-upgrades.service.ts). */
+  roomUpgrades: RoomUpgradesService;
   typing: TypingService;
   receipts: ReceiptsService;
   sync: SyncService;
@@ -316,6 +319,7 @@ export async function createServices(deps: {
     rooms,
     directory: new DirectoryService(db, config, rooms),
     history,
+    roomUpgrades: new RoomUpgradesService(db, rooms, events, reader),
     typing,
     receipts: new ReceiptsService(db, rooms, notifier),
     sync,

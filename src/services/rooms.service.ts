@@ -441,6 +441,12 @@ export class RoomsService {
     await this.inviteUser(session.userId, roomId, target, reason !== undefined ? { reason } : {});
   }
 
+  /** An invite by `sender` (a room upgrade's members), through the same path as POST /invite. */
+  async inviteFor(sender: string, roomId: string, target: string): Promise<void> {
+    await this.policy?.checkInvite(sender, target, roomId);
+    await this.inviteUser(sender, roomId, target, {});
+  }
+
   private isRemoteUser(userId: string): boolean {
     return this.remote !== undefined && userId.slice(userId.indexOf(':') + 1) !== this.config.serverName;
   }

@@ -142,6 +142,28 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
     },
   );
 
+  // POST /_matrix/client/v3/rooms/{roomId}/upgrade
+  app.post(
+    `${V3}/rooms/:roomId/upgrade`,
+    {
+      onRequest: requireAuth,
+      schema: {
+        params: RoomParams,
+        body: Type.Object({
+          new_version: Type.String({ minLength: 1, maxLength: 32 }),
+          additional_creators: Type.Optional(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 50 })),
+        }),
+      },
+    },
+    async (request) =>
+      app.services.roomUpgrades.upgrade(
+        request.session,
+        request.params.roomId,
+        request.body.new_version,
+        request.body.additional_creators ?? [],
+      ),
+  );
+
   // POST /_matrix/client/v3/rooms/{roomId}/forget
   app.post(
     `${V3}/rooms/:roomId/forget`,
