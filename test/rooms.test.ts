@@ -343,6 +343,30 @@ for (const backend of databaseBackends()) {
         {},
       );
       t.equal(aliceMsg.statusCode, 403, "bob cannot redact alice's message");
+      // An event this server does not hold: alice (with the power to redact) may redact it, as
+      // for an event another server has not sent yet; bob (without) is told it is not found.
+      const unknown = '$notheldyet0000000000000000000000000000000000';
+      const byBob = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/redact/${enc(unknown)}/rr3`,
+        bob.access_token,
+        {},
+      );
+      t.equal(byBob.statusCode, 404, byBob.body);
+      const byAlice = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/redact/${enc(unknown)}/rr4`,
+        alice.access_token,
+        {},
+      );
+      t.equal(byAlice.statusCode, 200, byAlice.body);
+      const byMallory = await call(
+        'PUT',
+        `${V3}/rooms/${enc(roomId)}/redact/${enc(unknown)}/rr5`,
+        mallory.access_token,
+        {},
+      );
+      t.equal(byMallory.statusCode, 404, 'not a member: not found');
     });
 
     t.test('leaving stops delivery; a banned user cannot rejoin', async (t) => {

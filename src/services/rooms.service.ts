@@ -695,17 +695,21 @@ export class RoomsService {
     await this.requireRoom(roomId);
     const target = await rooms.getEventRow(this.db, eventId);
     if (
-      !target ||
-      target.room_id !== roomId ||
-      !(await this.reader.canSee(this.db, session.userId, target, async () => true))
+      target &&
+      (target.room_id !== roomId || !(await this.reader.canSee(this.db, session.userId, target, async () => true)))
     ) {
       throw errors.notFound('Event not found');
     }
-    if (target.type === 'm.room.encryption' && target.state_key === '') {
+    if (target?.type === 'm.room.encryption' && target.state_key === '') {
       // Redaction strips all of its content, which clients would read as encryption turned off.
       throw errors.forbidden('The encryption settings of a room cannot be redacted');
     }
-    if (target.sender !== session.userId) {
+    // An event this server does not hold (one another server has not sent us yet) may be
+    // redacted by a member with the power to redact others' events, as Synapse allows; the
+    // redaction applies when the event arrives. Without that power, it is not found.
+    if (!target && (await this.membership(roomId, session.userId)) !== 'join')
+      throw errors.notFound('Event not found');
+    if (target?.sender !== session.userId) {
       const [pl, create] = await Promise.all([
         this.currentStateRow(roomId, 'm.room.power_levels', ''),
         this.currentStateRow(roomId, 'm.room.create', ''),
@@ -717,6 +721,7 @@ export class RoomsService {
         ? { sender: create.sender, content: create.json.content as JsonObject }
         : undefined;
       if (userPowerLevel(session.userId, plEvent, createEvent, rv) < namedLevel('redact', plEvent)) {
+        if (!target) throw errors.notFound('Event not found');
         throw errors.forbidden("You may not redact other users' events");
       }
     }
