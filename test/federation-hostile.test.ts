@@ -145,6 +145,24 @@ for (const backend of databaseBackends()) {
       { ...wire(join), type: 'm.room.message' },
     );
     t.equal(notAJoin.statusCode, 400, 'v1 refuses what is not a join, as v2');
+    // /event_auth: the join's auth chain, with the v12 create event it rests on (not listed).
+    const auth = await signed(
+      'GET',
+      `/_matrix/federation/v1/event_auth/${enc(roomId)}/${enc(join.event_id)}`,
+    );
+    t.equal(auth.statusCode, 200, auth.body);
+    const chainIds = (auth.json().auth_chain as Array<Record<string, unknown>>).map((e) =>
+      computeEventId(e as unknown as Pdu, rv),
+    );
+    t.ok(chainIds.includes(`$${roomId.slice(1)}`), 'the create event is in the chain');
+    for (const id of join.auth_events)
+      t.ok(chainIds.includes(id), `the join's auth event ${id} is in the chain`);
+    t.notOk(chainIds.includes(join.event_id), 'not the event itself');
+    const unknownAuth = await signed(
+      'GET',
+      `/_matrix/federation/v1/event_auth/${enc(roomId)}/${enc('$nope')}`,
+    );
+    t.equal(unknownAuth.statusCode, 404);
     const stateBefore = await stateOf(roomId);
 
     t.test('requests without a valid signature are refused', async (t) => {

@@ -696,7 +696,8 @@ export class RoomsService {
     const target = await rooms.getEventRow(this.db, eventId);
     if (
       target &&
-      (target.room_id !== roomId || !(await this.reader.canSee(this.db, session.userId, target, async () => true)))
+      (target.room_id !== roomId ||
+        !(await this.reader.canSee(this.db, session.userId, target, async () => true)))
     ) {
       throw errors.notFound('Event not found');
     }

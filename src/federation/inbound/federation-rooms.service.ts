@@ -232,7 +232,7 @@ export class FederationRoomsService {
     if (membership !== 'join') return {};
     const state = await this.reader.stateIdsAt(this.db, stateBeforeGroup!);
     const stateRows = await store.getPdus(this.db, [...state.values()]);
-    const chain = await store.authChainIds(this.db, [...state.values(), event.event_id]);
+    const chain = await this.authChain(roomId, rv, [...state.values(), event.event_id]);
     const chainRows = await store.getPdus(this.db, chain);
     const servers = new Set<string>();
     for (const r of stateRows)
@@ -260,7 +260,7 @@ export class FederationRoomsService {
       throw errors.notFound('Event not found');
     if (!(await this.serverMaySee(origin, row))) throw errors.forbidden('Your server may not see this room');
     const state = [...(await this.reader.stateIdsAt(this.db, row.state_group_before)).values()];
-    const chain = await store.authChainIds(this.db, state);
+    const chain = await this.authChain(roomId, await this.roomVersion(roomId), state);
     if (!full) return { pdu_ids: state, auth_chain_ids: chain };
     const [stateRows, chainRows] = await Promise.all([
       store.getPdus(this.db, state),
@@ -277,7 +277,10 @@ export class FederationRoomsService {
     const [row] = await store.getPdus(this.db, [eventId]);
     if (!row || row.room_id !== roomId) throw errors.notFound('Event not found');
     if (!(await this.serverMaySee(origin, row))) throw errors.forbidden('Your server may not see this room');
-    const chain = await store.getPdus(this.db, await store.authChainIds(this.db, [eventId]));
+    const chain = await store.getPdus(
+      this.db,
+      await this.authChain(roomId, await this.roomVersion(roomId), [eventId]),
+    );
     return { auth_chain: chain.map((r) => toWire(store.toEvent(r))) };
   }
 
@@ -394,6 +397,19 @@ export class FederationRoomsService {
       return true;
     if (visibility === 'joined' || visibility === 'invited') return false;
     return outbox.serverHasJoinedMember(this.db, row.room_id, origin);
+  }
+
+  /**
+   * The auth chain of `ids`: the stored auth edges, and in room versions whose ID derives from
+   * the create event (v12), that event too, which every event's auth rests on without listing it.
+   */
+  private async authChain(roomId: string, rv: RoomVersion, ids: readonly string[]): Promise<string[]> {
+    const chain = await store.authChainIds(this.db, ids);
+    if (rv.roomIdFromCreateEvent) {
+      const createId = `$${roomId.slice(1)}`;
+      if (!ids.includes(createId) && !chain.includes(createId)) chain.push(createId);
+    }
+    return chain;
   }
 
   private async roomVersion(roomId: string): Promise<RoomVersion> {
