@@ -484,7 +484,13 @@ export class RoomsService {
     if (current === undefined || current.membership === 'leave') {
       throw errors.forbidden('You are not a member of this room');
     }
-    if (this.remote && current.membership !== 'join' && !(await this.weAreIn(roomId))) {
+    // An invite or knock held only out of band (received before, or instead of, the room's own
+    // copy of it: even when another of our users is in the room, the event may not have come
+    // through the graph yet) is answered through the room's servers too.
+    const outOfBand =
+      current.membership !== 'join' &&
+      (await eventStore.getPdus(this.db, [current.event_id]))[0]?.outlier === true;
+    if (this.remote && current.membership !== 'join' && (outOfBand || !(await this.weAreIn(roomId)))) {
       // An invite or knock of a room we are not in: rejected through the room's servers.
       const [held] = await eventStore.getPdus(this.db, [current.event_id]);
       if (held) {
