@@ -10,7 +10,8 @@ import { type RunningProcess, startServerProcess } from '../test/helpers/process
 
 /**
  * Services in this process (no HTTP server) on in-memory PGlite, or on PostgreSQL at the URL,
- * with settings for measuring: open registration, a cheap password hash, no request limits.
+ * with settings for measuring: open registration, a cheap password hash, no request limits and
+ * no detectors.
  */
 export function startBenchRuntime(databaseUrl?: string): Promise<Runtime> {
   return startRuntime(
@@ -20,6 +21,8 @@ export function startBenchRuntime(databaseUrl?: string): Promise<Runtime> {
       registration: 'open',
       passwordHashCost: 10,
       rateLimits: false,
+      // As for the server processes the benches start: the detectors are measured on their own.
+      detection: false,
       dataDir: '',
       logLevel: 'silent',
       webClient: '',

@@ -4,26 +4,13 @@
  * recent, first and fifth page, with and without context:
  *   npx tsx bench/search.ts [count] [--postgres <url>]
  */
-import { defaultConfig } from '../src/config.ts';
-import { startRuntime } from '../src/runtime.ts';
-import { percentile } from './common.ts';
+import { percentile, startBenchRuntime } from './common.ts';
 
 const count = Number(process.argv[2] ?? 2000);
 const pgIndex = process.argv.indexOf('--postgres');
 const databaseUrl = pgIndex > 0 ? (process.argv[pgIndex + 1] ?? '') : '';
 
-const runtime = await startRuntime(
-  {
-    ...defaultConfig(),
-    serverName: 'bench.test',
-    databaseUrl,
-    dataDir: '',
-    logLevel: 'silent',
-    detection: false,
-    rateLimits: false,
-  },
-  { pgliteInMemory: true },
-);
+const runtime = await startBenchRuntime(databaseUrl || undefined);
 const { accounts, rooms, search } = runtime.services;
 const login = await accounts.createAccount({
   localpart: `alice${Date.now()}`,
