@@ -341,5 +341,50 @@ for (const backend of databaseBackends()) {
       t.equal(res.json().chunk[0].event_id, id);
       t.notOk(res.body.includes(`old-${tag}`), 'the new member sees nothing purged');
     });
+
+    t.test('the newest message, young at one run, is pruned by a later run once old', async (t) => {
+      // Its own room, so that it is the only forward extremity once the clock moves on.
+      const r = await s.request('POST', `${V3}/createRoom`, {
+        token: alice.access_token,
+        body: {
+          initial_state: [{ type: 'm.room.retention', state_key: '', content: { max_lifetime: 5000 } }],
+        },
+      });
+      const lonely: string = r.json().room_id;
+      const tsOf = async (id: string) =>
+        (
+          await db
+            .selectFrom('pdus')
+            .select('origin_server_ts')
+            .where('event_id', '=', id)
+            .executeTakeFirstOrThrow()
+        ).origin_server_ts;
+      const contentOf = async (id: string) =>
+        (await db.selectFrom('pdus').select('json').where('event_id', '=', id).executeTakeFirst())?.json
+          .content as Json | undefined;
+      const first = await sendText(s, alice, lonely, `first-${tag}`);
+      await pastTs((await tsOf(first)) + 1);
+      const lastId = await sendText(s, alice, lonely, `newest-${tag}`);
+      const lastTs = await tsOf(lastId);
+      // A run while the newest is young deletes the first and keeps the newest whole.
+      const young = await s.runtime.services.retention.runJob({ now: lastTs + 5000 });
+      t.ok(
+        young.purges.some((p) => p.roomId === lonely),
+        'the first run purged the room',
+      );
+      t.equal(await contentOf(first), undefined, 'the older message is gone');
+      t.equal((await contentOf(lastId))?.body, `newest-${tag}`, 'the young one is kept whole');
+      // Once it is old it is still a forward extremity (kept), but its content goes.
+      const old = await s.runtime.services.retention.runJob({ now: lastTs + 5001 });
+      const purge = old.purges.find((p) => p.roomId === lonely);
+      t.ok(purge, 'a later run takes the room up again');
+      t.ok((purge?.eventsPruned ?? 0) >= 1, `events pruned: ${purge?.eventsPruned}`);
+      t.same(await contentOf(lastId), {}, 'its content pruned');
+      const again = await s.runtime.services.retention.runJob({ now: lastTs + 5001 });
+      t.notOk(
+        again.purges.some((p) => p.roomId === lonely),
+        'the run after finds nothing more to do there',
+      );
+    });
   });
 }

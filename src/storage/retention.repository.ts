@@ -120,6 +120,13 @@ export interface KeptRow {
   forward_extremity: boolean;
 }
 
+/** The columns of a KeptRow, from `pdus p`. */
+function keptColumns(roomId: string) {
+  return sql`p.event_id, p.type, p.json,
+      exists (select 1 from current_state c where c.room_id = ${roomId} and c.event_id = p.event_id) as in_current_state,
+      exists (select 1 from room_forward_extremities f where f.room_id = ${roomId} and f.event_id = p.event_id) as forward_extremity`;
+}
+
 /**
  * Kept old events, and kept events redacted by a purged redaction, in pages (after `afterId`),
  * for pruning.
@@ -131,9 +138,7 @@ export async function keptRows(
   limit: number,
 ): Promise<KeptRow[]> {
   const r = await sql<KeptRow>`
-    select p.event_id, p.type, p.json,
-      exists (select 1 from current_state c where c.room_id = ${roomId} and c.event_id = p.event_id) as in_current_state,
-      exists (select 1 from room_forward_extremities f where f.room_id = ${roomId} and f.event_id = p.event_id) as forward_extremity
+    select ${keptColumns(roomId)}
     from pdus p
     where p.event_id > ${afterId}
       and (p.event_id in (select event_id from rp_keep)
@@ -297,6 +302,23 @@ export async function hasOldEvents(db: Executor, roomId: string, beforeTs: numbe
       and not exists (select 1 from room_forward_extremities f where f.room_id = p.room_id and f.event_id = p.event_id)
     limit 1`.execute(db);
   return r.rows.length > 0;
+}
+
+/**
+ * The room's forward extremities older than `beforeTs`: a purge keeps them (new events point at
+ * them) with their content pruned, so one that was still young at the last purge needs a run
+ * once it is old. hasOldEvents leaves them out, for they stay old after their pruning.
+ */
+export async function oldForwardExtremities(
+  db: Executor,
+  roomId: string,
+  beforeTs: number,
+): Promise<KeptRow[]> {
+  const r = await sql<KeptRow>`
+    select ${keptColumns(roomId)}
+    from room_forward_extremities e join pdus p on p.event_id = e.event_id
+    where e.room_id = ${roomId} and ${AGE} < ${beforeTs}`.execute(db);
+  return r.rows;
 }
 
 /** The tables a purge writes, for VACUUM. */

@@ -51,6 +51,23 @@ const CACHE_CHANNEL = 'retention.purged';
 const PRUNE_PAGE = 200;
 
 /**
+ * The pruned form of an event a purge keeps, as a redaction would leave it, and the bytes that
+ * saves; undefined when there is nothing to prune (already pruned, or current state whose content
+ * the room needs).
+ */
+function pruneOf(
+  row: repo.KeptRow,
+  rv: NonNullable<ReturnType<typeof getRoomVersion>>,
+): { json: JsonObject; bytesFreed: number } | undefined {
+  if (row.in_current_state && KEEP_CONTENT_TYPES.has(row.type)) return undefined;
+  const json = redactEvent(row.json, rv);
+  const was = canonicalJson(row.json);
+  const now = canonicalJson(json);
+  if (was === now) return undefined;
+  return { json, bytesFreed: Buffer.byteLength(was) - Buffer.byteLength(now) };
+}
+
+/**
  * Set by the media repository: deletes the media whose last referencing event a purge or a room
  * deletion removed, once their grace period has passed (MediaService.deleteUnreferenced).
  */
@@ -233,7 +250,7 @@ export class RetentionService {
         const { effective } = await this.policyOf(roomId);
         if (effective.maxLifetime === null) continue;
         const before = now - effective.maxLifetime;
-        if (!(await repo.hasOldEvents(this.deps.db, roomId, before))) continue;
+        if (!(await this.hasWork(roomId, before))) continue;
         const result = await this.purgeInRoom(roomId, before, {
           actor: `policy:${effective.source === 'room' ? 'room' : 'server_default'}`,
           details: { max_lifetime: effective.maxLifetime, source: effective.source },
@@ -249,6 +266,15 @@ export class RetentionService {
     // Media released by this run, or earlier ones whose grace period has passed since.
     await this.releaseMedia();
     return purges;
+  }
+
+  /** Whether a policy run has anything to delete or prune in the room. */
+  private async hasWork(roomId: string, before: number): Promise<boolean> {
+    if (await repo.hasOldEvents(this.deps.db, roomId, before)) return true;
+    const extremities = await repo.oldForwardExtremities(this.deps.db, roomId, before);
+    if (extremities.length === 0) return false;
+    const rv = getRoomVersion((await this.deps.reader.roomVersionOf(this.deps.db, roomId)) ?? '');
+    return rv !== undefined && extremities.some((row) => pruneOf(row, rv) !== undefined);
   }
 
   /**
@@ -298,13 +324,10 @@ export class RetentionService {
         const page = await repo.keptRows(trx, roomId, afterId, PRUNE_PAGE);
         const changes: Array<{ id: string; json: JsonObject }> = [];
         for (const row of page) {
-          if (row.in_current_state && KEEP_CONTENT_TYPES.has(row.type)) continue;
-          const next = redactEvent(row.json, rv);
-          const was = canonicalJson(row.json);
-          const now = canonicalJson(next);
-          if (was === now) continue;
-          prunedBytes += Buffer.byteLength(was) - Buffer.byteLength(now);
-          changes.push({ id: row.event_id, json: next });
+          const change = pruneOf(row, rv);
+          if (!change) continue;
+          prunedBytes += change.bytesFreed;
+          changes.push({ id: row.event_id, json: change.json });
         }
         await repo.replaceJson(trx, changes);
         // A pruned event names only the media its pruned content still names.
