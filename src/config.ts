@@ -176,6 +176,11 @@ export interface Config {
   trustedKeyServers: TrustedKeyServer[];
   /** A PEM bundle of CAs trusted for outbound federation in addition to the system's. */
   federationCaFile: string;
+  /**
+   * A file of fixed addresses for server names (`<server name> <host>:<port>` per line),
+   * consulted before server discovery and read again when it changes; empty: none.
+   */
+  federationHostsFile: string;
   /** Certificate and key (PEM) of the federation TLS listener; both empty: no TLS listener. */
   federationTlsCertificate: string;
   federationTlsKey: string;
@@ -603,6 +608,7 @@ const FIELDS: Field[] = [
     parse: trustedKeyServers,
   },
   textField('federationCaFile', 'CONCLAVE_FEDERATION_CA_FILE', 'federation_ca_file'),
+  textField('federationHostsFile', 'CONCLAVE_FEDERATION_HOSTS_FILE', 'federation_hosts_file'),
   textField('federationTlsCertificate', 'CONCLAVE_FEDERATION_TLS_CERTIFICATE', 'federation_tls_certificate'),
   textField('federationTlsKey', 'CONCLAVE_FEDERATION_TLS_KEY', 'federation_tls_key'),
   textField('federationBindAddress', 'CONCLAVE_FEDERATION_BIND_ADDRESS', 'federation_bind_address'),
@@ -874,6 +880,7 @@ export function defaultConfig(): Config {
     signingKeyPath: '',
     trustedKeyServers: [],
     federationCaFile: '',
+    federationHostsFile: '',
     federationTlsCertificate: '',
     federationTlsKey: '',
     federationBindAddress: '',

@@ -1,9 +1,10 @@
 // Server discovery (server-server API: Resolving server names) and the HTTPS transport, on
 // loopback: a test CA, HTTPS servers on 127.0.0.1, and a resolver seam answering SRV and
 // address lookups without real DNS.
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import t from 'tap';
 import {
@@ -14,6 +15,7 @@ import {
   wellKnownCacheMs,
 } from '../src/federation/client/discovery.ts';
 import { HttpsTransport } from '../src/federation/client/https-transport.ts';
+import { parseStaticHosts } from '../src/federation/client/static-hosts.ts';
 import { FederationError } from '../src/federation/index.ts';
 import { makeTestCa, type TestCa } from './helpers/federation.ts';
 
@@ -321,4 +323,63 @@ t.test('the HTTPS transport over loopback', async (t) => {
     t.equal((gone as FederationError).kind, 'unreachable');
     t.match((gone as FederationError).message, /cannot resolve gone\.test/);
   });
+});
+
+t.test('federation_hosts_file: fixed addresses before discovery, read again when changed', async (t) => {
+  t.same(
+    [
+      ...parseStaticHosts(
+        [
+          '# comment',
+          'hs1 127.0.0.1:21100',
+          'hs2   127.0.0.1:21101  # trailing comment',
+          'no-port 127.0.0.1',
+          'bad!name 127.0.0.1:1',
+          'too many 127.0.0.1:2 x',
+          'six.test [::1]:21102',
+          'hs1 127.0.0.1:21103',
+        ].join('\n'),
+      ),
+    ],
+    [
+      ['hs1', { host: '127.0.0.1', port: 21103 }],
+      ['hs2', { host: '127.0.0.1', port: 21101 }],
+      ['six.test', { host: '::1', port: 21102 }],
+    ],
+    'well-formed lines only; the last line for a name wins',
+  );
+  const ca = makeTestCa(t);
+  const fixed = await httpsServer(t, ca, ['hsone', 'hstwo'], (_req, res) => json(res, 200, { ok: true }));
+  const other = await httpsServer(t, ca, ['elsewhere.test'], (_req, res) => json(res, 200, {}));
+  const file = path.join(ca.dir, 'fed.hosts');
+  writeFileSync(file, `hsone 127.0.0.1:${fixed.port}\nwrongcert 127.0.0.1:${other.port}\n`);
+  // No DNS answers at all: a name reached at all was reached through the file.
+  const resolver = tableResolver({}, ['hsone', 'hstwo', 'wrongcert', 'unlisted']);
+  const transport = new HttpsTransport({ caFile: ca.caFile, resolver, hostsFile: file, wellKnownPort: 1 });
+  t.teardown(() => transport.close());
+
+  const res = await transport.send(request('hsone'));
+  t.equal(res.status, 200);
+  t.equal(fixed.seen.at(-1)!.host, 'hsone', 'Host is the server name');
+  t.equal(fixed.seen.at(-1)!.sni, 'hsone', 'SNI is the server name');
+  t.same(resolver.asked, [], 'neither well-known nor SRV was asked');
+
+  const unlisted = await transport.send(request('hstwo')).catch((e: unknown) => e);
+  t.equal((unlisted as FederationError).kind, 'unreachable', 'a name not in the file goes through discovery');
+
+  // Lines added while the server runs are seen (the file is read again when it changes).
+  appendFileSync(file, `hstwo 127.0.0.1:${fixed.port}\n`);
+  t.equal((await transport.send(request('hstwo'))).status, 200);
+
+  const wrong = await transport.send(request('wrongcert')).catch((e: unknown) => e);
+  t.equal((wrong as FederationError).kind, 'unreachable');
+  t.match(
+    (wrong as FederationError).message,
+    /altnames|Hostname/i,
+    'the certificate must be for the server name',
+  );
+
+  rmSync(file);
+  const removed = await transport.send(request('hsone')).catch((e: unknown) => e);
+  t.equal((removed as FederationError).kind, 'unreachable', 'a removed file fixes nothing any more');
 });

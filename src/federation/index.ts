@@ -34,7 +34,10 @@ export function createFederation(deps: {
   const { config, db, serverKeys } = deps;
   const https = deps.transport
     ? undefined
-    : new HttpsTransport({ caFile: config.federationCaFile || undefined });
+    : new HttpsTransport({
+        caFile: config.federationCaFile || undefined,
+        hostsFile: config.federationHostsFile || undefined,
+      });
   const client = new FederationClient(serverKeys, deps.transport ?? https!);
   const direct = new DirectKeyFetcher(client);
   const fetchers: KeyFetcher[] = [direct];

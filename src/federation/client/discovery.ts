@@ -89,11 +89,25 @@ export class ServerDiscovery {
     private readonly resolver: DiscoveryResolver,
     private readonly fetchWellKnown: (hostname: string) => Promise<WellKnownAnswer>,
     private readonly now: () => number = Date.now,
+    /** Fixed addresses (`federation_hosts_file`), consulted before the spec's steps. */
+    private readonly fixed?: (serverName: string) => Promise<{ host: string; port: number } | undefined>,
   ) {}
 
   async resolve(serverName: string): Promise<ResolvedDestination> {
     const parsed = parseServerName(serverName);
     if (!parsed) throw new Error(`not a valid server name: ${JSON.stringify(serverName)}`);
+    const fixed = await this.fixed?.(serverName);
+    if (fixed) {
+      // Only where to connect is fixed: Host and the certificate's name are the server name's.
+      const name = parsed.host.startsWith('[') ? parsed.host.slice(1, -1) : parsed.host;
+      return {
+        connectHost: fixed.host,
+        port: fixed.port,
+        hostHeader: serverName,
+        tlsName: name,
+        ...(parsed.kind === 'dns' ? { sni: name } : {}),
+      };
+    }
     // Step 1: an IP literal, with its port or 8448; Host is the server name as given.
     if (parsed.kind !== 'dns') return ipDestination(parsed.host, parsed.port, serverName);
     // Step 2: a host name with an explicit port.

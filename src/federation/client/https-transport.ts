@@ -10,6 +10,7 @@ import {
   type WellKnownAnswer,
   wellKnownCacheMs,
 } from './discovery.ts';
+import { StaticHosts } from './static-hosts.ts';
 import {
   FederationError,
   type FederationTransport,
@@ -22,6 +23,8 @@ export interface HttpsTransportOptions {
   caFile?: string;
   /** DNS for discovery; the system's by default. */
   resolver?: DiscoveryResolver;
+  /** `federation_hosts_file`: fixed addresses for some server names. */
+  hostsFile?: string;
   /** Port of `https://<hostname>/.well-known/matrix/server`: 443, except in tests. */
   wellKnownPort?: number;
   now?: () => number;
@@ -61,10 +64,12 @@ export class HttpsTransport implements FederationTransport {
     this.agent = new https.Agent({ keepAlive: true, maxSockets: 16, ca });
     this.resolver = opts.resolver ?? systemResolver;
     this.wellKnownPort = opts.wellKnownPort ?? 443;
+    const fixed = opts.hostsFile ? new StaticHosts(opts.hostsFile) : undefined;
     this.discovery = new ServerDiscovery(
       this.resolver,
       (hostname) => this.fetchWellKnown(hostname),
       opts.now,
+      fixed ? (name) => fixed.lookup(name) : undefined,
     );
   }
 
