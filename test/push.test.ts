@@ -546,6 +546,48 @@ for (const backend of databaseBackends()) {
       t.same(left, [], 'deactivation removes the pushers');
     });
 
+    t.test("a device's pushers go with it: on logout and on a password change", async (t) => {
+      const dan = await s.register('dan');
+      const laptop = await s.login('dan', { deviceId: 'LAPTOP' });
+      const tablet = await s.login('dan', { deviceId: 'TABLET' });
+      for (const [who, key] of [
+        [dan, 'dan-main'],
+        [laptop, 'dan-laptop'],
+        [tablet, 'dan-tablet'],
+      ] as const)
+        t.equal((await setPusher(who, pusher(key))).statusCode, 200);
+      const keys = async () =>
+        ((await ok('GET', `${V3}/pushers`, dan)).pushers as Json[]).map((p) => p.pushkey).sort();
+      t.same(await keys(), ['dan-laptop', 'dan-main', 'dan-tablet']);
+      t.equal(
+        (await s.request('POST', `${V3}/logout`, { token: tablet.access_token, body: {} })).statusCode,
+        200,
+      );
+      t.same(await keys(), ['dan-laptop', 'dan-main'], "the tablet's pusher went with its logout");
+      const first = await s.request('POST', `${V3}/account/password`, {
+        token: dan.access_token,
+        body: { new_password: 'another long password' },
+      });
+      const changed = await s.request('POST', `${V3}/account/password`, {
+        token: dan.access_token,
+        body: {
+          new_password: 'another long password',
+          auth: {
+            type: 'm.login.password',
+            session: first.json().session,
+            identifier: { type: 'm.id.user', user: dan.user_id },
+            password: PASSWORD,
+          },
+        },
+      });
+      t.equal(changed.statusCode, 200, changed.body);
+      t.same(
+        await keys(),
+        ['dan-main'],
+        'the other devices logged out lost their pushers, this one kept its',
+      );
+    });
+
     t.test('push rules: the forbidden and malformed paths', async (t) => {
       const put = (url: string, body: unknown, who: Login = bob) =>
         s.request('PUT', url, { token: who.access_token, body });

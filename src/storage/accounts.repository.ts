@@ -89,6 +89,8 @@ export async function setDeviceDisplayName(
 /** Deletes devices (and, by cascade, their access tokens). */
 export async function deleteDevices(db: Executor, userId: string, deviceIds: string[]): Promise<void> {
   if (deviceIds.length === 0) return;
+  // A device's pushers go with it (as its access tokens do): nobody reads its notifications any more.
+  await db.deleteFrom('pushers').where('user_id', '=', userId).where('device_id', 'in', deviceIds).execute();
   await db.deleteFrom('devices').where('user_id', '=', userId).where('device_id', 'in', deviceIds).execute();
 }
 
