@@ -99,7 +99,7 @@ export class ServerDiscovery {
     const fixed = await this.fixed?.(serverName);
     if (fixed) {
       // Only where to connect is fixed: Host and the certificate's name are the server name's.
-      const name = parsed.host.startsWith('[') ? parsed.host.slice(1, -1) : parsed.host;
+      const name = unbracket(parsed.host);
       return {
         connectHost: fixed.host,
         port: fixed.port,
@@ -162,8 +162,13 @@ export class ServerDiscovery {
   }
 }
 
+/** An IPv6 literal without its brackets; other hosts as they are. */
+export function unbracket(host: string): string {
+  return host.startsWith('[') ? host.slice(1, -1) : host;
+}
+
 function ipDestination(host: string, port: number | undefined, hostHeader: string): ResolvedDestination {
-  const address = host.startsWith('[') ? host.slice(1, -1) : host;
+  const address = unbracket(host);
   return { connectHost: address, port: port ?? DEFAULT_FEDERATION_PORT, hostHeader, tlsName: address };
 }
 

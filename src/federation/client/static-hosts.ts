@@ -1,5 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { parseServerName } from '../../protocol/identifiers.ts';
+import { unbracket } from './discovery.ts';
 
 /** Where a server name listed in the hosts file is reached. */
 export interface StaticHost {
@@ -55,8 +56,7 @@ export function parseStaticHosts(text: string): Map<string, StaticHost> {
     if (!name || !address || rest.length > 0 || parseServerName(name) === null) continue;
     const target = parseServerName(address);
     if (!target || target.port === undefined) continue;
-    const host = target.host.startsWith('[') ? target.host.slice(1, -1) : target.host;
-    out.set(name, { host, port: target.port });
+    out.set(name, { host: unbracket(target.host), port: target.port });
   }
   return out;
 }

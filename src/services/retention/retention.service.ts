@@ -6,7 +6,7 @@ import type { EventsService } from '../../events/events.service.ts';
 import { canonicalJson } from '../../protocol/canonical-json.ts';
 import type { JsonObject } from '../../protocol/json.ts';
 import { redactEvent } from '../../protocol/redaction.ts';
-import { getRoomVersion } from '../../protocol/room-versions.ts';
+import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import type { Db } from '../../storage/connect.ts';
 import * as refs from '../../storage/media-references.repository.ts';
 import * as repo from '../../storage/retention.repository.ts';
@@ -55,10 +55,7 @@ const PRUNE_PAGE = 200;
  * saves; undefined when there is nothing to prune (already pruned, or current state whose content
  * the room needs).
  */
-function pruneOf(
-  row: repo.KeptRow,
-  rv: NonNullable<ReturnType<typeof getRoomVersion>>,
-): { json: JsonObject; bytesFreed: number } | undefined {
+function pruneOf(row: repo.KeptRow, rv: RoomVersion): { json: JsonObject; bytesFreed: number } | undefined {
   if (row.in_current_state && KEEP_CONTENT_TYPES.has(row.type)) return undefined;
   const json = redactEvent(row.json, rv);
   const was = canonicalJson(row.json);
