@@ -8,10 +8,12 @@ import { EventsService } from '../events/events.service.ts';
 import { PreverifiedSignatures } from '../events/preverified.ts';
 import { FederationRoomsService } from '../federation/inbound/federation-rooms.service.ts';
 import { OutOfBandMemberships } from '../federation/inbound/invites.ts';
+import { registerRoomEdus } from '../federation/inbound/room-edus.ts';
 import { createFederation, type Federation, type FederationTransport } from '../federation/index.ts';
 import { Backfiller } from '../federation/outbound/backfill.ts';
 import { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
+import { OutboundEdus } from '../federation/sender/room-edus.ts';
 import { MediaService } from '../media/media.service.ts';
 import { allowList } from '../media/url-preview.ts';
 import { resolveState } from '../protocol/state-res/index.ts';
@@ -104,8 +106,10 @@ export interface Services {
   federationRooms: FederationRoomsService;
   /** Membership events of rooms this server is not in: remote invites, rejections, knocks. */
   outOfBand: OutOfBandMemberships;
-  /** Outbound PDUs, one queue per destination. */
+  /** Outbound PDUs and EDUs, one queue per destination (EDUs: sender.queueEdu). */
   sender: FederationSender;
+  /** Typing, receipts and presence of our users, handed to the sender for other servers. */
+  outboundEdus: OutboundEdus;
   rateLimits: RateLimits;
   /** Security-relevant actions, for admins (spec/audit-log.md). */
   audit: AuditLog;
@@ -291,6 +295,27 @@ export async function createServices(deps: {
   const presence = new PresenceService(db, config, notifier);
   sync.setPresence(presence);
   presence.start();
+  const receipts = new ReceiptsService(db, rooms, notifier);
+  // EDUs (server-server API): ours go out through the sender's queues; others' come in through
+  // the dispatcher of inbound transactions (src/federation/inbound/edus.ts).
+  const outboundEdus = new OutboundEdus(db, config.serverName, sender, typing);
+  typing.setListener((roomId, userId, isTyping, until) => {
+    outboundEdus.typingChanged(roomId, userId, isTyping, until).catch(() => {});
+  });
+  receipts.setListener((r) => {
+    outboundEdus.receiptSent(r).catch(() => {});
+  });
+  presence.setListener((u) => {
+    outboundEdus.presenceChanged(u).catch(() => {});
+  });
+  registerRoomEdus(federationRooms.edus, {
+    db,
+    serverName: config.serverName,
+    typing,
+    receipts,
+    presence,
+    serverAllowed: (roomId, server) => federationRooms.serverAllowed(roomId, server),
+  });
   const pushRules = new PushRulesService(db, notifier);
   const push = new PushService(
     db,
@@ -321,7 +346,7 @@ export async function createServices(deps: {
     history,
     roomUpgrades: new RoomUpgradesService(db, rooms, events, reader),
     typing,
-    receipts: new ReceiptsService(db, rooms, notifier),
+    receipts,
     sync,
     presence,
     userDirectory: new UserDirectoryService(db),
@@ -336,6 +361,7 @@ export async function createServices(deps: {
     federationRooms,
     outOfBand,
     sender,
+    outboundEdus,
     rateLimits,
     audit,
     media,
@@ -355,6 +381,7 @@ export async function createServices(deps: {
       await roomRoles.stop();
       await retention.stop();
       sender.stop();
+      outboundEdus.stop();
       federation.close();
       await typing.stop();
       await presence.stop();

@@ -10,6 +10,19 @@ import type { Notifier } from '../streams/notifier.ts';
 export type PresenceState = 'online' | 'unavailable' | 'offline';
 export const PRESENCE_STATES: readonly PresenceState[] = ['online', 'unavailable', 'offline'];
 
+/** A user's presence as servers exchange it (server-server API: m.presence). */
+export interface PresenceUpdate {
+  userId: string;
+  presence: PresenceState;
+  lastActiveAgo: number;
+  currentlyActive: boolean;
+  /** null: none. */
+  statusMsg: string | null;
+}
+
+/** Told of a local user's presence change (the federation sender hands it to their peers' servers). */
+export type PresenceListener = (update: PresenceUpdate) => void;
+
 /** Most presence events one sync carries. */
 const MAX_PRESENCE_EVENTS = 1000;
 
@@ -26,6 +39,7 @@ export class PresenceService {
   private readonly known = new Map<string, { presence: string; activeWritten: number }>();
   private sweeper: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
+  private listener: PresenceListener | undefined;
 
   constructor(
     private readonly db: Db,
@@ -47,6 +61,36 @@ export class PresenceService {
   /** How often activity is written, and how often the sweep runs. */
   private get refreshMs(): number {
     return Math.max(250, Math.min(60_000, Math.floor(this.config.presenceIdleMs / 4)));
+  }
+
+  /** Local presence changes go to `listener` too, from now on (set once federation is built). */
+  setListener(listener: PresenceListener): void {
+    this.listener = listener;
+  }
+
+  /**
+   * A remote user's presence, checked by the inbound EDU handler (their server sent it): stored
+   * with a stream position and announced, so syncs of local users who share a room with them
+   * and GET /presence/{userId}/status show it. Ignored when presence is off here.
+   */
+  async applyRemote(update: PresenceUpdate): Promise<void> {
+    if (!this.enabled) return;
+    const now = this.now();
+    const position = await this.db.transaction().execute(async (trx) => {
+      const p = await store.writePresence(trx, {
+        userId: update.userId,
+        presence: update.presence,
+        statusMsg: update.statusMsg,
+        activeTs: now - update.lastActiveAgo,
+      });
+      return { position: p, roomIds: await store.joinedRoomIds(trx, update.userId) };
+    });
+    await this.notifier.notify({
+      kind: 'presence',
+      position: position.position,
+      userIds: [update.userId],
+      roomIds: position.roomIds,
+    });
   }
 
   start(): void {
@@ -136,11 +180,13 @@ export class PresenceService {
   /** Makes idle online users unavailable and long-idle ones offline. */
   async sweep(): Promise<void> {
     const now = this.now();
+    // Local users only: a remote user's server tells us when they go idle.
     const stale = await store.staleUsers(
       this.db,
       now - this.config.presenceIdleMs,
       now - this.config.presenceOfflineMs,
       100,
+      this.config.serverName,
     );
     for (const s of stale) {
       const to: PresenceState =
@@ -186,6 +232,18 @@ export class PresenceService {
     });
     // After the announcement, whose echo here drops what was known.
     this.remember(userId, { presence, activeWritten: presence === 'online' ? now : 0 });
+    if (this.listener) {
+      const row = await store.getPresence(this.db, userId);
+      if (row) {
+        this.listener({
+          userId,
+          presence: row.presence as PresenceState,
+          lastActiveAgo: Math.max(0, this.now() - row.last_active_ts),
+          currentlyActive: row.presence === 'online',
+          statusMsg: row.status_msg,
+        });
+      }
+    }
   }
 
   private remember(userId: string, value: { presence: string; activeWritten: number }): void {

@@ -10,14 +10,34 @@ import type { RoomsService } from './rooms.service.ts';
 export const RECEIPT_TYPES = ['m.read', 'm.read.private'] as const;
 export type ReceiptType = (typeof RECEIPT_TYPES)[number];
 
+/** One receipt as stored: `threadId` is 'main' for an unthreaded receipt too. */
+export interface Receipt {
+  roomId: string;
+  userId: string;
+  type: ReceiptType;
+  threadId: string;
+  eventId: string;
+  ts: number;
+}
+
+/** Told of a local user's public receipt (the federation sender hands it to the room's servers). */
+export type ReceiptListener = (receipt: Receipt) => void;
+
 /** Read receipts and the fully-read marker (client-server API: Receipts, Read markers). */
 export class ReceiptsService {
+  private listener: ReceiptListener | undefined;
+
   constructor(
     private readonly db: Db,
     private readonly rooms: RoomsService,
     private readonly notifier: Notifier,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Local m.read receipts go to `listener` too, from now on (m.read.private never does). */
+  setListener(listener: ReceiptListener): void {
+    this.listener = listener;
+  }
 
   /** POST /rooms/{roomId}/receipt/{receiptType}/{eventId} */
   async setReceipt(
@@ -32,30 +52,52 @@ export class ReceiptsService {
       throw errors.invalidParam(`Unknown receipt type ${type}`);
     await this.requireJoined(session, roomId);
     const event = await this.rooms.visibleEvent(session.userId, roomId, eventId);
+    const receipt: Receipt = {
+      roomId,
+      userId: session.userId,
+      type: type as ReceiptType,
+      threadId,
+      eventId: event.event_id,
+      ts: this.now(),
+    };
+    await this.store(receipt);
+    if (receipt.type === 'm.read') this.listener?.(receipt);
+  }
+
+  /**
+   * A remote user's receipt, checked by the inbound EDU handler (the user's server sent it, the
+   * user is joined, the event is of the room if we have it): stored and announced like a local
+   * one, replacing the user's earlier receipt of that type and thread.
+   */
+  async applyRemoteReceipt(receipt: Receipt): Promise<void> {
+    await this.store(receipt);
+  }
+
+  private async store(r: Receipt): Promise<void> {
     const position = await this.db.transaction().execute(async (trx) => {
       const p = await nextPosition(trx);
       await trx
         .insertInto('receipts')
         .values({
-          room_id: roomId,
-          user_id: session.userId,
-          receipt_type: type,
-          thread_id: threadId,
-          event_id: event.event_id,
-          ts: this.now(),
+          room_id: r.roomId,
+          user_id: r.userId,
+          receipt_type: r.type,
+          thread_id: r.threadId,
+          event_id: r.eventId,
+          ts: r.ts,
           stream_ordering: p,
         })
         .onConflict((c) =>
           c.columns(['room_id', 'user_id', 'receipt_type', 'thread_id']).doUpdateSet({
-            event_id: event.event_id,
-            ts: this.now(),
+            event_id: r.eventId,
+            ts: r.ts,
             stream_ordering: p,
           }),
         )
         .execute();
       return p;
     });
-    await this.notifier.notify({ kind: 'receipt', position, roomId, userIds: [session.userId] });
+    await this.notifier.notify({ kind: 'receipt', position, roomId: r.roomId, userIds: [r.userId] });
   }
 
   /** POST /rooms/{roomId}/read_markers */

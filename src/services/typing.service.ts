@@ -4,6 +4,15 @@ import type { Notifier } from '../streams/notifier.ts';
 const CHANNEL = 'conclave.typing';
 /** Longest typing notice a client may ask for. */
 export const MAX_TYPING_MS = 30_000;
+/**
+ * How long a remote user's typing notice lasts when their server sends no update: m.typing
+ * carries no timeout, and servers repeat it while the user types (Synapse every 40 s), so a
+ * notice lasts longer than a client's longest (as Synapse's 60 s for federated notices).
+ */
+export const REMOTE_TYPING_MS = 60_000;
+
+/** Told of a local user's typing change (the federation sender hands it to the room's servers). */
+export type TypingListener = (roomId: string, userId: string, typing: boolean, until: number) => void;
 
 interface TypingMessage {
   roomId: string;
@@ -21,6 +30,7 @@ interface TypingMessage {
 export class TypingService {
   private readonly rooms = new Map<string, Map<string, { until: number; timer: NodeJS.Timeout }>>();
   private unsubscribe: (() => Promise<void>) | undefined;
+  private listener: TypingListener | undefined;
   serial = 0;
 
   constructor(
@@ -47,10 +57,30 @@ export class TypingService {
     this.rooms.clear();
   }
 
-  /** Records that the user started (with a timeout) or stopped typing, on every process. */
+  /** Local typing changes go to `listener` too, from now on (set once federation is built). */
+  setListener(listener: TypingListener): void {
+    this.listener = listener;
+  }
+
+  /**
+   * Records that a local user started (with a timeout) or stopped typing, on every process, and
+   * tells the listener (the process the client asked tells the other servers, once).
+   */
   async setTyping(roomId: string, userId: string, typing: boolean, timeoutMs: number): Promise<void> {
     const until = typing ? this.now() + Math.min(Math.max(timeoutMs, 0), MAX_TYPING_MS) : 0;
     await this.bus.publish(CHANNEL, JSON.stringify({ roomId, userId, until } satisfies TypingMessage));
+    this.listener?.(roomId, userId, typing, until);
+  }
+
+  /** A remote user's typing notice (checked by the inbound EDU handler), on every process. */
+  async setRemoteTyping(roomId: string, userId: string, typing: boolean): Promise<void> {
+    const until = typing ? this.now() + REMOTE_TYPING_MS : 0;
+    await this.bus.publish(CHANNEL, JSON.stringify({ roomId, userId, until } satisfies TypingMessage));
+  }
+
+  /** Until when the user types in the room, as this process knows (undefined: not typing). */
+  typingUntil(roomId: string, userId: string): number | undefined {
+    return this.rooms.get(roomId)?.get(userId)?.until;
   }
 
   /** The serial at this room's latest typing change (0 when none seen). */

@@ -1,6 +1,8 @@
 import { sql } from 'kysely';
+import type { JsonObject } from '../protocol/json.ts';
 import type { Executor } from './accounts.repository.ts';
 import type { PduRow } from './database.ts';
+import { usersSharingRoomNow } from './keys.repository.ts';
 
 /**
  * Outbound federation state: for each destination its backoff and the position of the last event
@@ -17,9 +19,17 @@ export async function joinedServers(db: Executor, roomId: string, self: string):
     .where('room_id', '=', roomId)
     .where('membership', '=', 'join')
     .execute();
+  return otherServers(
+    rows.map((r) => r.user_id),
+    self,
+  );
+}
+
+/** The servers of `userIds`, but `self`. */
+function otherServers(userIds: readonly string[], self: string): string[] {
   const servers = new Set<string>();
-  for (const r of rows) {
-    const server = r.user_id.slice(r.user_id.indexOf(':') + 1);
+  for (const u of userIds) {
+    const server = u.slice(u.indexOf(':') + 1);
     if (server !== self) servers.add(server);
   }
   return [...servers];
@@ -61,13 +71,112 @@ export function destination(db: Executor, name: string) {
     .executeTakeFirst();
 }
 
-/** Destinations with events not yet acknowledged (to resume after a restart). */
+/**
+ * Destinations with events not yet acknowledged, or persistent EDUs queued (to resume after a
+ * restart).
+ */
 export async function destinationsWithBacklog(db: Executor): Promise<string[]> {
   const rows = await sql<{ destination: string }>`
-    select distinct d.destination from federation_destinations d
+    select d.destination from federation_destinations d
     join federation_destination_rooms r on r.destination = d.destination
-    where r.stream_ordering > coalesce(d.last_successful_stream_ordering, 0)`.execute(db);
+    where r.stream_ordering > coalesce(d.last_successful_stream_ordering, 0)
+    union
+    select destination from federation_queued_edus`.execute(db);
   return rows.rows.map((r) => r.destination);
+}
+
+/** Creates the destination's row (for its backoff) when it has none yet. */
+export async function ensureDestination(db: Executor, name: string): Promise<void> {
+  await db
+    .insertInto('federation_destinations')
+    .values({
+      destination: name,
+      retry_last_ts: null,
+      last_success_ts: null,
+      last_successful_stream_ordering: null,
+    })
+    .onConflict((c) => c.column('destination').doNothing())
+    .execute();
+}
+
+/** A persistent EDU waiting for its destination, with its stream ID (rising per destination). */
+export interface QueuedEdu {
+  id: number;
+  edu_type: string;
+  content: JsonObject;
+}
+
+/**
+ * Queues persistent EDUs (to-device messages, device list updates) for `destination`, in the
+ * caller's transaction: they are sent in ID order and deleted once the destination acknowledged
+ * the transaction that carried them. Returns their stream IDs.
+ */
+export async function queuePersistentEdus(
+  db: Executor,
+  destination: string,
+  edus: ReadonlyArray<{ edu_type: string; content: JsonObject }>,
+  now: number,
+): Promise<number[]> {
+  if (edus.length === 0) return [];
+  const rows = await db
+    .insertInto('federation_queued_edus')
+    .values(
+      edus.map((e) => ({
+        destination,
+        edu_type: e.edu_type,
+        content: JSON.stringify(e.content),
+        created_ts: now,
+      })),
+    )
+    .returning('id')
+    .execute();
+  return rows.map((r) => Number(r.id));
+}
+
+/** The oldest persistent EDUs queued for `destination`. */
+export async function pendingPersistentEdus(
+  db: Executor,
+  destination: string,
+  limit: number,
+): Promise<QueuedEdu[]> {
+  const rows = await db
+    .selectFrom('federation_queued_edus')
+    .select(['id', 'edu_type', 'content'])
+    .where('destination', '=', destination)
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ id: Number(r.id), edu_type: r.edu_type, content: r.content }));
+}
+
+/** Forgets the persistent EDUs the destination acknowledged. */
+export async function deletePersistentEdus(
+  db: Executor,
+  destination: string,
+  ids: readonly number[],
+): Promise<void> {
+  if (ids.length === 0) return;
+  await db
+    .deleteFrom('federation_queued_edus')
+    .where('destination', '=', destination)
+    .where('id', 'in', [...ids])
+    .execute();
+}
+
+/** The other servers with users joined to a room `userId` is joined to. */
+export async function serversSharingARoomWith(db: Executor, userId: string, self: string): Promise<string[]> {
+  return otherServers(await usersSharingRoomNow(db, userId), self);
+}
+
+/** Whether `userId` is joined to the room now. */
+export async function isJoined(db: Executor, roomId: string, userId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('memberships')
+    .select('membership')
+    .where('room_id', '=', roomId)
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+  return row?.membership === 'join';
 }
 
 /** The next events this server sends out that `destination` must get, in stream order. */

@@ -76,16 +76,18 @@ export async function writePresence(
   return run();
 }
 
-/** Users online or unavailable whose last activity is older than the thresholds. */
+/** Users of `serverName` online or unavailable whose last activity is older than the thresholds. */
 export async function staleUsers(
   db: Executor,
   idleBefore: number,
   offlineBefore: number,
   limit: number,
+  serverName: string,
 ): Promise<Array<Pick<PresenceRow, 'user_id' | 'presence' | 'last_active_ts'>>> {
   return db
     .selectFrom('presence')
     .select(['user_id', 'presence', 'last_active_ts'])
+    .where('user_id', 'like', `%:${serverName.replace(/[\\%_]/g, (c) => `\\${c}`)}`)
     .where((eb) =>
       eb.or([
         eb.and([eb('presence', '=', 'online'), eb('last_active_ts', '<', idleBefore)]),

@@ -19,6 +19,7 @@ import * as store from '../../storage/events.repository.ts';
 import * as outbox from '../../storage/federation.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
+import { EduDispatcher } from './edus.ts';
 import { type InboundDeps, ingestWithFetching, type Requester } from './fetch-missing.ts';
 
 /** Limits of PUT /send (server-server API: Transactions). */
@@ -34,6 +35,9 @@ export const MAX_MISSING_EVENTS_LIMIT = 100;
  * read is limited to what the asking server may see.
  */
 export class FederationRoomsService {
+  /** The handlers of inbound EDUs, by type (register more on it: see edus.ts). */
+  readonly edus = new EduDispatcher();
+
   constructor(
     private readonly db: Db,
     private readonly serverName: string,
@@ -86,6 +90,9 @@ export class FederationRoomsService {
       }
     }
     await this.events.announceOutcomes(outcomes);
+    // After the PDUs (a join in the transaction comes before its user's receipts); an EDU that
+    // is malformed or refused is dropped, and never changes the answer.
+    await this.edus.dispatch(origin, edus);
     const response: JsonObject = { pdus: results };
     await outbox.recordReceivedTransaction(this.db, {
       origin,

@@ -1,5 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import type { RoomLock } from '../../events/room-lock.ts';
 import type { RoomEvent } from '../../protocol/event.ts';
+import type { JsonObject } from '../../protocol/json.ts';
 import type { Db } from '../../storage/connect.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as outbox from '../../storage/federation.repository.ts';
@@ -13,6 +15,40 @@ export interface SenderOptions {
 }
 
 const JOINED_CACHE_LIMIT = 1_000;
+/** Per transaction (server-server API: Transactions). */
+const MAX_PDUS_PER_TXN = 50;
+const MAX_EDUS_PER_TXN = 100;
+/** Ephemeral EDUs held for one destination at most; the oldest go first beyond it. */
+const MAX_EPHEMERAL_PER_DESTINATION = 10_000;
+/** How long an ephemeral EDU waits for a destination that is down, unless told otherwise. */
+export const DEFAULT_EPHEMERAL_TTL_MS = 10 * 60 * 1000;
+
+/** An EDU as it travels in a transaction. */
+export interface Edu {
+  edu_type: string;
+  content: JsonObject;
+}
+
+export interface QueueEduOptions {
+  /**
+   * Persistent EDUs (to-device messages, device list updates) are stored and sent until the
+   * destination acknowledges them, across outages and restarts. Ephemeral ones (typing,
+   * receipts, presence) are held in this process's memory for `ttlMs` at most.
+   */
+  persistent?: boolean;
+  /**
+   * Ephemeral only: an EDU queued with the key of one still waiting replaces it (the latest
+   * receipt of a user in a room, a user's latest presence).
+   */
+  key?: string;
+  /** Ephemeral only: dropped when not sent within this time (default 10 minutes). */
+  ttlMs?: number;
+}
+
+interface WaitingEdu {
+  edu: Edu;
+  expiresAt: number;
+}
 
 export const DEFAULT_SENDER_OPTIONS: SenderOptions = { minRetryMs: 1_000, maxRetryMs: 60 * 60 * 1000 };
 
@@ -31,6 +67,11 @@ export class FederationSender {
   private stopped = false;
   /** Joined servers by the room's current state group (see joinedServers). */
   private readonly joinedByGroup = new Map<number, string[]>();
+  /** Ephemeral EDUs by destination, by key, oldest first. */
+  private readonly ephemeral = new Map<string, Map<string, WaitingEdu>>();
+  private eduSerial = 0;
+  /** Makes the IDs of transactions that carry EDUs unique to this process. */
+  private readonly instance = randomBytes(6).toString('hex');
 
   constructor(
     private readonly db: Db,
@@ -82,6 +123,43 @@ export class FederationSender {
     return servers;
   }
 
+  /**
+   * Queues an EDU for `destination` (never this server) and wakes its queue: it rides the next
+   * transaction to the destination, with the PDUs it is owed, 100 EDUs at most per transaction
+   * (persistent ones first, in the order queued). A destination in backoff gets it when the
+   * backoff ends or it contacts us.
+   */
+  async queueEdu(destination: string, edu: Edu, opts: QueueEduOptions = {}): Promise<void> {
+    if (destination === this.serverName || this.stopped) return;
+    if (opts.persistent) {
+      await outbox.queuePersistentEdus(this.db, destination, [edu], this.now());
+    } else {
+      let waiting = this.ephemeral.get(destination);
+      if (!waiting) {
+        waiting = new Map();
+        this.ephemeral.set(destination, waiting);
+      }
+      const key = opts.key ?? `#${++this.eduSerial}`;
+      waiting.delete(key); // Re-inserted last: the map stays in the order of the latest updates.
+      waiting.set(key, { edu, expiresAt: this.now() + (opts.ttlMs ?? DEFAULT_EPHEMERAL_TTL_MS) });
+      if (waiting.size > MAX_EPHEMERAL_PER_DESTINATION) {
+        const oldest = waiting.keys().next().value;
+        if (oldest !== undefined) waiting.delete(oldest);
+      }
+    }
+    this.wake(destination);
+  }
+
+  /** queueEdu for each of `destinations`. */
+  async queueEduFor(destinations: Iterable<string>, edu: Edu, opts: QueueEduOptions = {}): Promise<void> {
+    for (const d of destinations) await this.queueEdu(d, edu, opts);
+  }
+
+  /** How many ephemeral EDUs wait for `destination` in this process (for tests and metrics). */
+  ephemeralWaiting(destination: string): number {
+    return this.ephemeral.get(destination)?.size ?? 0;
+  }
+
   /** Starts sending to every destination with a backlog (after a restart). */
   async start(): Promise<void> {
     for (const d of await outbox.destinationsWithBacklog(this.db)) this.wake(d);
@@ -91,6 +169,7 @@ export class FederationSender {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    this.ephemeral.clear();
   }
 
   /** Sends now whatever `destination` is owed (a new event, or it contacted us: it is up). */
@@ -137,38 +216,75 @@ export class FederationSender {
 
   /**
    * One transaction to `destination`: 'sent', 'empty' (nothing owed) or 'failed'. No database
-   * transaction is held across the request. Two processes may send the same transaction: its ID
-   * is derived from the positions it covers, so the destination processes it once.
+   * transaction is held across the request. Two processes may send the same PDUs: the ID of a
+   * transaction of PDUs alone is derived from the positions it covers, so the destination
+   * processes it once; a transaction with EDUs gets an ID of its own (EDUs are not derived from
+   * positions), and its PDUs, if sent twice, are duplicates the destination ignores.
    */
   private async sendOne(destination: string): Promise<'sent' | 'empty' | 'failed'> {
     const row = await outbox.destination(this.db, destination);
-    if (!row) return 'empty';
-    const after = row.last_successful_stream_ordering ?? 0;
-    const pending = await outbox.pendingEvents(this.db, destination, after, 50);
-    if (pending.length === 0) return 'empty';
-    const upTo = pending.at(-1)!.stream_ordering!;
+    const after = row?.last_successful_stream_ordering ?? 0;
+    const pending = row ? await outbox.pendingEvents(this.db, destination, after, MAX_PDUS_PER_TXN) : [];
+    const persistent = await outbox.pendingPersistentEdus(this.db, destination, MAX_EDUS_PER_TXN);
+    const ephemeral = this.takeEphemeral(destination, MAX_EDUS_PER_TXN - persistent.length);
+    if (pending.length === 0 && persistent.length === 0 && ephemeral.length === 0) return 'empty';
+    const upTo = pending.at(-1)?.stream_ordering ?? after;
+    const edus: Edu[] = [
+      ...persistent.map((e) => ({ edu_type: e.edu_type, content: e.content })),
+      ...ephemeral.map(([, w]) => w.edu),
+    ];
+    const txnId =
+      edus.length === 0 ? `${after}-${upTo}` : `${after}-${upTo}-${this.instance}-${++this.eduSerial}`;
     try {
       await this.requester.request({
         destination,
         method: 'PUT',
-        path: `/_matrix/federation/v1/send/${after}-${upTo}`,
+        path: `/_matrix/federation/v1/send/${txnId}`,
         body: {
           origin: this.serverName,
           origin_server_ts: this.now(),
           pdus: pending.map((r) => toWire(store.toEvent(r))),
+          ...(edus.length > 0 ? { edus: edus as unknown as JsonObject[] } : {}),
         },
       });
     } catch {
+      if (!row) await outbox.ensureDestination(this.db, destination);
       const interval = Math.min(
-        Math.max(row.retry_interval_ms * 2, this.options.minRetryMs),
+        Math.max((row?.retry_interval_ms ?? 0) * 2, this.options.minRetryMs),
         this.options.maxRetryMs,
       );
       await outbox.recordFailure(this.db, destination, interval, this.now());
       this.retryLater(destination, interval);
       return 'failed';
     }
-    await outbox.recordSuccess(this.db, destination, upTo, this.now());
+    // Sent: what was carried is done with (unless an ephemeral EDU was replaced meanwhile).
+    const waiting = this.ephemeral.get(destination);
+    for (const [key, w] of ephemeral) if (waiting?.get(key) === w) waiting.delete(key);
+    if (waiting?.size === 0) this.ephemeral.delete(destination);
+    await outbox.deletePersistentEdus(
+      this.db,
+      destination,
+      persistent.map((e) => e.id),
+    );
+    if (row) await outbox.recordSuccess(this.db, destination, upTo, this.now());
     return 'sent';
+  }
+
+  /** Up to `limit` ephemeral EDUs for `destination`, oldest first; drops those expired. */
+  private takeEphemeral(destination: string, limit: number): Array<[string, WaitingEdu]> {
+    const waiting = this.ephemeral.get(destination);
+    if (!waiting) return [];
+    const now = this.now();
+    const out: Array<[string, WaitingEdu]> = [];
+    for (const [key, w] of waiting) {
+      if (w.expiresAt <= now) {
+        waiting.delete(key);
+        continue;
+      }
+      if (out.length < limit) out.push([key, w]);
+    }
+    if (waiting.size === 0) this.ephemeral.delete(destination);
+    return out;
   }
 
   private retryLater(destination: string, ms: number): void {
