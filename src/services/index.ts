@@ -49,6 +49,7 @@ import { RateLimits } from './rate-limits.ts';
 import { ReceiptsService } from './receipts.service.ts';
 import { RegistrationTokensService } from './registration-tokens.service.ts';
 import { RelationsService } from './relations.service.ts';
+import { RemoteKeys } from './remote-keys.service.ts';
 import { RetentionService } from './retention/retention.service.ts';
 import { RoomReader } from './room-reads.ts';
 import { RoomRolesService } from './room-roles.service.ts';
@@ -91,6 +92,8 @@ export interface Services {
   sync: SyncService;
   keyBackup: KeyBackupService;
   keys: KeysService;
+  /** Keys of users of other servers: the cache and the queries (m.device_list_update and m.signing_key_update go to it). */
+  remoteKeys: RemoteKeys;
   toDevice: ToDeviceService;
   presence: PresenceService;
   userDirectory: UserDirectoryService;
@@ -246,6 +249,8 @@ export async function createServices(deps: {
   }
   accounts.setDetection(detection);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
+  const remoteKeys = new RemoteKeys(db, config.serverName, federation.client, deviceLists);
+  keys.setRemote(remoteKeys);
   const toDevice = new ToDeviceService(db, config, notifier);
   if (config.toDeviceEncryptedRequiresCrossSigning) {
     toDevice.requireCrossSigned(
@@ -356,6 +361,7 @@ export async function createServices(deps: {
     accountExtras: new AccountExtrasService(db, config, accounts, rooms),
     keyBackup: new KeyBackupService(db),
     keys,
+    remoteKeys,
     toDevice,
     federation,
     federationRooms,
@@ -382,6 +388,7 @@ export async function createServices(deps: {
       await retention.stop();
       sender.stop();
       outboundEdus.stop();
+      await remoteKeys.settled();
       federation.close();
       await typing.stop();
       await presence.stop();

@@ -1,10 +1,7 @@
 import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
-import { decodeBase64 } from '../protocol/base64.ts';
-import { canonicalJson } from '../protocol/canonical-json.ts';
 import { parseUserId } from '../protocol/identifiers.ts';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json.ts';
-import { decodeKey, verifyJsonSignature } from '../protocol/signing.ts';
 import type { Db } from '../storage/connect.ts';
 import type { CrossSigningSignatureRow, CrossSigningUsage } from '../storage/database.ts';
 import * as repo from '../storage/keys.repository.ts';
@@ -12,6 +9,17 @@ import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { AccountsService, Session } from './accounts.service.ts';
 import type { DeviceLists } from './device-lists.ts';
+import {
+  type CheckedDeviceKeys,
+  checkCrossSigningKey,
+  checkDeviceKeys,
+  isKey32,
+  sameJson,
+  unsignedPart,
+  verifySignedBy,
+  withSignatures,
+} from './e2e-key-checks.ts';
+import { DEFAULT_KEYS_TIMEOUT_MS, type RemoteKeys } from './remote-keys.service.ts';
 import { inBatches, LIMITS, YIELD_EVERY, yieldToEventLoop } from './request-limits.ts';
 import { parseSyncToken } from './sync.service.ts';
 
@@ -46,7 +54,42 @@ export interface CrossSigningUploadRequest {
 
 type Failures = Record<string, JsonObject>;
 
+/** Sends m.signing_key_update for a local user to the servers sharing a room with them. */
+export type SigningKeyUpdates = (
+  userId: string,
+  keys: { master_key?: JsonObject; self_signing_key?: JsonObject },
+) => Promise<void>;
+
+interface QueryAnswer {
+  device_keys: Record<string, Record<string, JsonObject>>;
+  master_keys: Record<string, JsonObject>;
+  self_signing_keys: Record<string, JsonObject>;
+}
+
+function checkClaimSize(wanted: Record<string, Record<string, string>>): void {
+  const named = Object.values(wanted).reduce((n, devices) => n + Object.keys(devices).length, 0);
+  if (named > LIMITS.keysClaimDevices) {
+    throw errors.tooLarge(`At most ${LIMITS.keysClaimDevices} devices per key claim`);
+  }
+}
+
+function checkQuerySize(deviceKeys: Record<string, string[]>): void {
+  if (Object.keys(deviceKeys).length > LIMITS.keysQueryUsers) {
+    throw errors.tooLarge(`At most ${LIMITS.keysQueryUsers} users per key query`);
+  }
+  if (Object.values(deviceKeys).reduce((n, ids) => n + ids.length, 0) > LIMITS.keysQueryDevices) {
+    throw errors.tooLarge(`At most ${LIMITS.keysQueryDevices} device IDs per key query`);
+  }
+}
+
 export class KeysService {
+  private remote: RemoteKeys | undefined;
+
+  /** Keys of users of other servers come through `remote` from now on (set once federation is built). */
+  setRemote(remote: RemoteKeys): void {
+    this.remote = remote;
+  }
+
   constructor(
     private readonly db: Db,
     private readonly config: Config,
@@ -74,7 +117,7 @@ export class KeysService {
     let identity = stored && { ed25519: stored.ed25519, curve25519: stored.curve25519 };
     let newDeviceKeys: { keys: JsonObject; ed25519: string; curve25519: string | null } | undefined;
     if (req.device_keys !== undefined) {
-      const checked = await this.checkDeviceKeys(session, req.device_keys);
+      const checked = await this.checkUploadedDeviceKeys(session, req.device_keys);
       if (stored) {
         if (stored.ed25519 !== checked.ed25519 || stored.curve25519 !== checked.curve25519) {
           throw errors.forbidden("A device's identity keys cannot change once published");
@@ -131,42 +174,16 @@ export class KeysService {
   }
 
   /** Checks device keys as /keys/upload requires them; returns what to store. */
-  private async checkDeviceKeys(
-    session: Session,
-    dk: JsonObject,
-  ): Promise<{ keys: JsonObject; ed25519: string; curve25519: string | null }> {
+  private async checkUploadedDeviceKeys(session: Session, dk: JsonObject): Promise<CheckedDeviceKeys> {
     const { userId, deviceId } = session;
-    if (dk.user_id !== userId || dk.device_id !== deviceId) {
-      throw errors.forbidden('Device keys may only be uploaded by the device they belong to');
-    }
-    const keys = dk.keys;
-    if (!isJsonObject(keys)) throw errors.badJson('device_keys.keys must be an object');
-    for (const [name, value] of Object.entries(keys)) {
-      const colon = name.indexOf(':');
-      if (colon <= 0 || name.slice(colon + 1) !== deviceId) {
-        throw errors.invalidParam(`Device key names must be <algorithm>:${deviceId}`);
-      }
-      if (typeof value !== 'string') throw errors.badJson('Device keys must be strings');
-    }
-    const ed25519 = keys[`ed25519:${deviceId}`];
-    if (typeof ed25519 !== 'string' || !isKey32(ed25519)) {
-      throw errors.invalidParam('Device keys must include the device ed25519 key (32 bytes, base64)');
-    }
-    const curve = keys[`curve25519:${deviceId}`];
-    if (curve !== undefined && (typeof curve !== 'string' || !isKey32(curve))) {
-      throw errors.invalidParam('The curve25519 key must be 32 bytes, base64');
-    }
-    if (!verifySignedBy(dk, userId, `ed25519:${deviceId}`, ed25519)) {
-      throw errors.invalidSignature("Device keys must be signed by the device's own ed25519 key");
-    }
+    const checked = checkDeviceKeys(dk, userId, deviceId);
     // Device IDs and cross-signing public keys share one namespace in signatures.
     const crossSigning = await repo.crossSigningKeysOf(this.db, [userId]);
     if (crossSigning.some((k) => k.publicKey === deviceId)) {
       throw errors.forbidden('The device ID is the public key of a cross-signing key');
     }
-    // Keep what the device uploaded, without anything a server adds on query.
-    const { unsigned: _unsigned, ...kept } = dk;
-    return { keys: kept, ed25519, curve25519: typeof curve === 'string' ? curve : null };
+    // Kept: what the device uploaded, without anything a server adds on query.
+    return checked;
   }
 
   /**
@@ -213,35 +230,107 @@ export class KeysService {
   // -------------------------------------------------------------------------------------------
   // POST /keys/query
 
+  /**
+   * The keys of users of this server (as `session`'s user sees them) and, through RemoteKeys, of
+   * users of other servers (each server within `timeoutMs`; those that fail are in `failures`).
+   */
   async query(
     session: Session,
     deviceKeys: Record<string, string[]>,
-  ): Promise<{
-    device_keys: Record<string, Record<string, JsonObject>>;
-    master_keys: Record<string, JsonObject>;
-    self_signing_keys: Record<string, JsonObject>;
-    user_signing_keys: Record<string, JsonObject>;
-    failures: Failures;
-  }> {
-    const users = Object.keys(deviceKeys);
-    if (users.length > LIMITS.keysQueryUsers) {
-      throw errors.tooLarge(`At most ${LIMITS.keysQueryUsers} users per key query`);
-    }
-    if (Object.values(deviceKeys).reduce((n, ids) => n + ids.length, 0) > LIMITS.keysQueryDevices) {
-      throw errors.tooLarge(`At most ${LIMITS.keysQueryDevices} device IDs per key query`);
-    }
+    timeoutMs: number = DEFAULT_KEYS_TIMEOUT_MS,
+  ): Promise<QueryAnswer & { user_signing_keys: Record<string, JsonObject>; failures: Failures }> {
+    checkQuerySize(deviceKeys);
     const failures: Failures = {};
     const local: string[] = [];
-    for (const userId of users) {
+    const remote: Record<string, string[]> = {};
+    for (const userId of Object.keys(deviceKeys)) {
       const parsed = parseUserId(userId);
       if (!parsed) throw errors.invalidParam('device_keys must be keyed by user IDs');
       if (parsed.serverName === this.config.serverName) local.push(userId);
+      else if (this.remote) remote[userId] = deviceKeys[userId]!;
       else failures[parsed.serverName] = unreachable();
     }
+    const [out, fromRemote] = await Promise.all([
+      this.localKeys(local, deviceKeys, session.userId),
+      this.remote && Object.keys(remote).length > 0
+        ? this.remote.query(session.userId, remote, timeoutMs)
+        : undefined,
+    ]);
+    if (fromRemote) {
+      Object.assign(out.device_keys, fromRemote.device_keys);
+      Object.assign(out.master_keys, fromRemote.master_keys);
+      Object.assign(out.self_signing_keys, fromRemote.self_signing_keys);
+      Object.assign(failures, fromRemote.failures);
+    }
+    return { ...out, user_signing_keys: out.user_signing_keys, failures };
+  }
+
+  /**
+   * POST /_matrix/federation/v1/user/keys/query: the keys of this server's users for another
+   * server. Users of other servers are left out (the spec: requested users must be local).
+   * Signatures other users made are not included (each is visible to its signer only), nor are
+   * user-signing keys.
+   */
+  async federationQuery(deviceKeys: Record<string, string[]>): Promise<QueryAnswer> {
+    checkQuerySize(deviceKeys);
+    const local = Object.keys(deviceKeys).filter(
+      (userId) => parseUserId(userId)?.serverName === this.config.serverName,
+    );
+    const { user_signing_keys: _usk, ...out } = await this.localKeys(local, deviceKeys, null);
+    return out;
+  }
+
+  /**
+   * GET /_matrix/federation/v1/user/devices/{userId}: every device of a local user that has
+   * published keys, with its display name (the spec: device display names are public), the master
+   * and self-signing keys, and the user's device list stream_id (the stream position of the
+   * latest change of their device list; m.device_list_update EDUs use the same numbers).
+   */
+  async userDevices(userId: string): Promise<{
+    user_id: string;
+    stream_id: number;
+    devices: Array<{ device_id: string; keys: JsonObject; device_display_name?: string }>;
+    master_key?: JsonObject;
+    self_signing_key?: JsonObject;
+  }> {
+    const [answer, streamId] = await Promise.all([
+      this.localKeys([userId], { [userId]: [] }, null),
+      repo.latestDeviceListPosition(this.db, userId),
+    ]);
+    const devices = Object.entries(answer.device_keys[userId] ?? {}).map(([deviceId, keys]) => {
+      const { unsigned, ...signed } = keys;
+      const name = isJsonObject(unsigned) ? unsigned.device_display_name : undefined;
+      return {
+        device_id: deviceId,
+        keys: signed,
+        ...(typeof name === 'string' ? { device_display_name: name } : {}),
+      };
+    });
+    const master = answer.master_keys[userId];
+    const selfSigning = answer.self_signing_keys[userId];
+    return {
+      user_id: userId,
+      stream_id: streamId,
+      devices,
+      ...(master ? { master_key: master } : {}),
+      ...(selfSigning ? { self_signing_key: selfSigning } : {}),
+    };
+  }
+
+  /**
+   * The keys of local users: each device (or the listed ones) with `unsigned.device_display_name`
+   * and the uploaded signatures `viewer` may see, master and self-signing keys, and the viewer's
+   * own user-signing key. Every listed user has a `device_keys` entry.
+   */
+  private async localKeys(
+    local: readonly string[],
+    deviceKeys: Record<string, string[]>,
+    viewer: string | null,
+  ): Promise<QueryAnswer & { user_signing_keys: Record<string, JsonObject> }> {
     const devices: repo.StoredDeviceKeys[] = [];
     const crossSigning: repo.StoredCrossSigningKey[] = [];
     const signatures: CrossSigningSignatureRow[] = [];
-    await inBatches(local, async (batch) => {
+    await inBatches([...local], async (batch) => {
       const [d, c, sig] = await Promise.all([
         repo.listDeviceKeys(this.db, batch),
         repo.crossSigningKeysOf(this.db, batch),
@@ -257,22 +346,21 @@ export class KeysService {
       master_keys: {} as Record<string, JsonObject>,
       self_signing_keys: {} as Record<string, JsonObject>,
       user_signing_keys: {} as Record<string, JsonObject>,
-      failures,
     };
     for (const userId of local) out.device_keys[userId] = {};
     for (const d of devices) {
       const wanted = deviceKeys[d.userId] ?? [];
       if (wanted.length > 0 && !wanted.includes(d.deviceId)) continue;
-      const keys = withSignatures(d.keys, d.userId, d.deviceId, signatures, session.userId);
+      const keys = withSignatures(d.keys, d.userId, d.deviceId, signatures, viewer);
       keys.unsigned = d.displayName !== null ? { device_display_name: d.displayName } : {};
       out.device_keys[d.userId]![d.deviceId] = keys;
     }
     for (const k of crossSigning) {
       if (k.usage === 'master') {
-        out.master_keys[k.userId] = withSignatures(k.key, k.userId, k.publicKey, signatures, session.userId);
+        out.master_keys[k.userId] = withSignatures(k.key, k.userId, k.publicKey, signatures, viewer);
       } else if (k.usage === 'self_signing') {
         out.self_signing_keys[k.userId] = k.key;
-      } else if (k.userId === session.userId) {
+      } else if (k.userId === viewer) {
         out.user_signing_keys[k.userId] = k.key;
       }
     }
@@ -319,26 +407,58 @@ export class KeysService {
   async claim(
     _session: Session,
     wanted: Record<string, Record<string, string>>,
+    timeoutMs: number = DEFAULT_KEYS_TIMEOUT_MS,
   ): Promise<{
     one_time_keys: Record<string, Record<string, Record<string, JsonValue>>>;
     failures: Failures;
   }> {
-    const named = Object.values(wanted).reduce((n, devices) => n + Object.keys(devices).length, 0);
-    if (named > LIMITS.keysClaimDevices) {
-      throw errors.tooLarge(`At most ${LIMITS.keysClaimDevices} devices per key claim`);
-    }
+    checkClaimSize(wanted);
     const failures: Failures = {};
     const requests: repo.KeyClaim[] = [];
+    const remote: Record<string, Record<string, string>> = {};
     for (const [userId, devices] of Object.entries(wanted)) {
       const parsed = parseUserId(userId);
       if (!parsed) throw errors.invalidParam('one_time_keys must be keyed by user IDs');
       if (parsed.serverName !== this.config.serverName) {
-        failures[parsed.serverName] = unreachable();
+        if (this.remote) remote[userId] = devices;
+        else failures[parsed.serverName] = unreachable();
         continue;
       }
       for (const [deviceId, algorithm] of Object.entries(devices))
         requests.push({ userId, deviceId, algorithm });
     }
+    const [out, fromRemote] = await Promise.all([
+      this.claimLocal(requests),
+      this.remote && Object.keys(remote).length > 0 ? this.remote.claim(remote, timeoutMs) : undefined,
+    ]);
+    if (fromRemote) {
+      Object.assign(out, fromRemote.one_time_keys);
+      Object.assign(failures, fromRemote.failures);
+    }
+    return { one_time_keys: out, failures };
+  }
+
+  /**
+   * POST /_matrix/federation/v1/user/keys/claim: claims keys of this server's users for another
+   * server; users of other servers are left out (the spec: requested users must be local).
+   */
+  async federationClaim(
+    wanted: Record<string, Record<string, string>>,
+  ): Promise<{ one_time_keys: Record<string, Record<string, Record<string, JsonValue>>> }> {
+    checkClaimSize(wanted);
+    const requests: repo.KeyClaim[] = [];
+    for (const [userId, devices] of Object.entries(wanted)) {
+      if (parseUserId(userId)?.serverName !== this.config.serverName) continue;
+      for (const [deviceId, algorithm] of Object.entries(devices))
+        requests.push({ userId, deviceId, algorithm });
+    }
+    return { one_time_keys: await this.claimLocal(requests) };
+  }
+
+  private async claimLocal(
+    requests: repo.KeyClaim[],
+  ): Promise<Record<string, Record<string, Record<string, JsonValue>>>> {
+    if (requests.length === 0) return {};
     // Batches of a few hundred devices, two statements each: the oldest one-time key of every
     // device in the batch, then the fallback key of those that had none.
     const claimed = await this.db.transaction().execute(async (trx) => {
@@ -369,7 +489,7 @@ export class KeysService {
         userIds: [...new Set(claimed.got.map((k) => k.userId))],
       });
     }
-    return { one_time_keys: out, failures };
+    return out;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -478,6 +598,27 @@ export class KeysService {
       return this.deviceLists.recordChange(trx, userId);
     });
     await this.deviceLists.announce(userId, position);
+    // Other servers learn of the new master and self-signing keys (never the user-signing key,
+    // which only its owner sees) through m.signing_key_update.
+    const master = uploads.get('master');
+    const selfSigning = uploads.get('self_signing');
+    if (master || selfSigning) {
+      await this.signingKeyUpdates(userId, {
+        ...(master ? { master_key: master.key } : {}),
+        ...(selfSigning ? { self_signing_key: selfSigning.key } : {}),
+      });
+    }
+  }
+
+  /**
+   * The seam for the outbound m.signing_key_update EDU: called after a local user's master or
+   * self-signing key changed, with the EDU's content apart from user_id. A no-op until the EDU
+   * sender is plugged in with setSigningKeyUpdates.
+   */
+  private signingKeyUpdates: SigningKeyUpdates = async () => {};
+
+  setSigningKeyUpdates(send: SigningKeyUpdates): void {
+    this.signingKeyUpdates = send;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -502,17 +643,26 @@ export class KeysService {
       failures[userId] = { ...failures[userId], [keyId]: { errcode: err.errcode, error: err.message } };
     };
     const local: string[] = [];
+    const remote: string[] = [];
     for (const userId of Object.keys(body)) {
       const parsed = parseUserId(userId);
       if (!parsed) throw errors.invalidParam('The body must be keyed by user IDs');
       if (parsed.serverName === this.config.serverName) local.push(userId);
+      else remote.push(userId);
     }
-    const [crossSigning, devices] = await Promise.all([
+    const [crossSigning, devices, remoteMasters] = await Promise.all([
       repo.crossSigningKeysOf(this.db, [...new Set([me, ...local])]),
       repo.listDeviceKeys(this.db, [me]),
+      // Remote users' master keys as their servers publish them (the cache for users who share a
+      // room with one of ours).
+      this.remote && remote.length > 0
+        ? this.remote.masterKeys(remote, DEFAULT_KEYS_TIMEOUT_MS)
+        : new Map<string, { publicKey: string; key: JsonObject }>(),
     ]);
     const csk = (user: string, usage: CrossSigningUsage) =>
-      crossSigning.find((k) => k.userId === user && k.usage === usage);
+      usage === 'master' && remoteMasters.has(user)
+        ? { userId: user, usage, ...remoteMasters.get(user)! }
+        : crossSigning.find((k) => k.userId === user && k.usage === usage);
 
     const accepted: CrossSigningSignatureRow[] = [];
     const observed = new Set<string>();
@@ -522,8 +672,8 @@ export class KeysService {
       for (const [keyId, signed] of Object.entries(keys)) {
         if (++checked % YIELD_EVERY === 0) await yieldToEventLoop();
         try {
-          if (!local.includes(target))
-            throw errors.invalidParam('Signatures on keys of remote users are not supported yet');
+          if (!local.includes(target) && !this.remote)
+            throw errors.invalidParam('Signatures on keys of remote users need federation');
           let stored: JsonObject;
           let signers: Map<string, string>; // signer key ID -> public key
           if (target === me) {
@@ -541,6 +691,7 @@ export class KeysService {
               throw errors.notFound('No such device or master key');
             }
           } else {
+            // Another user's master key, local or remote, by the uploader's user-signing key.
             const master = csk(target, 'master');
             if (!master || master.publicKey !== keyId) throw errors.notFound('No such master key');
             const usk = csk(me, 'user_signing');
@@ -648,93 +799,4 @@ function unreachable(): JsonObject {
 
 function claimKey(k: { userId: string; deviceId: string }): string {
   return JSON.stringify([k.userId, k.deviceId]);
-}
-
-function isKey32(text: string): boolean {
-  try {
-    return decodeBase64(text).length === 32;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Whether `object` carries a valid signature by `signer`'s ed25519 key `keyId` with the given
- * public key. Key IDs of cross-signing keys hold base64 (`+`, `/`) and device IDs may hold other
- * printable characters, which the protocol core's key ID grammar (made for server keys) refuses;
- * the signature does not cover `signatures`, so it is checked under a neutral key ID instead.
- */
-function verifySignedBy(object: JsonObject, signer: string, keyId: string, publicKey: string): boolean {
-  const bySigner = isJsonObject(object.signatures) ? object.signatures[signer] : undefined;
-  const signature = isJsonObject(bySigner) ? bySigner[keyId] : undefined;
-  if (typeof signature !== 'string' || !keyId.startsWith('ed25519:')) return false;
-  let key: Uint8Array;
-  try {
-    key = decodeKey(publicKey);
-  } catch {
-    return false;
-  }
-  const probe = { ...object, signatures: { signer: { 'ed25519:k': signature } } };
-  return verifyJsonSignature(probe, 'signer', 'ed25519:k', key);
-}
-
-/** Checks a cross-signing key's shape for the user and usage; returns its public key. */
-function checkCrossSigningKey(
-  key: JsonObject,
-  userId: string,
-  usage: CrossSigningUsage,
-): { publicKey: string; key: JsonObject } {
-  if (key.user_id !== userId) throw errors.forbidden(`The ${usage} key must belong to you`);
-  const usages = key.usage;
-  if (!Array.isArray(usages) || usages.length !== 1 || usages[0] !== usage) {
-    throw errors.invalidParam(`The ${usage} key must have usage ["${usage}"]`);
-  }
-  const keys = key.keys;
-  const entries = isJsonObject(keys) ? Object.entries(keys) : [];
-  const [name, value] = entries[0] ?? [];
-  if (entries.length !== 1 || typeof value !== 'string' || name !== `ed25519:${value}` || !isKey32(value)) {
-    throw errors.invalidParam(
-      `The ${usage} key must hold exactly one ed25519 key, named ed25519:<public key>`,
-    );
-  }
-  const { unsigned: _unsigned, ...kept } = key;
-  return { publicKey: value, key: kept };
-}
-
-/** A key without its signatures and unsigned data: what a signature covers. */
-function unsignedPart(object: JsonObject): JsonObject {
-  const { signatures: _signatures, unsigned: _unsigned, ...rest } = object;
-  return rest;
-}
-
-/** A stored key with the uploaded signatures its viewer may see merged into `signatures`. */
-function withSignatures(
-  key: JsonObject,
-  owner: string,
-  targetKeyId: string,
-  signatures: readonly CrossSigningSignatureRow[],
-  viewer: string,
-): JsonObject {
-  const merged: Record<string, Record<string, JsonValue>> = {};
-  if (isJsonObject(key.signatures)) {
-    for (const [signer, bySigner] of Object.entries(key.signatures)) {
-      if (isJsonObject(bySigner)) merged[signer] = { ...bySigner };
-    }
-  }
-  for (const s of signatures) {
-    if (s.target_user_id !== owner || s.target_key_id !== targetKeyId) continue;
-    // The owner's own signatures are public; another user's (their user-signing key on this
-    // master key) only that user sees.
-    if (s.signer_user_id !== owner && s.signer_user_id !== viewer) continue;
-    merged[s.signer_user_id] = { ...merged[s.signer_user_id], [s.signer_key_id]: s.signature };
-  }
-  return { ...key, signatures: merged };
-}
-
-function sameJson(a: unknown, b: unknown): boolean {
-  try {
-    return canonicalJson(a) === canonicalJson(b);
-  } catch {
-    return JSON.stringify(a) === JSON.stringify(b);
-  }
 }

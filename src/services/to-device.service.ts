@@ -25,6 +25,20 @@ export const ALL_DEVICES = '*';
 /** Which of the named users' devices are cross-signed by their user (KeysService.crossSignedDevices). */
 export type CrossSignedDevices = (userIds: readonly string[]) => Promise<Map<string, Set<string>>>;
 
+/**
+ * The to-device messages of one request for the users of one other server, as the content of an
+ * m.direct_to_device EDU wants them: sender, type, messages by user and device (or `*`), and what
+ * a message_id can be made of (the txnId is unique per sending device only, so with senderDevice).
+ */
+export type RemoteToDevice = (m: {
+  sender: string;
+  senderDevice: string;
+  type: string;
+  txnId: string;
+  destination: string;
+  messages: Record<string, Record<string, JsonObject>>;
+}) => Promise<void>;
+
 /** The to-device type that carries Olm-encrypted payloads: room keys, forwarded keys, secrets. */
 const ENCRYPTED_TO_DEVICE = 'm.room.encrypted';
 
@@ -44,6 +58,24 @@ export class ToDeviceService {
 
   private onDropped: (count: number) => void = () => {};
 
+  /**
+   * Where messages to users of other servers go: the one seam for the m.direct_to_device EDU
+   * (server-server API: Send-to-device messaging), one call per destination server per request.
+   * Until the EDU sender is plugged in with setRemoteDelivery, they are dropped (and counted).
+   */
+  private remoteDelivery: RemoteToDevice = async (m) => {
+    this.droppedRemote += Object.values(m.messages).reduce(
+      (n, byDevice) => n + Object.keys(byDevice).length,
+      0,
+    );
+  };
+  /** Messages to devices of users of other servers dropped for want of a sender (since start). */
+  droppedRemote = 0;
+
+  setRemoteDelivery(deliver: RemoteToDevice): void {
+    this.remoteDelivery = deliver;
+  }
+
   constructor(
     private readonly db: Db,
     private readonly config: Config,
@@ -54,8 +86,9 @@ export class ToDeviceService {
   /**
    * PUT /sendToDevice/{eventType}/{txnId}: stores one message per addressed device (all of a
    * user's devices for `*`), all at one stream position. A transaction ID the sending device
-   * already used stores nothing new. Messages to users of other servers are dropped (Conclave does
-   * not federate yet), as are messages to unknown users or devices.
+   * already used stores nothing new. Messages to users of other servers are handed, per server,
+   * to the remote delivery seam (dropped until the m.direct_to_device sender is plugged in);
+   * messages to unknown local users or devices are dropped.
    */
   async send(
     session: Session,
@@ -71,10 +104,12 @@ export class ToDeviceService {
       throw errors.tooLarge(`At most ${LIMITS.toDeviceUsers} users per to-device request`);
     }
     const local: Array<[string, Record<string, JsonObject>]> = [];
+    const remote = new Map<string, Record<string, Record<string, JsonObject>>>();
     for (const [userId, byDevice] of users) {
       const parsed = parseUserId(userId);
       if (!parsed) throw errors.invalidParam('messages must be keyed by user IDs');
       if (parsed.serverName === this.config.serverName) local.push([userId, byDevice]);
+      else remote.set(parsed.serverName, { ...remote.get(parsed.serverName), [userId]: byDevice });
     }
     // Read before the transaction (PGlite has one connection, which the transaction holds).
     const signed = await this.crossSignedFor(
@@ -83,7 +118,7 @@ export class ToDeviceService {
     );
     const written = await this.db.transaction().execute(async (trx) => {
       if (!(await repo.insertToDeviceTxn(trx, session.userId, session.deviceId, txnId, this.now()))) {
-        return undefined;
+        return { fresh: false as const };
       }
       const targets: Array<{ userId: string; deviceId: string; content: JsonObject }> = [];
       const devicesOf = new Map<string, string[]>();
@@ -115,7 +150,7 @@ export class ToDeviceService {
         this.droppedUnverified += targets.length - allowed.length;
         this.onDropped(targets.length - allowed.length);
       }
-      if (allowed.length === 0) return undefined;
+      if (allowed.length === 0) return { fresh: true as const };
       const position = await nextPosition(trx);
       await inBatches(allowed, (batch) =>
         repo.insertToDeviceMessages(
@@ -123,9 +158,24 @@ export class ToDeviceService {
           batch.map((t) => ({ position, sender: session.userId, type, ...t })),
         ),
       );
-      return { position, userIds: [...new Set(allowed.map((t) => t.userId))] };
+      return { fresh: true as const, position, userIds: [...new Set(allowed.map((t) => t.userId))] };
     });
-    if (written) await this.notifier.notify({ kind: 'to_device', ...written });
+    if (written.fresh && written.position !== undefined) {
+      await this.notifier.notify({ kind: 'to_device', position: written.position, userIds: written.userIds });
+    }
+    // A transaction ID used before sent everything the first time: only a new one goes out.
+    if (written.fresh) {
+      for (const [server, messagesOfServer] of remote) {
+        await this.remoteDelivery({
+          sender: session.userId,
+          senderDevice: session.deviceId,
+          type,
+          txnId,
+          destination: server,
+          messages: messagesOfServer,
+        });
+      }
+    }
     await this.forgetOldTxnIds();
   }
 

@@ -347,6 +347,29 @@ export interface E2eCrossSigningSignaturesTable {
   signature: string;
 }
 
+/** The cache of remote users' device lists (migration 0019); JSON as text, like the local keys. */
+export interface RemoteDeviceListsTable {
+  user_id: string;
+  stream_id: number;
+  stale: boolean;
+  updated_ts: number;
+}
+
+export interface RemoteDeviceKeysTable {
+  user_id: string;
+  device_id: string;
+  key_json: string | null;
+  ed25519_key: string | null;
+  display_name: string | null;
+}
+
+export interface RemoteCrossSigningKeysTable {
+  user_id: string;
+  usage: 'master' | 'self_signing';
+  public_key: string;
+  key_json: string;
+}
+
 export interface DeviceListChangesTable {
   stream_position: number;
   user_id: string;
@@ -591,6 +614,9 @@ export interface Database {
   e2e_cross_signing_keys: E2eCrossSigningKeysTable;
   e2e_cross_signing_signatures: E2eCrossSigningSignaturesTable;
   device_list_changes: DeviceListChangesTable;
+  remote_device_lists: RemoteDeviceListsTable;
+  remote_device_keys: RemoteDeviceKeysTable;
+  remote_cross_signing_keys: RemoteCrossSigningKeysTable;
   to_device_messages: ToDeviceMessagesTable;
   to_device_txns: ToDeviceTxnsTable;
   audit_log: AuditLogTable;

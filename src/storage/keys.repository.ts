@@ -652,3 +652,17 @@ export async function deleteToDeviceMessagesUpTo(
     .where('stream_position', '<=', upTo)
     .execute();
 }
+
+/**
+ * The user's device list version for other servers (GET /user/devices `stream_id`): the stream
+ * position of the latest change everyone may see, 0 when there was none.
+ */
+export async function latestDeviceListPosition(db: Executor, userId: string): Promise<number> {
+  const row = await db
+    .selectFrom('device_list_changes')
+    .select((eb) => eb.fn.max('stream_position').as('position'))
+    .where('user_id', '=', userId)
+    .where('observer_id', 'is', null)
+    .executeTakeFirst();
+  return Number(row?.position ?? 0);
+}

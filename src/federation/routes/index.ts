@@ -4,6 +4,7 @@ import { keysRoutes } from './keys.routes.ts';
 import { mediaRoutes } from './media.routes.ts';
 import { queryRoutes } from './query.routes.ts';
 import { roomsRoutes } from './rooms.routes.ts';
+import { userKeysRoutes } from './user-keys.routes.ts';
 import { versionRoutes } from './version.routes.ts';
 
 /**
@@ -20,5 +21,6 @@ export async function federationRoutes(app: FastifyInstance): Promise<void> {
     await signed.register(queryRoutes);
     await signed.register(roomsRoutes);
     await signed.register(mediaRoutes);
+    await signed.register(userKeysRoutes);
   });
 }

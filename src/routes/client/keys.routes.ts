@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import { requireAuth } from '../../http/auth.ts';
 import type { JsonObject, JsonValue } from '../../protocol/json.ts';
+import { DEFAULT_KEYS_TIMEOUT_MS } from '../../services/remote-keys.service.ts';
 import { AnyObject, AuthDict, V3 } from './schemas.ts';
 
 /**
@@ -70,7 +71,8 @@ export async function keysRoutes(fastify: FastifyInstance): Promise<void> {
         }),
       },
     },
-    async (request) => keys.query(request.session, request.body.device_keys),
+    async (request) =>
+      keys.query(request.session, request.body.device_keys, keysTimeout(request.body.timeout)),
   );
 
   // POST /_matrix/client/v3/keys/claim
@@ -88,7 +90,8 @@ export async function keysRoutes(fastify: FastifyInstance): Promise<void> {
         }),
       },
     },
-    async (request) => keys.claim(request.session, request.body.one_time_keys),
+    async (request) =>
+      keys.claim(request.session, request.body.one_time_keys, keysTimeout(request.body.timeout)),
   );
 
   // GET /_matrix/client/v3/keys/changes
@@ -139,4 +142,12 @@ export async function keysRoutes(fastify: FastifyInstance): Promise<void> {
     async (request) =>
       keys.uploadSignatures(request.session, request.body as Record<string, Record<string, JsonObject>>),
   );
+}
+
+/**
+ * How long /keys/query and /keys/claim wait for other servers: the request's `timeout` (ms; the
+ * spec's default is 10 s), at least 1 ms, at most a minute.
+ */
+function keysTimeout(timeout: number | undefined): number {
+  return Math.min(Math.max(timeout ?? DEFAULT_KEYS_TIMEOUT_MS, 1), 60_000);
 }
