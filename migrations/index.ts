@@ -16,7 +16,7 @@ import * as m0014 from './0014_media_references.ts';
 import * as m0015 from './0015_search.ts';
 import * as m0016 from './0016_push.ts';
 import * as m0017 from './0017_key_management.ts';
-import * as m0019 from './0019_remote_device_lists.ts';
+import * as m0018 from './0018_remote_device_lists.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
 export const migrations: Record<string, Migration> = {
@@ -37,5 +37,5 @@ export const migrations: Record<string, Migration> = {
   '0015_search': m0015,
   '0016_push': m0016,
   '0017_key_management': m0017,
-  '0019_remote_device_lists': m0019,
+  '0018_remote_device_lists': m0018,
 };

@@ -347,7 +347,7 @@ export interface E2eCrossSigningSignaturesTable {
   signature: string;
 }
 
-/** The cache of remote users' device lists (migration 0019); JSON as text, like the local keys. */
+/** The cache of remote users' device lists (migration 0018); JSON as text, like the local keys. */
 export interface RemoteDeviceListsTable {
   user_id: string;
   stream_id: number;

@@ -3,7 +3,7 @@ import type { JsonObject } from '../protocol/json.ts';
 import type { Executor } from './accounts.repository.ts';
 
 /**
- * The cache of remote users' device lists and cross-signing keys (migration 0019). JSON columns
+ * The cache of remote users' device lists and cross-signing keys (migration 0018). JSON columns
  * are text, as for local keys: values go in through JSON.stringify and come out through JSON.parse.
  */
 
