@@ -247,6 +247,10 @@ export interface HomeserverProcess {
   proc: RunningProcess;
   /** The server's signing key, written to its signing_key_path by the test. */
   key: SigningKey;
+  /** Stops the process (SIGTERM); its data directory stays. */
+  stop(): Promise<void>;
+  /** Starts it again on the same data directory and federation port (`base` and `proc` change). */
+  start(): Promise<void>;
 }
 
 const CLIENT_LISTENING = /listening on http:\/\/127\.0\.0\.1:(\d+)/;
@@ -275,28 +279,42 @@ export async function startHomeserverProcesses(
       const key = generateSigningKey(`ed25519:p${i}`);
       const signingKeyPath = path.join(dataDir, 'signing.key');
       writeFileSync(signingKeyPath, formatSigningKey(key), { mode: 0o600 });
-      const proc = runScript('src/server.ts', [], {
-        CONCLAVE_SERVER_NAME: serverName,
-        CONCLAVE_BIND_ADDRESS: '127.0.0.1',
-        CONCLAVE_PORT: '0',
-        CONCLAVE_DATA_DIR: dataDir,
-        CONCLAVE_REGISTRATION: 'open',
-        CONCLAVE_PASSWORD_HASH_COST: '10',
-        CONCLAVE_LOG_LEVEL: 'info',
-        CONCLAVE_DETECTION: 'off',
-        CONCLAVE_SIGNING_KEY_PATH: signingKeyPath,
-        CONCLAVE_FEDERATION_TLS_CERTIFICATE: certFile,
-        CONCLAVE_FEDERATION_TLS_KEY: keyFile,
-        CONCLAVE_FEDERATION_BIND_ADDRESS: ip,
-        CONCLAVE_FEDERATION_PORT: String(port),
-        CONCLAVE_FEDERATION_CA_FILE: ca.caFile,
-        ...env(i),
-      });
-      t.teardown(() => proc.stop());
-      // Generous: tsx compiles the server at each start, which takes long on a loaded machine.
-      const line = await proc.waitForLine(CLIENT_LISTENING, 240_000);
-      await proc.waitForLine(FEDERATION_LISTENING, 60_000);
-      return { serverName, base: `http://127.0.0.1:${CLIENT_LISTENING.exec(line)![1]}`, proc, key };
+      const launch = async () => {
+        const proc = runScript('src/server.ts', [], {
+          CONCLAVE_SERVER_NAME: serverName,
+          CONCLAVE_BIND_ADDRESS: '127.0.0.1',
+          CONCLAVE_PORT: '0',
+          CONCLAVE_DATA_DIR: dataDir,
+          CONCLAVE_REGISTRATION: 'open',
+          CONCLAVE_PASSWORD_HASH_COST: '10',
+          CONCLAVE_LOG_LEVEL: 'info',
+          CONCLAVE_DETECTION: 'off',
+          CONCLAVE_SIGNING_KEY_PATH: signingKeyPath,
+          CONCLAVE_FEDERATION_TLS_CERTIFICATE: certFile,
+          CONCLAVE_FEDERATION_TLS_KEY: keyFile,
+          CONCLAVE_FEDERATION_BIND_ADDRESS: ip,
+          CONCLAVE_FEDERATION_PORT: String(port),
+          CONCLAVE_FEDERATION_CA_FILE: ca.caFile,
+          ...env(i),
+        });
+        t.teardown(() => proc.stop());
+        // Generous: tsx compiles the server at each start, which takes long on a loaded machine.
+        const line = await proc.waitForLine(CLIENT_LISTENING, 240_000);
+        await proc.waitForLine(FEDERATION_LISTENING, 60_000);
+        return { proc, base: `http://127.0.0.1:${CLIENT_LISTENING.exec(line)![1]}` };
+      };
+      const hs: HomeserverProcess = {
+        serverName,
+        ...(await launch()),
+        key,
+        async stop() {
+          await hs.proc.stop();
+        },
+        async start() {
+          Object.assign(hs, await launch());
+        },
+      };
+      return hs;
     }),
   );
 }
