@@ -4,6 +4,9 @@ import { buildApp } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { startRuntime } from './runtime.ts';
 
+/** How long requests in flight may run on after SIGTERM before their connections are cut. */
+const SHUTDOWN_GRACE_MS = 5000;
+
 /** Entry point of `npm start`: configure, open storage and bus, listen. */
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -44,11 +47,20 @@ async function main(): Promise<void> {
       },
     );
   }
+  // Shutting down: stop accepting connections, drop the idle keep-alive ones at once (peers such
+  // as Synapse keep them open, and close() would wait for them forever), let requests in flight
+  // finish for a short grace period, then cut what is left (long polls, WebSockets).
   const shutdown = async (signal: string) => {
     app.log.info({ signal }, 'shutting down');
-    if (federationServer) await new Promise((resolve) => federationServer.close(resolve));
-    await new Promise((resolve) => app.server.close(resolve));
+    const servers = [app.server, ...(federationServer ? [federationServer] : [])];
+    const closed = servers.map((server) => new Promise((resolve) => server.close(resolve)));
+    for (const server of servers) server.closeIdleConnections();
+    const grace = setTimeout(() => {
+      for (const server of servers) server.closeAllConnections();
+    }, SHUTDOWN_GRACE_MS);
     await app.close();
+    await Promise.all(closed);
+    clearTimeout(grace);
     await runtime.close();
     process.exit(0);
   };

@@ -1,8 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import WebSocket from 'ws';
 import { decodeKey, verifyJsonSignature } from '../src/protocol/signing.ts';
+import { WS_SYNC_PATH } from '../src/routes/client/sync-ws.routes.ts';
 import { testRedisUrl } from './helpers/backends.ts';
 import { type RunningProcess, runScript } from './helpers/process.ts';
 
@@ -202,5 +205,69 @@ t.test(
     t.match(line, /bus: redis redis:\/\//);
     t.notOk(line.includes(':postgres@'), 'the database password is not logged');
     t.equal(await proc.stop(), 0);
+  },
+);
+
+// A peer server keeps idle keep-alive connections open, clients hold long polls and WebSockets:
+// none of them may keep the process from exiting on SIGTERM (it used to wait for them forever).
+t.test(
+  'SIGTERM stops the server despite idle keep-alive connections, a long poll and a WebSocket',
+  async (t) => {
+    const { proc, base } = await start({ CONCLAVE_DATA_DIR: dataDir(t), CONCLAVE_REGISTRATION: 'open' });
+    t.teardown(() => {
+      if (proc.child.exitCode === null) proc.child.kill('SIGKILL');
+    });
+    const reg = await json(
+      await fetch(`${base}/_matrix/client/v3/register`, {
+        method: 'POST',
+        body: JSON.stringify({
+          username: 'sleeper',
+          password: 'a long enough password',
+          auth: { type: 'm.login.dummy' },
+        }),
+      }),
+    );
+    const token = reg.access_token as string;
+
+    // An idle keep-alive connection, as a federating peer leaves one between transactions.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    t.teardown(() => agent.destroy());
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      http
+        .get(`${base}/_matrix/client/versions`, { agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode));
+        })
+        .on('error', reject);
+    });
+    t.equal(status, 200);
+    t.equal(Object.values(agent.freeSockets).flat().length, 1, 'the keep-alive connection is open and idle');
+
+    // A long poll that would wait two minutes, and a WebSocket sync.
+    const first = await json(await fetch(`${base}/_matrix/client/v3/sync?access_token=${token}`));
+    const longPoll = fetch(
+      `${base}/_matrix/client/v3/sync?timeout=120000&since=${first.next_batch as string}&access_token=${token}`,
+    ).then(
+      (r) => r.status,
+      () => 'cut',
+    );
+    const ws = new WebSocket(`${base.replace('http', 'ws')}${WS_SYNC_PATH}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    t.teardown(() => ws.terminate());
+    await new Promise((resolve, reject) => {
+      ws.once('message', resolve);
+      ws.once('error', reject);
+    });
+    const wsClosed = new Promise((resolve) => ws.once('close', resolve));
+
+    const code = await Promise.race([
+      proc.stop(),
+      new Promise<string>((resolve) => setTimeout(() => resolve('still running after 90 s'), 90_000).unref()),
+    ]);
+    t.equal(code, 0, 'the process exits cleanly');
+    if (code !== 0) return;
+    await wsClosed;
+    t.ok(['cut', 200].includes((await longPoll) as never), 'the long poll ended');
   },
 );
