@@ -22,6 +22,13 @@ t.test('the rule evaluator', async (t) => {
   t.ok(globMatches('ca?e', 'cake'));
   t.ok(globMatches('cake', 'I like cake!', true), 'content rules match at word boundaries');
   t.notOk(globMatches('cake', 'pancakes', true), '...and not inside a word');
+  // Every character that is not a glob wildcard is literal, including those that are special in
+  // a regular expression (`-` once made the pattern itself invalid in unicode mode, and the push
+  // work of every event with such a user ID failed).
+  t.ok(globMatches('@user-61-bob:hs2', '@user-61-bob:hs2'), 'a hyphen in a user ID');
+  for (const c of '-./\\()[]{}|^$+') t.ok(globMatches(`a${c}b`, `a${c}b`), `${c} is literal`);
+  t.notOk(globMatches('a.b', 'axb'), 'a dot is not a wildcard');
+  t.notOk(globMatches('a+', 'aa'), 'nor is a plus a repetition');
   const ctx = { memberCount: 3, senderPowerLevel: 0, notificationLevel: () => 50 };
   const event = { type: 'm.room.message', sender: '@a:x', room_id: '!r:x', content: { body: 'hi', n: 1 } };
   t.ok(conditionHolds({ kind: 'room_member_count', is: '>=3' }, event, ctx));
@@ -31,6 +38,13 @@ t.test('the rule evaluator', async (t) => {
   t.notOk(conditionHolds({ kind: 'event_property_is', key: 'content.n', value: '1' }, event, ctx), 'typed');
   t.notOk(conditionHolds({ kind: 'sender_notification_permission', key: 'room' }, event, ctx));
   t.notOk(conditionHolds({ kind: 'no_such_kind' }, event, ctx), 'an unknown condition kind never holds');
+  const named = { ...ctx, displayName: 'Jean-Luc (lab)' };
+  const hail = { ...event, content: { body: 'Hello Jean-Luc (lab), the run is done' } };
+  t.ok(conditionHolds({ kind: 'contains_display_name' }, hail, named), 'a display name with - and ()');
+  t.notOk(
+    conditionHolds({ kind: 'contains_display_name' }, { ...event, content: { body: 'JeanxLuc lab' } }, named),
+    'its characters are literal',
+  );
 
   const bob = '@bob:x';
   const message = evaluatePushRules(defaultPushRules(bob), event, ctx)!;

@@ -65,13 +65,21 @@ function valueAt(event: Record<string, unknown>, key: string): unknown {
 
 const globCache = new Map<string, RegExp>();
 
+/**
+ * `text` as a literal in a regular expression with the `u` flag. Only the syntax characters are
+ * escaped: in unicode mode escaping anything else (`\-`, as in `@jean-luc:x`) is a syntax error.
+ */
+function literalSource(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}
+
 /** A glob (`*` any run, `?` one character) as a case-insensitive regular expression source. */
 function globSource(pattern: string): string {
   let out = '';
   for (const c of pattern) {
     if (c === '*') out += '.*';
     else if (c === '?') out += '.';
-    else out += c.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+    else out += literalSource(c);
   }
   return out;
 }
@@ -143,8 +151,9 @@ export function conditionHolds(
       const body = valueAt(event, 'content.body');
       const name = ctx.displayName;
       if (typeof body !== 'string' || !name) return false;
-      const escaped = name.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
-      return new RegExp(`(?:^|[^\\p{L}\\p{N}_])${escaped}(?:[^\\p{L}\\p{N}_]|$)`, 'iu').test(body);
+      return new RegExp(`(?:^|[^\\p{L}\\p{N}_])${literalSource(name)}(?:[^\\p{L}\\p{N}_]|$)`, 'iu').test(
+        body,
+      );
     }
     case 'room_member_count':
       return typeof condition.is === 'string' && memberCountMatches(condition.is, ctx.memberCount);
