@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { Pdu } from '../src/protocol/event.ts';
 import { hashAndSignEvent } from '../src/protocol/event-signing.ts';
-import { computeEventId } from '../src/protocol/hashes.ts';
+import { computeEventId, roomIdFromCreateEvent } from '../src/protocol/hashes.ts';
 import type { JsonObject } from '../src/protocol/json.ts';
 import { getRoomVersion } from '../src/protocol/room-versions.ts';
 import { databaseBackends } from './helpers/backends.ts';
@@ -70,6 +70,12 @@ for (const backend of databaseBackends()) {
       const types = events.map((e) => e.type);
       t.ok(types.includes('m.room.name'), 'the stripped state names the room');
       t.ok(types.includes('m.room.join_rules'));
+      const create = events.find((e) => e.type === 'm.room.create')!;
+      t.equal(
+        roomIdFromCreateEvent(create),
+        roomId,
+        'the create event crossed whole and is the room ID hash (MSC4311)',
+      );
       const own = events.find((e) => e.type === 'm.room.member' && e.state_key === bob.user_id);
       t.equal((own?.content as JsonObject).membership, 'invite');
       t.equal(own?.sender, alice.user_id);

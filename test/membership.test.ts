@@ -1,6 +1,6 @@
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { SERVER_NAME, startTestServer } from './helpers/server.ts';
+import { SERVER_NAME, startTestServer, syncOnce } from './helpers/server.ts';
 
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
@@ -106,6 +106,57 @@ for (const backend of databaseBackends()) {
       );
       t.equal(refused.statusCode, 403, 'a public room does not take knocks');
     });
+
+    t.test(
+      'a rescinded knock, a refused knock and a rejected invite reach the user as a leave',
+      async (t) => {
+        const r = await call('POST', `${V3}/createRoom`, alice.access_token, {
+          preset: 'private_chat',
+          initial_state: [{ type: 'm.room.join_rules', content: { join_rule: 'knock' } }],
+        });
+        const roomId: string = r.json().room_id;
+        // The user's own leave in rooms.leave, whatever came before it; nothing else of the room.
+        const ownLeave = async (who: typeof bob, since: string, sender: string) => {
+          const left = (await syncOnce(s, who, { since, timeout: 0 })).rooms.leave[roomId];
+          const events = (left?.timeline.events ?? []) as Array<Record<string, unknown>>;
+          t.same(
+            events.map((e) => [
+              e.type,
+              e.state_key,
+              e.sender,
+              (e.content as { membership: string }).membership,
+            ]),
+            [['m.room.member', who.user_id, sender, 'leave']],
+            `${who.user_id} sees the leave by ${sender}, and only it`,
+          );
+        };
+        t.equal((await call('POST', `${V3}/knock/${enc(roomId)}`, bob.access_token, {})).statusCode, 200);
+        let since = (await syncOnce(s, bob, { timeout: 0 })).next_batch as string;
+        t.equal(
+          (await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, bob.access_token, {})).statusCode,
+          200,
+        );
+        await ownLeave(bob, since, bob.user_id);
+
+        t.equal((await call('POST', `${V3}/knock/${enc(roomId)}`, bob.access_token, {})).statusCode, 200);
+        since = (await syncOnce(s, bob, { timeout: 0 })).next_batch as string;
+        const kick = await call('POST', `${V3}/rooms/${enc(roomId)}/kick`, alice.access_token, {
+          user_id: bob.user_id,
+        });
+        t.equal(kick.statusCode, 200);
+        await ownLeave(bob, since, alice.user_id);
+
+        await call('POST', `${V3}/rooms/${enc(roomId)}/invite`, alice.access_token, {
+          user_id: carol.user_id,
+        });
+        since = (await syncOnce(s, carol, { timeout: 0 })).next_batch as string;
+        t.equal(
+          (await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {})).statusCode,
+          200,
+        );
+        await ownLeave(carol, since, carol.user_id);
+      },
+    );
 
     t.test('a join body adds its fields to the member event', async (t) => {
       const r = await call('POST', `${V3}/createRoom`, alice.access_token, {

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { roomIdFromCreateEvent } from '../src/protocol/hashes.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import { type Login, startTestServer, syncOnce } from './helpers/server.ts';
 
@@ -42,6 +43,16 @@ for (const backend of databaseBackends()) {
       const types = invite.invite_state.events.map((e: Json) => e.type);
       t.ok(
         types.includes('m.room.name') && types.includes('m.room.member') && types.includes('m.room.create'),
+      );
+      const create = invite.invite_state.events.find((e: Json) => e.type === 'm.room.create');
+      t.ok(
+        typeof create.origin_server_ts === 'number' && create.hashes && create.signatures,
+        'the create event comes whole (MSC4311)',
+      );
+      t.equal(roomIdFromCreateEvent(create), roomId, 'and is the one the room ID derives from');
+      t.notOk(
+        invite.invite_state.events.some((e: Json) => e.type !== 'm.room.create' && 'origin_server_ts' in e),
+        'the other events are stripped',
       );
       t.notOk(r.rooms.join[roomId], 'not joined yet');
       bobSince = r.next_batch;

@@ -149,12 +149,20 @@ export class RoomReader {
       const [type, stateKey] = k.split('\u0000') as [string, string];
       return STRIPPED_TYPES.has(type) || (type === 'm.room.member' && members.includes(stateKey));
     });
-    return rows.map((r) => ({
-      type: r.type,
-      state_key: r.state_key ?? '',
-      sender: r.sender,
-      content: r.json.content as JsonObject,
-    }));
+    return rows.map((r): JsonObject => {
+      // The create event goes whole, as a PDU (MSC4311, as Synapse sends it): with its hashes
+      // and signatures the receiver can check it against the room ID, which in v12 is its hash.
+      if (r.type === 'm.room.create') {
+        const { unsigned: _unsigned, event_id: _id, ...pdu } = r.json as JsonObject;
+        return pdu;
+      }
+      return {
+        type: r.type,
+        state_key: r.state_key ?? '',
+        sender: r.sender,
+        content: r.json.content as JsonObject,
+      };
+    });
   }
 
   async stateEventsAt(
@@ -197,11 +205,13 @@ export class RoomReader {
     const membershipRow = await this.stateEventAt(db, row.state_group_after, 'm.room.member', userId);
     const membership = membershipRow?.membership ?? 'leave';
     if (membership === 'join') return true;
-    // A user sees their own membership events (their leave, kick or ban) when their membership
-    // before the event let them see the room.
+    // A user sees their own membership events (a leave, kick or ban) when they were joined,
+    // invited or knocking before it: otherwise a rejected invite, a rescinded or refused knock
+    // would leave the room on their clients with no event saying so (Synapse does the same).
     if (row.type === 'm.room.member' && row.state_key === userId) {
       const before = await this.stateEventAt(db, row.state_group_before, 'm.room.member', userId);
-      if (before?.membership === 'join') return true;
+      const was = before?.membership;
+      if (was === 'join' || was === 'invite' || was === 'knock') return true;
     }
     const hvRow = await this.stateEventAt(db, row.state_group_after, 'm.room.history_visibility', '');
     const hv =

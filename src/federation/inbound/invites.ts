@@ -5,6 +5,7 @@ import type { RoomLock } from '../../events/room-lock.ts';
 import { serverNameOf } from '../../protocol/auth-rules.ts';
 import type { RoomEvent } from '../../protocol/event.ts';
 import { addEventSignature } from '../../protocol/event-signing.ts';
+import { roomIdFromCreateEvent } from '../../protocol/hashes.ts';
 import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import type { ServerKeysService } from '../../services/server-keys.service.ts';
@@ -70,7 +71,7 @@ export class OutOfBandMemberships {
     const user = await findUser(this.db, target);
     if (!user || user.deactivated) throw errors.notFound('No such user');
     await this.checkSignature(event, rv, origin);
-    const stripped = strippedStateOf(body.invite_room_state ?? body.invite_state);
+    const stripped = strippedStateOf(body.invite_room_state ?? body.invite_state, { roomId, rv });
 
     const signed = this.coSign(event, rv);
     await this.record(rv, origin, signed, target, 'invite', stripped);
@@ -160,9 +161,14 @@ export class OutOfBandMemberships {
 
 /**
  * The stripped state events of an invite or knock answer, as clients are shown them: type,
- * state_key, sender and content of each well-formed entry, bounded in number and size.
+ * state_key, sender and content of each well-formed entry, bounded in number and size. A full
+ * create event (MSC4311) is kept whole when it is the room's: in v12 its hash is the room ID;
+ * otherwise it is stripped like the others.
  */
-export function strippedStateOf(value: unknown): JsonObject[] | undefined {
+export function strippedStateOf(
+  value: unknown,
+  room?: { roomId: string; rv: RoomVersion },
+): JsonObject[] | undefined {
   if (!Array.isArray(value)) return undefined;
   const out: JsonObject[] = [];
   for (const entry of value) {
@@ -171,9 +177,23 @@ export function strippedStateOf(value: unknown): JsonObject[] | undefined {
     const { type, state_key, sender, content } = entry;
     if (typeof type !== 'string' || typeof state_key !== 'string' || typeof sender !== 'string') continue;
     if (!isJsonObject(content)) continue;
-    const kept: JsonObject = { type, state_key, sender, content };
+    const kept: JsonObject =
+      type === 'm.room.create' && room && isRoomsCreateEvent(entry, room.roomId, room.rv)
+        ? entry
+        : { type, state_key, sender, content };
     if (JSON.stringify(kept).length > MAX_STRIPPED_EVENT_BYTES) continue;
     out.push(kept);
   }
   return out;
+}
+
+/** Whether a full create event in stripped state is the one the room ID derives from (v12). */
+function isRoomsCreateEvent(entry: JsonObject, roomId: string, rv: RoomVersion): boolean {
+  if (!rv.roomIdFromCreateEvent || entry.room_id !== undefined) return false;
+  const { event_id: _id, unsigned: _unsigned, ...pdu } = entry;
+  try {
+    return roomIdFromCreateEvent(pdu, rv) === roomId;
+  } catch {
+    return false;
+  }
 }

@@ -199,7 +199,8 @@ export class RemoteJoins {
           path: `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(knock.event_id)}`,
           body: toWire(knock),
         });
-        const stripped = strippedStateOf(answer.knock_room_state ?? answer.knock_state_events) ?? [];
+        const stripped =
+          strippedStateOf(answer.knock_room_state ?? answer.knock_state_events, { roomId, rv }) ?? [];
         await this.outOfBand.recordOwn(rv, knock, stripped);
         return;
       } catch (err) {
