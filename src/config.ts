@@ -167,6 +167,11 @@ export interface Config {
    * cross-signed by their user's self-signing key; others' are dropped (spec/e2ee.md).
    */
   toDeviceEncryptedRequiresCrossSigning: boolean;
+  /**
+   * Whether GET /profile/{userId} (and its fields) needs an access token: on by default, so that
+   * no one can list an institution's users anonymously (spec/divergences.md).
+   */
+  requireAuthForProfileRequests: boolean;
   /** Public base URL clients use, for .well-known; derived from the server name when empty. */
   publicBaseUrl: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -589,6 +594,12 @@ const FIELDS: Field[] = [
     parse: onOff,
   },
   {
+    key: 'requireAuthForProfileRequests',
+    env: 'CONCLAVE_REQUIRE_AUTH_FOR_PROFILE_REQUESTS',
+    yaml: 'require_auth_for_profile_requests',
+    parse: onOff,
+  },
+  {
     key: 'publicBaseUrl',
     env: 'CONCLAVE_PUBLIC_BASE_URL',
     yaml: 'public_base_url',
@@ -875,6 +886,7 @@ export function defaultConfig(): Config {
     deviceInactivityExpiryMs: 0,
     deviceExpiryIntervalMs: HOUR,
     toDeviceEncryptedRequiresCrossSigning: false,
+    requireAuthForProfileRequests: true,
     publicBaseUrl: '',
     logLevel: 'info',
     signingKeyPath: '',

@@ -1,8 +1,10 @@
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { SERVER_NAME, startTestServer } from './helpers/server.ts';
+import { startHomeservers } from './helpers/federation.ts';
+import { SERVER_NAME, startTestServer, type TestServer } from './helpers/server.ts';
 
 const V3 = '/_matrix/client/v3';
+const enc = encodeURIComponent;
 
 for (const backend of databaseBackends()) {
   t.test(`profiles and account data on ${backend.name}`, async (t) => {
@@ -67,9 +69,6 @@ for (const backend of databaseBackends()) {
       t.equal(unknown.json().errcode, 'M_NOT_FOUND');
       const invalid = await s.request('GET', `${V3}/profile/not-a-user`, { token: alice.access_token });
       t.equal(invalid.statusCode, 400);
-      const anonymous = await s.request('GET', `${V3}/profile/${aliceId}`);
-      t.equal(anonymous.statusCode, 401);
-      t.equal(anonymous.json().errcode, 'M_MISSING_TOKEN');
     });
 
     t.test('a profile change reaches the rooms the user is joined to', async (t) => {
@@ -179,5 +178,59 @@ for (const backend of databaseBackends()) {
         'still there',
       );
     });
+  });
+}
+
+for (const backend of databaseBackends()) {
+  t.test(`profile lookups without a token and across servers on ${backend.name}`, async (t) => {
+    const { servers } = await startHomeservers(t, backend, ['hs1.test', 'hs2.test'], () => ({
+      requireAuthForProfileRequests: false,
+    }));
+    const [hs1, hs2] = servers as [TestServer, TestServer];
+    const alice = await hs1.register('alice');
+    const bob = await hs2.register('bob');
+    await hs2.request('PUT', `${V3}/profile/${enc(bob.user_id)}/displayname`, {
+      token: bob.access_token,
+      body: { displayname: 'Bob of hs2' },
+    });
+
+    const open = await hs1.request('GET', `${V3}/profile/${enc(alice.user_id)}/displayname`);
+    t.equal(open.statusCode, 200, 'a profile is public without a token (as in the spec and Synapse)');
+    t.same(open.json(), { displayname: 'alice' });
+    const badToken = await hs1.request('GET', `${V3}/profile/${enc(alice.user_id)}`, { token: 'nonsense' });
+    t.equal(badToken.statusCode, 401, 'a token that is given must be valid');
+    t.equal(badToken.json().errcode, 'M_UNKNOWN_TOKEN');
+
+    const remote = await hs1.request('GET', `${V3}/profile/${enc(bob.user_id)}`, {
+      token: alice.access_token,
+    });
+    t.equal(remote.statusCode, 200, remote.body);
+    t.same(remote.json(), { displayname: 'Bob of hs2' }, "bob's profile, asked of hs2");
+    const remoteField = await hs1.request('GET', `${V3}/profile/${enc(bob.user_id)}/displayname`);
+    t.same(remoteField.json(), { displayname: 'Bob of hs2' }, 'one field, without a token');
+    const remoteAvatar = await hs1.request('GET', `${V3}/profile/${enc(bob.user_id)}/avatar_url`);
+    t.equal(remoteAvatar.statusCode, 404, 'a field the remote user has not set');
+
+    const missing = await hs1.request('GET', `${V3}/profile/${enc('@nobody:hs2.test')}`);
+    t.equal(missing.statusCode, 404, "hs2's 404 is ours");
+    t.equal(missing.json().errcode, 'M_NOT_FOUND');
+    const unreachable = await hs1.request('GET', `${V3}/profile/${enc('@who:nowhere.test')}`);
+    t.equal(unreachable.statusCode, 502, 'a server that cannot be reached is a 502');
+    t.equal(unreachable.json().errcode, 'M_UNKNOWN');
+    const malformed = await hs1.request('GET', `${V3}/profile/${enc('not-a-user')}`);
+    t.equal(malformed.statusCode, 400);
+    t.equal(malformed.json().errcode, 'M_INVALID_PARAM');
+  });
+
+  t.test(`profiles need a token by default on ${backend.name}`, async (t) => {
+    const s = await startTestServer(t, backend);
+    const alice = await s.register('alice');
+    const anonymous = await s.request('GET', `${V3}/profile/${enc(alice.user_id)}`);
+    t.equal(anonymous.statusCode, 401);
+    t.equal(anonymous.json().errcode, 'M_MISSING_TOKEN');
+    const withToken = await s.request('GET', `${V3}/profile/${enc(alice.user_id)}`, {
+      token: alice.access_token,
+    });
+    t.same(withToken.json(), { displayname: 'alice' });
   });
 }

@@ -249,6 +249,8 @@ export async function createServices(deps: {
   }
   accounts.setDetection(detection);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
+  const profile = new ProfileService(db, config.serverName, notifier, events);
+  profile.setRemote(federation.client);
   const remoteKeys = new RemoteKeys(db, config.serverName, federation.client, deviceLists);
   keys.setRemote(remoteKeys);
   const toDevice = new ToDeviceService(db, config, notifier);
@@ -339,7 +341,7 @@ export async function createServices(deps: {
     registrationTokens,
     serverKeys,
     accounts,
-    profile: new ProfileService(db, config.serverName, notifier, events),
+    profile,
     filters: new FiltersService(db),
     pushRules,
     push,

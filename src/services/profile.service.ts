@@ -1,6 +1,9 @@
 import { errors, MatrixError } from '../errors.ts';
 import type { EventsService } from '../events/events.service.ts';
-import type { JsonObject } from '../protocol/json.ts';
+import type { FederationClient } from '../federation/client/federation-client.ts';
+import { FederationError } from '../federation/client/transport.ts';
+import { parseUserId } from '../protocol/identifiers.ts';
+import { isJsonObject, type JsonObject } from '../protocol/json.ts';
 import * as repo from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import * as rooms from '../storage/rooms.repository.ts';
@@ -8,6 +11,9 @@ import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
 import type { Session } from './accounts.service.ts';
 import { isEncryptedSecret, SECRET_ACCOUNT_DATA_TYPES } from './secret-policy.ts';
+
+/** How long a profile lookup on another server may take. */
+const REMOTE_PROFILE_TIMEOUT_MS = 10_000;
 
 /** Profiles (display name, avatar URL) and account data, global and per room. */
 export class ProfileService {
@@ -18,13 +24,55 @@ export class ProfileService {
     private readonly events?: EventsService,
   ) {}
 
-  /** GET /profile/{userId}: 404 for users this server does not have. */
+  private remote: Pick<FederationClient, 'request'> | undefined;
+
+  /** Where profiles of other servers' users are asked for (GET /query/profile). */
+  setRemote(client: Pick<FederationClient, 'request'>): void {
+    this.remote = client;
+  }
+
+  /**
+   * GET /profile/{userId}: ours from the database (404 for users we do not have), another
+   * server's through GET /_matrix/federation/v1/query/profile on it (its 404 is ours; a server
+   * that cannot be reached or answers nonsense is a 502).
+   */
   async getProfile(userId: string): Promise<{ displayname?: string; avatar_url?: string }> {
+    const server = parseUserId(userId)?.serverName;
+    if (server !== undefined && server !== this.serverName) return this.remoteProfile(userId, server);
     const user = await repo.findUser(this.db, userId);
     if (!user || user.deactivated) throw errors.notFound('Profile not found');
     return {
       ...(user.display_name !== null ? { displayname: user.display_name } : {}),
       ...(user.avatar_url !== null ? { avatar_url: user.avatar_url } : {}),
+    };
+  }
+
+  private async remoteProfile(
+    userId: string,
+    server: string,
+  ): Promise<{ displayname?: string; avatar_url?: string }> {
+    if (!this.remote) throw errors.notFound('Profile not found');
+    let answer: Record<string, unknown>;
+    try {
+      answer = await this.remote.request({
+        destination: server,
+        method: 'GET',
+        path: '/_matrix/federation/v1/query/profile',
+        query: { user_id: userId },
+        timeoutMs: REMOTE_PROFILE_TIMEOUT_MS,
+        maxResponseBytes: 64 * 1024,
+      });
+    } catch (err) {
+      if (err instanceof FederationError && err.status === 404) throw errors.notFound('Profile not found');
+      throw new MatrixError(502, 'M_UNKNOWN', `The profile could not be fetched from ${server}`);
+    }
+    if (!isJsonObject(answer)) throw new MatrixError(502, 'M_UNKNOWN', `${server} answered no profile`);
+    const text = (v: unknown) => (typeof v === 'string' && v.length <= 1000 ? v : undefined);
+    const displayname = text(answer.displayname);
+    const avatarUrl = text(answer.avatar_url);
+    return {
+      ...(displayname !== undefined ? { displayname } : {}),
+      ...(avatarUrl !== undefined ? { avatar_url: avatarUrl } : {}),
     };
   }
 

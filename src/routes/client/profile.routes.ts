@@ -1,8 +1,8 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { errors } from '../../errors.ts';
-import { requireAuth } from '../../http/auth.ts';
+import { accessTokenOf, requireAuth } from '../../http/auth.ts';
 import { isValidUserId } from '../../protocol/identifiers.ts';
 import { AnyObject, DisplayName, V3 } from './schemas.ts';
 
@@ -16,12 +16,18 @@ function checkUserId(userId: string): void {
 /** Profiles and account data. */
 export async function profileRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const { profile } = app.services;
+  const { profile, config } = app.services;
+  // Profile lookups need a token unless require_auth_for_profile_requests is off; a token that
+  // is sent is checked all the same (a client must learn that it was logged out).
+  const profileAuth = async (request: FastifyRequest) => {
+    if (config.requireAuthForProfileRequests || accessTokenOf(request) !== undefined)
+      await requireAuth(request);
+  };
 
   // GET /_matrix/client/v3/profile/{userId}
   app.get(
     `${V3}/profile/:userId`,
-    { onRequest: requireAuth, schema: { params: UserParams } },
+    { onRequest: profileAuth, schema: { params: UserParams } },
     async (request) => {
       checkUserId(request.params.userId);
       return profile.getProfile(request.params.userId);
@@ -32,7 +38,7 @@ export async function profileRoutes(fastify: FastifyInstance): Promise<void> {
     // GET /_matrix/client/v3/profile/{userId}/displayname and /avatar_url
     app.get(
       `${V3}/profile/:userId/${field}`,
-      { onRequest: requireAuth, schema: { params: UserParams } },
+      { onRequest: profileAuth, schema: { params: UserParams } },
       async (request) => {
         checkUserId(request.params.userId);
         const p = await profile.getProfile(request.params.userId);
