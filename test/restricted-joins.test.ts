@@ -57,6 +57,43 @@ for (const backend of databaseBackends()) {
       t.equal(event.content.join_authorised_via_users_server, alice.user_id, 'alice vouched for dave');
     });
 
+    t.test(
+      'a member re-joining to change their name sends no authoriser, whatever the client says',
+      async (t) => {
+        for (const [s, who] of [
+          [hs1, dave],
+          [hs1, alice],
+        ] as const) {
+          const rename = await s.request(
+            'PUT',
+            `${V3}/rooms/${enc(restricted)}/state/m.room.member/${enc(who.user_id)}`,
+            {
+              token: who.access_token,
+              body: {
+                membership: 'join',
+                displayname: 'Renamed',
+                join_authorised_via_users_server: 'unused',
+              },
+            },
+          );
+          t.equal(rename.statusCode, 200, rename.body);
+          const event = await memberEvent(s, alice, restricted, who.user_id);
+          t.equal(event.content.displayname, 'Renamed');
+          t.notOk('join_authorised_via_users_server' in event.content, 'the bogus authoriser was dropped');
+        }
+        const outsider = await hs1.register('outsider');
+        const forced = await hs1.request(
+          'PUT',
+          `${V3}/rooms/${enc(restricted)}/state/m.room.member/${enc(outsider.user_id)}`,
+          {
+            token: outsider.access_token,
+            body: { membership: 'join', join_authorised_via_users_server: alice.user_id },
+          },
+        );
+        t.equal(forced.statusCode, 403, 'a user outside the room cannot name an authoriser to get in');
+      },
+    );
+
     t.test('a user of another server: make_join names the authoriser, send_join co-signs', async (t) => {
       t.equal((await join(hs2, bob, space)).statusCode, 200, 'bob joins the allowed room');
       const admitted = await join(hs2, bob, restricted);

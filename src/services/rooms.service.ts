@@ -616,6 +616,15 @@ export class RoomsService {
     if (type === 'm.room.member') {
       const membership = content.membership;
       if (typeof membership !== 'string') throw errors.badJson('membership must be a string');
+      // Who vouches for a restricted join is this server's to say, never the client's: the auth
+      // rules trust the authoriser's server to have checked the allowed rooms, and that is us.
+      // A member re-joining (to change their profile) or an invited user needs none (Synapse
+      // drops it too); a join from outside gets the one the join endpoint would choose.
+      if (membership === 'join') {
+        const { join_authorised_via_users_server: _claimed, ...rest } = content;
+        const verdict = await this.restrictedJoinAuthoriser(roomId, stateKey);
+        content = verdict.needed ? { ...rest, join_authorised_via_users_server: verdict.authoriser } : rest;
+      }
     }
     if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
     if (type === RETENTION_EVENT_TYPE && stateKey === '') {
