@@ -12,7 +12,7 @@ import { type Login, okCaller, syncOnce, type TestServer } from './helpers/serve
  * federation endpoints hs2 serves for its users, hs1's /keys/query and /keys/claim reaching hs2,
  * the cache of remote device lists with its resync and the two EDU entry points, device list
  * changes of remote users in /sync and /keys/changes, to-device messages to remote users (the
- * seam), signatures on a remote user's master key, and what a hostile server cannot do.
+ * seam, and m.direct_to_device behind it), signatures on a remote user's master key, and what a hostile server cannot do.
  */
 const V3 = '/_matrix/client/v3';
 const FED = '/_matrix/federation/v1';
@@ -459,8 +459,19 @@ for (const backend of databaseBackends()) {
       await ok1('PUT', `${V3}/sendToDevice/m.test/t1`, alice, {
         messages: { [bob.user_id]: { [bob.device_id]: { n: 1 } }, [mallory.user_id]: { '*': { n: 2 } } },
       });
-      t.equal(toDevice.droppedRemote, dropped + 1, 'the remote message is dropped without a sender');
+      t.equal(toDevice.droppedRemote, dropped, 'the remote message is not dropped: it goes out');
+      let bobGot: Json[] = [];
+      for (let i = 0; i < 200 && bobGot.length === 0; i++) {
+        bobGot = ((await syncOnce(hs2, bob, { timeout: 0 })).to_device?.events ?? []) as Json[];
+        if (bobGot.length === 0) await new Promise((r) => setTimeout(r, 50));
+      }
+      t.same(
+        bobGot.map((e) => [e.sender, e.type, e.content]),
+        [[alice.user_id, 'm.test', { n: 1 }]],
+        'bob has it on hs2 (m.direct_to_device)',
+      );
       const handed: unknown[] = [];
+      t.teardown(() => toDevice.setRemoteDelivery(hs1.runtime.services.outboundE2eeEdus.toDevice));
       toDevice.setRemoteDelivery(async (m) => {
         handed.push(m);
       });

@@ -43,6 +43,12 @@ export interface RefreshResult {
   expires_in_ms: number;
 }
 
+/** Devices removed in a transaction, and the stream position of the change. */
+interface RemovedDevices {
+  position: number;
+  deviceIds: string[];
+}
+
 const MIN_PASSWORD_LENGTH = 8;
 export const LOOKUPS_PER_MINUTE = 30;
 const MAX_PASSWORD_LENGTH = 512;
@@ -211,7 +217,7 @@ export class AccountsService {
     const passwordHash =
       opts.password !== undefined ? await hashPassword(opts.password, this.config.passwordHashCost) : null;
     const now = this.now();
-    return this.db.transaction().execute(async (trx) => {
+    const created = await this.db.transaction().execute(async (trx) => {
       if (
         opts.registrationToken !== undefined &&
         !(await this.registrationTokens.spend(trx, opts.registrationToken))
@@ -228,9 +234,26 @@ export class AccountsService {
         created_ts: now,
       });
       if (!inserted) throw errors.userInUse();
-      if (!opts.login) return { user_id: userId };
-      return this.startSession(trx, userId, opts.deviceId, opts.deviceDisplayName, opts.refreshToken);
+      if (!opts.login) return { result: { user_id: userId }, newDevice: undefined };
+      const started = await this.startSession(
+        trx,
+        userId,
+        opts.deviceId,
+        opts.deviceDisplayName,
+        opts.refreshToken,
+      );
+      return { result: started.login, newDevice: started.newDevice };
     });
+    await this.announceNewDevice(userId, created.newDevice);
+    return created.result;
+  }
+
+  /** After commit: a device created by a login is a change of the user's device list. */
+  private async announceNewDevice(
+    userId: string,
+    newDevice: { deviceId: string; position: number } | undefined,
+  ): Promise<void> {
+    if (newDevice) await this.deviceLists.announceDevices(userId, newDevice.position, [newDevice.deviceId]);
   }
 
   private async startSession(
@@ -239,12 +262,16 @@ export class AccountsService {
     requestedDeviceId: string | undefined,
     displayName: string | undefined,
     refreshable = false,
-  ): Promise<LoginResult> {
+  ): Promise<{ login: LoginResult; newDevice: { deviceId: string; position: number } | undefined }> {
     const deviceId = requestedDeviceId ?? randomDeviceId();
     const now = this.now();
     const known =
       requestedDeviceId !== undefined && (await repo.findDevice(db, userId, deviceId)) !== undefined;
     if (!known) await this.audit.record({ action: 'device.new', actor: userId, target: deviceId }, db);
+    // A new device is a change of the user's device list (other servers are told of it too).
+    const newDevice = known
+      ? undefined
+      : { deviceId, position: await this.deviceLists.recordChange(db, userId) };
     await repo.upsertDevice(db, {
       user_id: userId,
       device_id: deviceId,
@@ -256,14 +283,15 @@ export class AccountsService {
     // Logging in again as an existing device ends that device's earlier sessions.
     await repo.deleteDeviceTokens(db, userId, deviceId);
     if (refreshable) {
-      return {
+      const login = {
         user_id: userId,
         device_id: deviceId,
         ...(await this.issueRefreshable(db, userId, deviceId, null)),
       };
+      return { login, newDevice };
     }
     const accessToken = await this.newAccessToken(db, userId, deviceId, null);
-    return { user_id: userId, device_id: deviceId, access_token: accessToken };
+    return { login: { user_id: userId, device_id: deviceId, access_token: accessToken }, newDevice };
   }
 
   /** Makes and stores (by hash) an access token; with a refresh token's hash, one that expires. */
@@ -389,15 +417,16 @@ export class AccountsService {
         req.refreshToken,
       );
       await this.audit.record(
-        { action: 'login', actor: user.user_id, target: started.device_id, address: req.address },
+        { action: 'login', actor: user.user_id, target: started.login.device_id, address: req.address },
         trx,
       );
       return started;
     });
+    await this.announceNewDevice(user.user_id, login.newDevice);
     this.observe((d) => d.loggedIn(user.user_id, req.address));
     // Logging in as an existing device ended that device's earlier tokens.
     if (req.deviceId !== undefined) await this.sessions?.revokeUser(user.user_id);
-    return login;
+    return login.login;
   }
 
   /**
@@ -450,24 +479,29 @@ export class AccountsService {
    * device list change, announced once committed.
    */
   private async removeDevices(userId: string, pick: (existing: string[]) => string[]): Promise<void> {
-    const position = await this.db.transaction().execute((trx) => this.removeDevicesIn(trx, userId, pick));
+    const removed = await this.db.transaction().execute((trx) => this.removeDevicesIn(trx, userId, pick));
     // Their tokens are gone: no process may keep accepting them.
     await this.sessions?.revokeUser(userId);
-    if (position !== undefined) await this.deviceLists.announce(userId, position);
+    await this.announceRemoved(userId, removed);
   }
 
-  /** removeDevices inside the caller's transaction; the caller announces the returned position. */
+  /** removeDevices inside the caller's transaction; the caller announces what it returns. */
   private async removeDevicesIn(
     trx: repo.Executor,
     userId: string,
     pick: (existing: string[]) => string[],
-  ): Promise<number | undefined> {
+  ): Promise<RemovedDevices | undefined> {
     const existing = (await repo.listDevices(trx, userId)).map((d) => d.device_id);
     const doomed = pick(existing);
     if (doomed.length === 0) return undefined;
     const position = await this.deviceLists.removeDevices(trx, userId, doomed);
     await repo.deleteDevices(trx, userId, doomed);
-    return position;
+    return position === undefined ? undefined : { position, deviceIds: doomed };
+  }
+
+  /** After commit: the removal is a change of the user's device list, here and for other servers. */
+  private async announceRemoved(userId: string, removed: RemovedDevices | undefined): Promise<void> {
+    if (removed) await this.deviceLists.announceDevices(userId, removed.position, removed.deviceIds);
   }
 
   /**
@@ -481,10 +515,10 @@ export class AccountsService {
     deviceIds: readonly string[],
   ): Promise<() => Promise<void>> {
     const wanted = new Set(deviceIds);
-    const position = await this.removeDevicesIn(trx, userId, (ids) => ids.filter((id) => wanted.has(id)));
+    const removed = await this.removeDevicesIn(trx, userId, (ids) => ids.filter((id) => wanted.has(id)));
     return async () => {
       await this.sessions?.revokeUser(userId);
-      if (position !== undefined) await this.deviceLists.announce(userId, position);
+      await this.announceRemoved(userId, removed);
     };
   }
 
@@ -558,7 +592,7 @@ export class AccountsService {
     this.checkPasswordStrength(req.newPassword);
     await this.withPassword(session, 'password', req.auth, req.address, async () => {
       const hash = await hashPassword(req.newPassword, this.config.passwordHashCost);
-      const position = await this.db.transaction().execute(async (trx) => {
+      const removed = await this.db.transaction().execute(async (trx) => {
         await repo.updateUser(trx, session.userId, { password_hash: hash });
         await this.audit.record(
           {
@@ -576,7 +610,7 @@ export class AccountsService {
         );
       });
       if (req.logoutDevices) await this.sessions?.revokeUser(session.userId);
-      if (position !== undefined) await this.deviceLists.announce(session.userId, position);
+      await this.announceRemoved(session.userId, removed);
     });
   }
 
@@ -589,12 +623,12 @@ export class AccountsService {
    * caller's (DeactivationService).
    */
   async closeAccount(userId: string, opts: { erase: boolean; address: string }): Promise<void> {
-    const position = await this.db.transaction().execute(async (trx) => {
+    const removed = await this.db.transaction().execute(async (trx) => {
       await repo.updateUser(trx, userId, {
         deactivated: true,
         ...(opts.erase ? { display_name: null, avatar_url: null } : {}),
       });
-      const position = await this.removeDevicesIn(trx, userId, (ids) => ids);
+      const removed = await this.removeDevicesIn(trx, userId, (ids) => ids);
       await trx.deleteFrom('e2e_cross_signing_keys').where('user_id', '=', userId).execute();
       await trx.deleteFrom('e2e_cross_signing_signatures').where('signer_user_id', '=', userId).execute();
       await trx.deleteFrom('room_key_backup_versions').where('user_id', '=', userId).execute();
@@ -617,10 +651,10 @@ export class AccountsService {
         },
         trx,
       );
-      return position;
+      return removed;
     });
     await this.sessions?.revokeUser(userId);
-    if (position !== undefined) await this.deviceLists.announce(userId, position);
+    await this.announceRemoved(userId, removed);
   }
 
   async listDevices(session: Session) {
@@ -633,10 +667,20 @@ export class AccountsService {
     return deviceJson(row);
   }
 
+  /**
+   * PUT /devices/{deviceId}: renames one of the user's devices. The display name is public (other
+   * servers and the users sharing a room see it), so a rename is a device list change.
+   */
   async renameDevice(session: Session, deviceId: string, displayName: string | null): Promise<void> {
-    if (!(await repo.setDeviceDisplayName(this.db, session.userId, deviceId, displayName))) {
-      throw errors.notFound('No such device');
-    }
+    const { userId } = session;
+    const position = await this.db.transaction().execute(async (trx) => {
+      const row = await repo.findDevice(trx, userId, deviceId);
+      if (!row) throw errors.notFound('No such device');
+      if (row.display_name === displayName) return undefined;
+      await repo.setDeviceDisplayName(trx, userId, deviceId, displayName);
+      return this.deviceLists.recordChange(trx, userId);
+    });
+    if (position !== undefined) await this.deviceLists.announceDevices(userId, position, [deviceId]);
   }
 
   /** DELETE /devices/{id} and POST /delete_devices: after UIA, removes the devices and their tokens. */

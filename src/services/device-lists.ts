@@ -9,11 +9,29 @@ import { nextPosition } from '../streams/positions.ts';
  * the keys service (uploads) and the accounts service (deleted devices), so that both write the
  * change in their own transaction and announce it the same way after commit.
  */
+/**
+ * Told, after commit, that some of a local user's devices changed (created, renamed, keys
+ * published or signed, deleted), with the stream position of the change: the outbound
+ * m.device_list_update (src/federation/sender/e2ee-edus.ts).
+ */
+export type LocalDevicesChanged = (
+  userId: string,
+  position: number,
+  deviceIds: readonly string[],
+) => Promise<void>;
+
 export class DeviceLists {
+  private localDevicesChanged: LocalDevicesChanged | undefined;
+
   constructor(
     private readonly db: Db,
     private readonly notifier: Notifier,
   ) {}
+
+  /** Where changes of local users' devices go for other servers (set once, at start). */
+  setLocalDevicesChanged(listener: LocalDevicesChanged): void {
+    this.localDevicesChanged = listener;
+  }
 
   /**
    * In the caller's transaction: takes a stream position and records that `userId`'s device list
@@ -49,6 +67,17 @@ export class DeviceLists {
         ? [observerId]
         : [...new Set([userId, ...(await repo.usersSharingRoomNow(this.db, userId))])];
     await this.notifier.notify({ kind: 'device_list', position, userIds });
+  }
+
+  /**
+   * After commit, for a user of this server only: announce, then tell other servers which of the
+   * user's devices changed (m.device_list_update). A failure to queue the updates is not the
+   * client's: the change is committed and the other servers resync on the next gap.
+   */
+  async announceDevices(userId: string, position: number, deviceIds: readonly string[]): Promise<void> {
+    await this.announce(userId, position);
+    if (deviceIds.length === 0 || !this.localDevicesChanged) return;
+    await this.localDevicesChanged(userId, position, deviceIds).catch(() => {});
   }
 
   /**

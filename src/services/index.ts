@@ -6,12 +6,14 @@ import { MemoryRateLimitStore, type RateLimitStore } from '../bus/rate-limit-sto
 import type { Config } from '../config.ts';
 import { EventsService } from '../events/events.service.ts';
 import { PreverifiedSignatures } from '../events/preverified.ts';
+import { type E2eeEduCounts, registerE2eeEdus } from '../federation/inbound/e2ee-edus.ts';
 import { FederationRoomsService } from '../federation/inbound/federation-rooms.service.ts';
 import { OutOfBandMemberships } from '../federation/inbound/invites.ts';
 import { registerRoomEdus } from '../federation/inbound/room-edus.ts';
 import { createFederation, type Federation, type FederationTransport } from '../federation/index.ts';
 import { Backfiller } from '../federation/outbound/backfill.ts';
 import { RemoteJoins } from '../federation/outbound/remote-join.ts';
+import { OutboundE2eeEdus } from '../federation/sender/e2ee-edus.ts';
 import { FederationSender } from '../federation/sender/federation-sender.ts';
 import { OutboundEdus } from '../federation/sender/room-edus.ts';
 import { MediaService } from '../media/media.service.ts';
@@ -113,6 +115,9 @@ export interface Services {
   sender: FederationSender;
   /** Typing, receipts and presence of our users, handed to the sender for other servers. */
   outboundEdus: OutboundEdus;
+  outboundE2eeEdus: OutboundE2eeEdus;
+  /** What the inbound m.device_list_update, m.signing_key_update and m.direct_to_device handlers did. */
+  e2eeEdus: E2eeEduCounts;
   rateLimits: RateLimits;
   /** Security-relevant actions, for admins (spec/audit-log.md). */
   audit: AuditLog;
@@ -323,6 +328,20 @@ export async function createServices(deps: {
     presence,
     serverAllowed: (roomId, server) => federationRooms.serverAllowed(roomId, server),
   });
+  const outboundE2eeEdus = new OutboundE2eeEdus(db, config.serverName, sender, keys);
+  deviceLists.setLocalDevicesChanged((userId, position, deviceIds) =>
+    outboundE2eeEdus.devicesChanged(userId, position, deviceIds),
+  );
+  // Called after commit: a failure to queue is not the client's (its change is made).
+  keys.setSigningKeyUpdates((userId, update) =>
+    outboundE2eeEdus.signingKeysChanged(userId, update).catch(() => {}),
+  );
+  toDevice.setRemoteDelivery((m) => outboundE2eeEdus.toDevice(m).catch(() => {}));
+  const e2eeEdus = registerE2eeEdus(federationRooms.edus, {
+    serverName: config.serverName,
+    remoteKeys,
+    toDevice,
+  });
   const pushRules = new PushRulesService(db, notifier);
   const push = new PushService(
     db,
@@ -370,6 +389,8 @@ export async function createServices(deps: {
     outOfBand,
     sender,
     outboundEdus,
+    outboundE2eeEdus,
+    e2eeEdus,
     rateLimits,
     audit,
     media,

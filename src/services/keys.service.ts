@@ -2,8 +2,10 @@ import type { Config } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
 import { parseUserId } from '../protocol/identifiers.ts';
 import { isJsonObject, type JsonObject, type JsonValue } from '../protocol/json.ts';
+import { findDevice } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
 import type { CrossSigningSignatureRow, CrossSigningUsage } from '../storage/database.ts';
+import { latestDeviceListStreamId } from '../storage/e2ee-edus.repository.ts';
 import * as repo from '../storage/keys.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
@@ -164,7 +166,7 @@ export class KeysService {
       await repo.putDeviceKeys(trx, { userId, deviceId, ...newDeviceKeys }, this.now());
       return this.deviceLists.recordChange(trx, userId);
     });
-    if (position !== undefined) await this.deviceLists.announce(userId, position);
+    if (position !== undefined) await this.deviceLists.announceDevices(userId, position, [deviceId]);
     else if (oneTimeKeys.length > 0 || fallbackKeys.length > 0) {
       // Nothing for other users' syncs (no position), but every process must drop the key counts
       // it keeps for this device's syncs.
@@ -293,10 +295,14 @@ export class KeysService {
     master_key?: JsonObject;
     self_signing_key?: JsonObject;
   }> {
-    const [answer, streamId] = await Promise.all([
+    const [answer, position, outbound] = await Promise.all([
       this.localKeys([userId], { [userId]: [] }, null),
       repo.latestDeviceListPosition(this.db, userId),
+      latestDeviceListStreamId(this.db, userId),
     ]);
+    // At or above every m.device_list_update made so far: a server that resyncs takes the
+    // updates after this answer, and ignores those it already holds.
+    const streamId = Math.max(position, outbound);
     const devices = Object.entries(answer.device_keys[userId] ?? {}).map(([deviceId, keys]) => {
       const { unsigned, ...signed } = keys;
       const name = isJsonObject(unsigned) ? unsigned.device_display_name : undefined;
@@ -315,6 +321,36 @@ export class KeysService {
       ...(master ? { master_key: master } : {}),
       ...(selfSigning ? { self_signing_key: selfSigning } : {}),
     };
+  }
+
+  /**
+   * What other servers are told of some of a local user's devices (m.device_list_update): for
+   * each, its published keys (with the user's own signatures on them) and display name, or that
+   * it is gone.
+   */
+  async deviceStates(
+    userId: string,
+    deviceIds: readonly string[],
+  ): Promise<Map<string, { deleted: true } | { deleted: false; keys?: JsonObject; displayName?: string }>> {
+    const published = await this.userDevices(userId);
+    const out = new Map<
+      string,
+      { deleted: true } | { deleted: false; keys?: JsonObject; displayName?: string }
+    >();
+    for (const deviceId of new Set(deviceIds)) {
+      const row = await findDevice(this.db, userId, deviceId);
+      if (!row) {
+        out.set(deviceId, { deleted: true });
+        continue;
+      }
+      const keys = published.devices.find((d) => d.device_id === deviceId)?.keys;
+      out.set(deviceId, {
+        deleted: false,
+        ...(keys ? { keys } : {}),
+        ...(row.display_name !== null ? { displayName: row.display_name } : {}),
+      });
+    }
+    return out;
   }
 
   /**
@@ -667,6 +703,9 @@ export class KeysService {
     const accepted: CrossSigningSignatureRow[] = [];
     const observed = new Set<string>();
     let ownChanged = false;
+    /** Own devices and master key signed: other servers are sent them again. */
+    const ownDevicesSigned = new Set<string>();
+    let ownMasterSigned = false;
     let checked = 0;
     for (const [target, keys] of Object.entries(body)) {
       for (const [keyId, signed] of Object.entries(keys)) {
@@ -734,8 +773,11 @@ export class KeysService {
           }
           if (rows.length === 0) throw errors.invalidSignature('No new signature by the uploader');
           accepted.push(...rows);
-          if (target === me) ownChanged = true;
-          else observed.add(target);
+          if (target === me) {
+            ownChanged = true;
+            if (devices.some((d) => d.deviceId === keyId)) ownDevicesSigned.add(keyId);
+            else ownMasterSigned = true;
+          } else observed.add(target);
         } catch (err) {
           if (!(err instanceof MatrixError)) throw err;
           fail(target, keyId, err);
@@ -762,7 +804,16 @@ export class KeysService {
       }
       return announcements;
     });
-    for (const a of written) await this.deviceLists.announce(a.userId, a.position, a.observer);
+    for (const a of written) {
+      if (a.observer === null && a.userId === me) {
+        await this.deviceLists.announceDevices(me, a.position, [...ownDevicesSigned]);
+      } else await this.deviceLists.announce(a.userId, a.position, a.observer);
+    }
+    if (ownMasterSigned) {
+      // The master key with its new signatures (by the user's devices) goes to other servers.
+      const master = (await this.userDevices(me)).master_key;
+      if (master) await this.signingKeyUpdates(me, { master_key: master });
+    }
     return { failures };
   }
 

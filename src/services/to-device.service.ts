@@ -2,7 +2,9 @@ import type { Config } from '../config.ts';
 import { errors } from '../errors.ts';
 import { parseUserId } from '../protocol/identifiers.ts';
 import type { JsonObject } from '../protocol/json.ts';
+import type { Executor } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
+import { forgetInboundToDeviceBefore, recordInboundToDevice } from '../storage/e2ee-edus.repository.ts';
 import * as repo from '../storage/keys.repository.ts';
 import type { Notifier } from '../streams/notifier.ts';
 import { nextPosition } from '../streams/positions.ts';
@@ -39,6 +41,13 @@ export type RemoteToDevice = (m: {
   messages: Record<string, Record<string, JsonObject>>;
 }) => Promise<void>;
 
+/** One message for one device. */
+interface Target {
+  userId: string;
+  deviceId: string;
+  content: JsonObject;
+}
+
 /** The to-device type that carries Olm-encrypted payloads: room keys, forwarded keys, secrets. */
 const ENCRYPTED_TO_DEVICE = 'm.room.encrypted';
 
@@ -61,7 +70,8 @@ export class ToDeviceService {
   /**
    * Where messages to users of other servers go: the one seam for the m.direct_to_device EDU
    * (server-server API: Send-to-device messaging), one call per destination server per request.
-   * Until the EDU sender is plugged in with setRemoteDelivery, they are dropped (and counted).
+   * Until the EDU sender is plugged in with setRemoteDelivery, they are dropped (and counted);
+   * a server with federation plugs it in at start (src/federation/sender/e2ee-edus.ts).
    */
   private remoteDelivery: RemoteToDevice = async (m) => {
     this.droppedRemote += Object.values(m.messages).reduce(
@@ -120,45 +130,8 @@ export class ToDeviceService {
       if (!(await repo.insertToDeviceTxn(trx, session.userId, session.deviceId, txnId, this.now()))) {
         return { fresh: false as const };
       }
-      const targets: Array<{ userId: string; deviceId: string; content: JsonObject }> = [];
-      const devicesOf = new Map<string, string[]>();
-      await inBatches(
-        local.map(([userId]) => userId),
-        async (batch) => {
-          for (const [userId, ids] of await repo.deviceIdsOfUsers(trx, batch)) devicesOf.set(userId, ids);
-        },
-        // One short query per batch of users; each user may have several devices.
-        BATCH_SIZE * 4,
-      );
-      for (const [userId, byDevice] of local) {
-        const everyone = byDevice[ALL_DEVICES];
-        for (const deviceId of devicesOf.get(userId) ?? []) {
-          // A message naming the device wins over the one for all devices.
-          const content = byDevice[deviceId] ?? everyone;
-          if (content !== undefined) targets.push({ userId, deviceId, content });
-        }
-        if (targets.length > LIMITS.toDeviceMessages) {
-          throw errors.tooLarge(
-            `At most ${LIMITS.toDeviceMessages} to-device messages per request, counting each device \`*\` reaches`,
-          );
-        }
-      }
-      const allowed = signed
-        ? targets.filter((t) => signed.get(t.userId)?.has(t.deviceId) === true)
-        : targets;
-      if (allowed.length < targets.length) {
-        this.droppedUnverified += targets.length - allowed.length;
-        this.onDropped(targets.length - allowed.length);
-      }
-      if (allowed.length === 0) return { fresh: true as const };
-      const position = await nextPosition(trx);
-      await inBatches(allowed, (batch) =>
-        repo.insertToDeviceMessages(
-          trx,
-          batch.map((t) => ({ position, sender: session.userId, type, ...t })),
-        ),
-      );
-      return { fresh: true as const, position, userIds: [...new Set(allowed.map((t) => t.userId))] };
+      const targets = await this.addressed(trx, local, 'refuse');
+      return { fresh: true as const, ...(await this.store(trx, session.userId, type, targets, signed)) };
     });
     if (written.fresh && written.position !== undefined) {
       await this.notifier.notify({ kind: 'to_device', position: written.position, userIds: written.userIds });
@@ -177,6 +150,106 @@ export class ToDeviceService {
       }
     }
     await this.forgetOldTxnIds();
+  }
+
+  /**
+   * The devices the messages address among those of the (local) users named: the device named,
+   * or every device of the user for `*` (a message naming the device wins). Past
+   * LIMITS.toDeviceMessages, a 413 (`refuse`) or the rest dropped (`truncate`).
+   */
+  private async addressed(
+    trx: Executor,
+    local: ReadonlyArray<[string, Record<string, JsonObject>]>,
+    overLimit: 'refuse' | 'truncate',
+  ): Promise<Target[]> {
+    const devicesOf = new Map<string, string[]>();
+    await inBatches(
+      local.map(([userId]) => userId),
+      async (batch) => {
+        for (const [userId, ids] of await repo.deviceIdsOfUsers(trx, batch)) devicesOf.set(userId, ids);
+      },
+      // One short query per batch of users; each user may have several devices.
+      BATCH_SIZE * 4,
+    );
+    const targets: Target[] = [];
+    for (const [userId, byDevice] of local) {
+      const everyone = byDevice[ALL_DEVICES];
+      for (const deviceId of devicesOf.get(userId) ?? []) {
+        const content = byDevice[deviceId] ?? everyone;
+        if (content === undefined) continue;
+        if (targets.length >= LIMITS.toDeviceMessages) {
+          if (overLimit === 'truncate') return targets;
+          throw errors.tooLarge(
+            `At most ${LIMITS.toDeviceMessages} to-device messages per request, counting each device \`*\` reaches`,
+          );
+        }
+        targets.push({ userId, deviceId, content });
+      }
+    }
+    return targets;
+  }
+
+  /**
+   * In the caller's transaction: stores the messages the cross-signing policy lets through (all
+   * when `signed` is undefined), at one new stream position.
+   */
+  private async store(
+    trx: Executor,
+    sender: string,
+    type: string,
+    targets: readonly Target[],
+    signed: Map<string, Set<string>> | undefined,
+  ): Promise<{ position?: number; userIds?: string[]; stored: number }> {
+    const allowed = signed ? targets.filter((t) => signed.get(t.userId)?.has(t.deviceId) === true) : targets;
+    if (allowed.length < targets.length) {
+      this.droppedUnverified += targets.length - allowed.length;
+      this.onDropped(targets.length - allowed.length);
+    }
+    if (allowed.length === 0) return { stored: 0 };
+    const position = await nextPosition(trx);
+    await inBatches(allowed, (batch) =>
+      repo.insertToDeviceMessages(
+        trx,
+        batch.map((t) => ({ position, sender, type, ...t })),
+      ),
+    );
+    return { position, userIds: [...new Set(allowed.map((t) => t.userId))], stored: allowed.length };
+  }
+
+  /**
+   * An m.direct_to_device EDU from `origin` (its content checked by the inbound handler:
+   * src/federation/inbound/e2ee-edus.ts): stored for the addressed devices of this server's
+   * users (all of a user's devices for `*`) as a local message is, under the same cross-signing
+   * policy, at most LIMITS.toDeviceMessages of them. Users of other servers, unknown users and
+   * devices are passed over. A message_id of `origin` received before is ignored: a transaction
+   * sent again delivers nothing twice. Returns how many messages were stored.
+   */
+  async receiveRemote(m: {
+    origin: string;
+    sender: string;
+    type: string;
+    messageId: string;
+    messages: Record<string, Record<string, JsonObject>>;
+  }): Promise<number> {
+    if (ENCRYPTED_ONLY_TO_DEVICE_TYPES.has(m.type)) return 0;
+    const local = Object.entries(m.messages)
+      .filter(([userId]) => parseUserId(userId)?.serverName === this.config.serverName)
+      .slice(0, LIMITS.toDeviceUsers);
+    const signed = await this.crossSignedFor(
+      m.type,
+      local.map(([userId]) => userId),
+    );
+    const written = await this.db.transaction().execute(async (trx) => {
+      if (!(await recordInboundToDevice(trx, m.origin, m.messageId, this.now()))) return { stored: 0 };
+      // Another server's request is not refused for its size: what is past the limit is dropped.
+      const targets = await this.addressed(trx, local, 'truncate');
+      return this.store(trx, m.sender, m.type, targets, signed);
+    });
+    if (written.position !== undefined && written.userIds) {
+      await this.notifier.notify({ kind: 'to_device', position: written.position, userIds: written.userIds });
+    }
+    await this.forgetOldTxnIds();
+    return written.stored;
   }
 
   /**
@@ -204,6 +277,7 @@ export class ToDeviceService {
     if (now - this.lastTxnCleanup < TXN_CLEANUP_EVERY_MS) return;
     this.lastTxnCleanup = now;
     await repo.deleteToDeviceTxnsBefore(this.db, now - TXN_KEPT_MS);
+    await forgetInboundToDeviceBefore(this.db, now - TXN_KEPT_MS);
   }
 
   /** The to-device events for a device with position in (from, upTo], in position order. */

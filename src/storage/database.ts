@@ -386,6 +386,20 @@ export interface ToDeviceMessagesTable {
   content: string;
 }
 
+/** Per local user, the stream_id of their latest m.device_list_update (migration 0021). */
+export interface DeviceListOutboundTable {
+  user_id: string;
+  stream_id: number;
+  updated_ts: number;
+}
+
+/** m.direct_to_device messages received, by origin and message_id, to deliver each once. */
+export interface FederationInboundToDeviceTable {
+  origin: string;
+  message_id: string;
+  received_ts: number;
+}
+
 export interface ToDeviceTxnsTable {
   user_id: string;
   device_id: string;
@@ -619,6 +633,8 @@ export interface Database {
   remote_cross_signing_keys: RemoteCrossSigningKeysTable;
   to_device_messages: ToDeviceMessagesTable;
   to_device_txns: ToDeviceTxnsTable;
+  device_list_outbound: DeviceListOutboundTable;
+  federation_inbound_to_device: FederationInboundToDeviceTable;
   audit_log: AuditLogTable;
   room_stripped_state: RoomStrippedStateTable;
   media: MediaTable;

@@ -336,3 +336,34 @@ export function rawServerEndpoint(keys: () => object): Injectable {
     },
   };
 }
+
+/**
+ * A hostile server the test scripts (eve's): a signing key, published to `network` under
+ * `serverName` so that the homeservers can check its requests, and a way to send them a signed
+ * transaction of EDUs.
+ */
+export function hostileServer(network: InProcessNetwork, serverName: string) {
+  const raw = rawServer(serverName);
+  network.servers.set(
+    serverName,
+    rawServerEndpoint(() => rawServerKeys(raw)),
+  );
+  return {
+    raw,
+    /** PUT /send/{txnId} from this server to `to`, carrying `edus` and no PDU. */
+    sendEdus(to: TestServer, txnId: string, edus: unknown[]) {
+      const destination = to.runtime.config.serverName;
+      const content = { origin: serverName, origin_server_ts: Date.now(), pdus: [], edus };
+      const uri = `/_matrix/federation/v1/send/${txnId}`;
+      return to.app.inject({
+        method: 'PUT',
+        url: uri,
+        headers: {
+          authorization: xMatrixHeader(raw, { method: 'PUT', uri, destination, content }),
+          'content-type': 'application/json',
+        },
+        payload: JSON.stringify(content),
+      });
+    },
+  };
+}

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { RoomLock } from '../../events/room-lock.ts';
 import type { RoomEvent } from '../../protocol/event.ts';
 import type { JsonObject } from '../../protocol/json.ts';
+import type { Executor } from '../../storage/accounts.repository.ts';
 import type { Db } from '../../storage/connect.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as outbox from '../../storage/federation.repository.ts';
@@ -148,6 +149,15 @@ export class FederationSender {
       }
     }
     this.wake(destination);
+  }
+
+  /**
+   * Persistent EDUs for `destination`, queued in the caller's database transaction (so that they
+   * go out if and only if it commits); call wake(destination) once it has.
+   */
+  async queuePersistentIn(trx: Executor, destination: string, edus: readonly Edu[]): Promise<void> {
+    if (destination === this.serverName || edus.length === 0) return;
+    await outbox.queuePersistentEdus(trx, destination, edus, this.now());
   }
 
   /** queueEdu for each of `destinations`. */
