@@ -2,7 +2,10 @@
  * Real clients across two servers: alice's matrix-js-sdk (Rust crypto) on hs1 downloads the
  * device keys of bob's matrix-js-sdk on hs2 through hs1's /keys/query (hs1 asking hs2 over
  * federation), and claims one of his one-time keys through /keys/claim when she encrypts for
- * him. The room key itself does not reach bob yet (m.direct_to_device is not sent: spec/e2ee.md).
+ * him. The room key reaches bob's device as an m.direct_to_device EDU, and he decrypts her
+ * message; his reply decrypts on her side. When bob logs in a second device, hs2 tells hs1 with
+ * m.device_list_update, alice's client hears of it in /sync, and her next message reaches that
+ * device too.
  */
 import './helpers/sdk-node.ts';
 import type { AddressInfo } from 'node:net';
@@ -62,26 +65,88 @@ for (const backend of databaseBackends()) {
     );
     t.ok((await alice.waitForEncryptedRoom(roomId)) !== undefined);
 
-    const counts = () => hs2.runtime.services.keys.oneTimeKeyCounts(bob.userId, bob.deviceId);
-    const before = (await counts()).signed_curve25519 ?? 0;
-    t.ok(before > 0, `bob's device has one-time keys on hs2 (${before})`);
+    // bob's client replaces a used one-time key as soon as the room key reaches it, so the count
+    // may be back where it was: the keys themselves tell that one was claimed.
+    const keyIds = async () =>
+      (
+        await hs2.runtime.database.db
+          .selectFrom('e2e_one_time_keys')
+          .select('key_id')
+          .where('user_id', '=', bob.userId)
+          .where('device_id', '=', bob.deviceId)
+          .execute()
+      ).map((r) => r.key_id);
+    const before = await keyIds();
+    t.ok(before.length > 0, `bob's device has one-time keys on hs2 (${before.length})`);
     const dropped = hs1.runtime.services.toDevice.droppedRemote;
-    await alice.send(roomId, 'hello bob');
+    const hello = await alice.send(roomId, 'hello bob');
     const claims = h1.exchanges.filter((e) => e.who === 'alice' && e.path.endsWith('/keys/claim'));
     t.ok(claims.length > 0 && claims.every((e) => e.status === 200), "alice's client claimed a key (200)");
     t.ok(
       network.sent.some((r) => r.from === 'hs1.test' && r.uri === '/_matrix/federation/v1/user/keys/claim'),
       'hs1 claimed it on hs2 with /user/keys/claim',
     );
-    let after = before;
     const used = await within(10_000, async () => {
-      after = (await counts()).signed_curve25519 ?? 0;
-      return after < before;
+      const now = new Set(await keyIds());
+      return before.filter((id) => !now.has(id)).length === 1;
     });
-    t.ok(used !== undefined, `one of bob's one-time keys was used (${before} -> ${after})`);
+    t.ok(used !== undefined, "one of bob's one-time keys was claimed");
+    t.equal(hs1.runtime.services.toDevice.droppedRemote, dropped, 'nothing dropped at the to-device seam');
+    const toDevice = (from: string) =>
+      network.sent.filter(
+        (r) =>
+          r.from === from &&
+          r.uri.includes('/federation/v1/send/') &&
+          Buffer.from(r.body ?? '')
+            .toString()
+            .includes('"m.direct_to_device"'),
+      ).length;
+
+    const atBob = (await bob.waitForDecrypted(roomId, [hello], 60_000)).get(hello);
+    t.same(atBob, { state: 'decrypted', type: 'm.room.message', body: 'hello bob' }, 'bob decrypts alice');
+    t.ok(toDevice('hs1.test') > 0, 'the room key crossed as m.direct_to_device');
     t.ok(
-      hs1.runtime.services.toDevice.droppedRemote > dropped,
-      "the room key for bob's device reached the to-device seam (not delivered yet)",
+      bob.roomKeys.some((k) => k.roomId === roomId && k.sender === alice.userId && k.encrypted),
+      "bob's device received the room key Olm-encrypted",
     );
+
+    const reply = await bob.send(roomId, 'hello alice');
+    const atAlice = (await alice.waitForDecrypted(roomId, [reply], 60_000)).get(reply);
+    t.same(
+      atAlice,
+      { state: 'decrypted', type: 'm.room.message', body: 'hello alice' },
+      'alice decrypts bob',
+    );
+    t.ok(toDevice('hs2.test') > 0, "bob's room key crossed the other way");
+
+    // bob's second device: hs2 sends m.device_list_update; alice's client learns of it by /sync.
+    const updatesBefore = hs1.runtime.services.e2eeEdus.deviceListUpdates.applied;
+    const bob2 = await h2.client('bob2', await h2.login(bob.userId));
+    await bob2.start();
+    t.ok(
+      (await within(20_000, () => bob2.keysUploaded(h2))) !== undefined,
+      "bob's second device publishes keys",
+    );
+    const known = await within(60_000, async () => {
+      const map = await alice.crypto.getUserDeviceInfo([bob.userId]);
+      return map.get(bob.userId)?.has(bob2.deviceId) === true;
+    });
+    t.ok(
+      known !== undefined,
+      "alice's client learns of bob's second device (device_lists.changed in her /sync)",
+    );
+    t.ok(
+      hs1.runtime.services.e2eeEdus.deviceListUpdates.applied > updatesBefore,
+      'hs1 applied the device list updates',
+    );
+    const later = await alice.send(roomId, 'for both of your devices');
+    const atBob2 = (await bob2.waitForDecrypted(roomId, [later], 60_000)).get(later);
+    t.same(
+      atBob2,
+      { state: 'decrypted', type: 'm.room.message', body: 'for both of your devices' },
+      "bob's second device decrypts alice's next message",
+    );
+    const atBob1 = (await bob.waitForDecrypted(roomId, [later], 60_000)).get(later);
+    t.equal(atBob1?.state, 'decrypted', 'and so does his first');
   });
 }
