@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { JsonObject } from '../src/protocol/json.ts';
 import { databaseBackends } from './helpers/backends.ts';
-import { crossSigning, type Json, testDevice } from './helpers/e2ee.ts';
+import { crossSigning, type Json, sign, testDevice } from './helpers/e2ee.ts';
 import { hostileServer, startHomeservers } from './helpers/federation.ts';
 import { uploadCrossSigning } from './helpers/key-management.ts';
 import { type Login, okCaller, syncOnce, type TestServer } from './helpers/server.ts';
@@ -37,7 +37,9 @@ for (const backend of databaseBackends()) {
     const db1 = hs1.runtime.database.db;
     const db2 = hs2.runtime.database.db;
     await ok1('POST', `${V3}/keys/upload`, alice, { device_keys: testDevice(alice).deviceKeys });
-    await ok2('POST', `${V3}/keys/upload`, bob, { device_keys: testDevice(bob).deviceKeys });
+    const bobDevice = testDevice(bob);
+    await ok2('POST', `${V3}/keys/upload`, bob, { device_keys: bobDevice.deviceKeys });
+    const cs = crossSigning(bob.user_id);
     const roomId = (await ok1('POST', `${V3}/createRoom`, alice, { preset: 'public_chat' }))
       .room_id as string;
     await ok2('POST', `${V3}/join/${enc(roomId)}?via=hs1.test`, bob, {});
@@ -157,7 +159,6 @@ for (const backend of databaseBackends()) {
     });
 
     t.test('cross-signing keys go out as m.signing_key_update', async (t) => {
-      const cs = crossSigning(bob.user_id);
       await uploadCrossSigning(hs2, bob, cs.body);
       const update = await untilLong('the update on hs1', async () =>
         eduSent('hs2.test', 'hs1.test', 'm.signing_key_update').at(-1),
@@ -181,6 +182,39 @@ for (const backend of databaseBackends()) {
       t.same(answer.self_signing_keys[bob.user_id].keys, cs.body.self_signing_key.keys);
       t.equal(resyncs(), resyncsBefore, 'no resync needed');
       t.equal(hs1.runtime.services.e2eeEdus.signingKeyUpdates.refused, 0);
+    });
+
+    t.test('own signatures go out: the signed device and the signed master key', async (t) => {
+      const lists = eduSent('hs2.test', 'hs1.test', 'm.device_list_update').length;
+      const keys = eduSent('hs2.test', 'hs1.test', 'm.signing_key_update').length;
+      const sskId = `ed25519:${cs.selfSigning.publicKey}`;
+      const signedDevice = sign(bobDevice.deviceKeys, bob.user_id, sskId, cs.selfSigning.seed);
+      const signedMaster = sign(cs.body.master_key, bob.user_id, 'ed25519:BOBLAPTOP', bobDevice.ed25519.seed);
+      const res = await ok2('POST', `${V3}/keys/signatures/upload`, bob, {
+        [bob.user_id]: { BOBLAPTOP: signedDevice, [cs.master.publicKey]: signedMaster },
+      });
+      t.same(res.failures, {});
+      const device = await untilLong('the signed device sent', async () =>
+        eduSent('hs2.test', 'hs1.test', 'm.device_list_update').slice(lists).at(0),
+      );
+      t.equal(device.device_id, 'BOBLAPTOP');
+      t.ok((device.keys as Json).signatures[bob.user_id][sskId], 'with the self-signing signature');
+      const master = await untilLong('the signed master key sent', async () =>
+        eduSent('hs2.test', 'hs1.test', 'm.signing_key_update').slice(keys).at(0),
+      );
+      t.ok(
+        (master.master_key as Json).signatures[bob.user_id]['ed25519:BOBLAPTOP'],
+        "with the device's signature",
+      );
+      const answer = await untilLong('both on hs1', async () => {
+        const a = await query(alice, bob.user_id);
+        return a.device_keys[bob.user_id].BOBLAPTOP.signatures[bob.user_id][sskId] &&
+          a.master_keys[bob.user_id].signatures[bob.user_id]['ed25519:BOBLAPTOP']
+          ? a
+          : undefined;
+      });
+      t.ok(answer, "alice's /keys/query on hs1 shows both signatures");
+      t.equal(resyncs(), resyncsBefore, 'applied without a resync');
     });
 
     t.test('to-device messages cross both ways, each with a message_id per destination', async (t) => {
