@@ -386,7 +386,7 @@ export interface ToDeviceMessagesTable {
   content: string;
 }
 
-/** Per local user, the stream_id of their latest m.device_list_update (migration 0021). */
+/** Per local user, the stream_id of their latest m.device_list_update (migration 0019). */
 export interface DeviceListOutboundTable {
   user_id: string;
   stream_id: number;

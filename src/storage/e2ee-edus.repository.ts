@@ -1,7 +1,7 @@
 import type { Executor } from './accounts.repository.ts';
 
 /**
- * The storage of the end-to-end encryption EDUs (migration 0021): the stream of each local
+ * The storage of the end-to-end encryption EDUs (migration 0019): the stream of each local
  * user's outbound device list updates, and the m.direct_to_device messages already received.
  */
 
