@@ -2,7 +2,7 @@ import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
 import { startTestServer } from './helpers/server.ts';
 
-/** Rooms of every version the server builds (3 to 12) work end to end; 1 and 2 are refused. */
+/** Rooms of every version (1 to 12) work end to end through the client API; unknown versions are refused. */
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
 
@@ -11,7 +11,7 @@ for (const backend of databaseBackends()) {
     const s = await startTestServer(t, backend);
     const alice = await s.register('alice');
     const bob = await s.register('bob');
-    for (const version of ['3', '4', '5', '6', '7', '8', '9', '10', '11', '12']) {
+    for (const version of ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12']) {
       const created = await s.request('POST', `${V3}/createRoom`, {
         token: alice.access_token,
         body: { room_version: version, preset: 'public_chat', name: `v${version}` },
@@ -29,10 +29,15 @@ for (const backend of databaseBackends()) {
       });
       t.equal(sent.statusCode, 200, `a message in the v${version} room`);
       const eventId: string = sent.json().event_id;
-      // v3 event IDs are standard base64, v4 and later URL-safe.
+      // v1 and v2 event IDs are chosen by the server ($opaque:server), v3 ones are standard
+      // base64, v4 and later URL-safe.
       t.match(
         eventId,
-        version === '3' ? /^\$[A-Za-z0-9+/]{43}$/ : /^\$[A-Za-z0-9_-]{43}$/,
+        version === '1' || version === '2'
+          ? /^\$[A-Za-z0-9_-]{24}:conclave\.test$/
+          : version === '3'
+            ? /^\$[A-Za-z0-9+/]{43}$/
+            : /^\$[A-Za-z0-9_-]{43}$/,
         `v${version} event ID`,
       );
       const redacted = await s.request(
@@ -53,7 +58,7 @@ for (const backend of databaseBackends()) {
       });
       t.equal(create.json().room_version, version);
     }
-    for (const version of ['1', '2']) {
+    for (const version of ['0', '13', '1.5', 'org.example.custom']) {
       const refused = await s.request('POST', `${V3}/createRoom`, {
         token: alice.access_token,
         body: { room_version: version },
@@ -61,5 +66,11 @@ for (const backend of databaseBackends()) {
       t.equal(refused.statusCode, 400, `v${version} is refused`);
       t.equal(refused.json().errcode, 'M_UNSUPPORTED_ROOM_VERSION');
     }
+    const caps = await s.request('GET', `${V3}/capabilities`, { token: alice.access_token });
+    t.same(
+      Object.keys(caps.json().capabilities['m.room_versions'].available).sort((a, b) => Number(a) - Number(b)),
+      ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12'],
+      'capabilities list versions 1 to 12',
+    );
   });
 }

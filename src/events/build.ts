@@ -1,16 +1,19 @@
+import { randomBytes } from 'node:crypto';
 import { errors } from '../errors.ts';
-import { checkAuth, selectAuthEvents } from '../protocol/auth-rules.ts';
+import { checkAuth, selectAuthEvents, serverNameOf } from '../protocol/auth-rules.ts';
+import { encodeBase64Url } from '../protocol/base64.ts';
 import { canonicalJsonBytes } from '../protocol/canonical-json.ts';
 import { type Pdu, type RoomEvent, type StateMap, stateTuple } from '../protocol/event.ts';
-import { computeEventId } from '../protocol/hashes.ts';
+import { computeEventId, referenceHashes } from '../protocol/hashes.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../services/room-reads.ts';
+import type { Executor } from '../storage/accounts.repository.ts';
 import type * as rooms from '../storage/rooms.repository.ts';
 import { MAX_EVENT_BYTES, MAX_PREV_EVENTS } from './checks.ts';
 import { roomHead } from './room-head.ts';
 import type { RoomLock } from './room-lock.ts';
-import { authStateAt, resolveGroups, type StateResolver } from './state.ts';
+import { authStateAt, heldEvents, resolveGroups, type StateResolver } from './state.ts';
 
 export interface NewEvent {
   roomId: string;
@@ -89,11 +92,53 @@ export async function buildEvent(
     if (rv.redactsInContent) content.redacts = input.redacts;
     else unsigned.redacts = input.redacts;
   }
+  if (rv.eventIdFormat === 'legacy') {
+    await addLegacyReferences(trx, deps.reader, rv, unsigned, serverNameOf(input.sender) ?? '');
+  }
   const pdu = deps.sign(unsigned, rv);
   if (canonicalJsonBytes(pdu).length > MAX_EVENT_BYTES) {
     throw errors.tooLarge(`Events may not exceed ${MAX_EVENT_BYTES} bytes`);
   }
   return { event: { ...pdu, event_id: computeEventId(pdu, rv) }, stateBefore };
+}
+
+/**
+ * Room versions 1 and 2: the sending server chooses the event ID (`$opaque:server`), and each
+ * prev and auth event is referenced with its reference hash (rooms/v1: Event format). The hashes
+ * are computed from the events held, which give the same hash whether held whole or redacted.
+ */
+export async function addLegacyReferences(
+  trx: Executor,
+  reader: RoomReader,
+  rv: RoomVersion,
+  event: Omit<Pdu, 'hashes' | 'signatures'>,
+  serverName: string,
+): Promise<void> {
+  const hashes = await legacyReferenceHashes(trx, reader, rv, [...event.prev_events, ...event.auth_events]);
+  Object.assign(event, { event_id: newLegacyEventId(serverName), reference_hashes: hashes });
+}
+
+/** The reference hashes of held events, by ID, as v1/v2 events pair them with their IDs. */
+export async function legacyReferenceHashes(
+  trx: Executor,
+  reader: RoomReader,
+  rv: RoomVersion,
+  ids: readonly string[],
+): Promise<Record<string, Record<string, string>>> {
+  const unique = [...new Set(ids)];
+  const held = await heldEvents(trx, reader, unique);
+  const hashes: Record<string, Record<string, string>> = {};
+  for (const id of unique) {
+    const ref = held.get(id);
+    if (!ref) throw new Error(`cannot reference ${id}: it is not held`);
+    hashes[id] = referenceHashes(ref, rv);
+  }
+  return hashes;
+}
+
+/** A new v1/v2 event ID: 18 random bytes, URL-safe base64, and our server name. */
+export function newLegacyEventId(serverName: string): string {
+  return `$${encodeBase64Url(randomBytes(18))}:${serverName}`;
 }
 
 /**

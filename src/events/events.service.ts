@@ -13,7 +13,7 @@ import type { ServerKeysService } from '../services/server-keys.service.ts';
 import type { Db } from '../storage/connect.ts';
 import * as rooms from '../storage/rooms.repository.ts';
 import type { Notifier, StreamChange } from '../streams/notifier.ts';
-import { type BuiltEvent, buildEvent, type NewEvent, precheck } from './build.ts';
+import { type BuiltEvent, buildEvent, type NewEvent, newLegacyEventId, precheck } from './build.ts';
 import { OwnKeyVerifier } from './local-verifier.ts';
 import {
   type EventInput,
@@ -179,7 +179,7 @@ export class EventsService {
     initial?: (ctx: RoomTransaction & { roomId: string }) => Promise<void>,
   ): Promise<PersistedEvent> {
     const rv = getRoomVersion(roomVersionId);
-    if (!rv || rv.legacyEventFormat)
+    if (!rv)
       throw new MatrixError(
         400,
         'M_UNSUPPORTED_ROOM_VERSION',
@@ -198,6 +198,9 @@ export class EventsService {
       prev_events: [],
       auth_events: [],
     };
+    // Room versions 1 and 2: the event ID is ours to choose (the create event references none).
+    if (rv.eventIdFormat === 'legacy')
+      Object.assign(base, { event_id: newLegacyEventId(this.config.serverName) });
     let pdu: Pdu;
     let roomId: string;
     if (rv.roomIdFromCreateEvent) {

@@ -115,10 +115,14 @@ export class EventPipeline {
     let event = input.event;
     const { trx } = lock;
 
-    // The event ID is ours to compute: a claimed one that differs is a different event.
-    const computedId = computeEventId(withoutId(event), rv);
-    if (computedId !== event.event_id)
-      return { status: 'dropped', reason: 'event ID does not match its content' };
+    // The event ID is ours to compute (from room version 3): a claimed one that differs is a
+    // different event. In versions 1 and 2 the sender chose it; the signature of its server,
+    // which the signature checks require, vouches for it.
+    if (rv.eventIdFormat !== 'legacy') {
+      const computedId = computeEventId(withoutId(event), rv);
+      if (computedId !== event.event_id)
+        return { status: 'dropped', reason: 'event ID does not match its content' };
+    }
     // A local event was just built (its ID is new); anything else may be held already.
     if (input.origin !== this.deps.serverName) {
       const [held] = await store.getPdus(trx, [event.event_id]);
@@ -139,13 +143,13 @@ export class EventPipeline {
     // 2. Signatures (over the redacted form), then the content hash.
     const servers = requiredSigners(event);
     const signed = await this.deps.verifier.verifyEvent(
-      withoutId(event),
+      signedForm(event, rv),
       rv,
       servers,
       event.origin_server_ts,
     );
     if (!signed.ok) return { status: 'dropped', reason: `signature check failed: ${signed.reason}` };
-    if (!checkContentHash(withoutId(event))) {
+    if (!checkContentHash(signedForm(event, rv), rv)) {
       // A redacted copy is what a server holds of a redacted event, so fetched and backfilled
       // events are kept redacted, as the spec says. A new event pushed to us with content that
       // does not match its hash is refused outright (stricter than the spec: no client sees it).
@@ -510,6 +514,14 @@ export function requiredSigners(event: RoomEvent): string[] {
 }
 
 /** The PDU without our `event_id` field: what hashes and signatures cover. */
+/**
+ * The event as its hashes and signatures cover it: without its ID from room version 3 (the ID is
+ * the reference hash), with it in versions 1 and 2 (where the sender chose it).
+ */
+export function signedForm(event: RoomEvent, rv: RoomVersion): object {
+  return rv.eventIdFormat === 'legacy' ? event : withoutId(event);
+}
+
 export function withoutId(event: RoomEvent): Omit<RoomEvent, 'event_id'> {
   const { event_id: _omit, ...pdu } = event;
   return pdu;

@@ -109,6 +109,10 @@ export function redactEvent(event: object, roomVersion: RoomVersion): JsonObject
   }
   const content = isJsonObject(source.content) ? source.content : {};
   redacted.content = redactContent(String(source.type), content, roomVersion);
+  // Inside Conclave a v1/v2 event keeps the hashes of its references apart (see pdu-wire.ts);
+  // they are part of its prev_events and auth_events on the wire, which redaction keeps.
+  if (roomVersion.legacyEventFormat && source.reference_hashes !== undefined)
+    redacted.reference_hashes = source.reference_hashes;
   return redacted;
 }
 

@@ -49,7 +49,7 @@ export class RoomUpgradesService {
     additionalCreators: readonly string[] = [],
   ): Promise<{ replacement_room: string }> {
     const newRv = getRoomVersion(newVersion);
-    if (!newRv || newRv.legacyEventFormat)
+    if (!newRv)
       throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${newVersion} is not supported`);
     for (const u of additionalCreators)
       if (!isValidUserId(u)) throw errors.invalidParam(`Not a valid user ID: ${u}`);

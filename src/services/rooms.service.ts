@@ -68,8 +68,7 @@ export class RoomsService {
     const creator = session.userId;
     const version = req.room_version ?? this.config.defaultRoomVersion;
     const rv = getRoomVersion(version);
-    // Room versions 1 and 2 carry sender-chosen event IDs, which the pipeline does not build yet.
-    if (!rv || rv.legacyEventFormat)
+    if (!rv)
       throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${version} is not supported`);
     const invites = req.invite ?? [];
     for (const u of invites) {

@@ -1,4 +1,5 @@
 import { errors, MatrixError } from '../../errors.ts';
+import { legacyReferenceHashes } from '../../events/build.ts';
 import type { EventsService } from '../../events/events.service.ts';
 import type { IngestOutcome } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
@@ -7,7 +8,7 @@ import { authStateAt } from '../../events/state.ts';
 import { checkAuth, selectAuthEvents, serverNameOf } from '../../protocol/auth-rules.ts';
 import { stateTuple } from '../../protocol/event.ts';
 import { addEventSignature } from '../../protocol/event-signing.ts';
-import { isJsonObject, type JsonObject } from '../../protocol/json.ts';
+import { isJsonObject, type JsonObject, type JsonValue } from '../../protocol/json.ts';
 import { redactEvent } from '../../protocol/redaction.ts';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import { serverAllowedByAcl } from '../../protocol/server-acl.ts';
@@ -172,6 +173,20 @@ export class FederationRoomsService {
         verifyEventSignature: () => true,
       });
       if (!verdict.allowed) throw errors.forbidden(`You may not ${membership} this room: ${verdict.reason}`);
+      if (rv.legacyEventFormat) {
+        // Room versions 1 and 2 reference events as [id, hashes] pairs.
+        const ids = [...template.prev_events, ...template.auth_events];
+        const hashes = await legacyReferenceHashes(lock.trx, this.reader, rv, ids);
+        const pairs = (list: string[]) => list.map((id) => [id, hashes[id]!] as JsonValue);
+        return {
+          event: {
+            ...template,
+            prev_events: pairs(template.prev_events),
+            auth_events: pairs(template.auth_events),
+          },
+          room_version: rv.id,
+        };
+      }
       return { event: template, room_version: rv.id };
     });
   }
@@ -245,9 +260,9 @@ export class FederationRoomsService {
     for (const r of stateRows)
       if (r.membership === 'join' && r.state_key) servers.add(serverNameOf(r.state_key)!);
     return {
-      state: stateRows.map((r) => toWire(store.toEvent(r))),
-      auth_chain: chainRows.map((r) => toWire(store.toEvent(r))),
-      event: toWire(event),
+      state: stateRows.map((r) => toWire(store.toEvent(r), rv)),
+      auth_chain: chainRows.map((r) => toWire(store.toEvent(r), rv)),
+      event: toWire(event, rv),
       members_omitted: false,
       servers_in_room: [...servers].sort(),
     };
@@ -257,7 +272,8 @@ export class FederationRoomsService {
   async getEvent(origin: string, eventId: string): Promise<JsonObject> {
     const [row] = await store.getPdus(this.db, [eventId]);
     if (!row || !(await this.serverMaySee(origin, row))) throw errors.notFound('Event not found');
-    return { origin: this.serverName, origin_server_ts: this.now(), pdus: [toWire(store.toEvent(row))] };
+    const rv = await this.roomVersion(row.room_id);
+    return { origin: this.serverName, origin_server_ts: this.now(), pdus: [toWire(store.toEvent(row), rv)] };
   }
 
   // GET /_matrix/federation/v1/state_ids/{roomId}?event_id= and /state/{roomId}
@@ -267,15 +283,16 @@ export class FederationRoomsService {
       throw errors.notFound('Event not found');
     if (!(await this.serverMaySee(origin, row))) throw errors.forbidden('Your server may not see this room');
     const state = [...(await this.reader.stateIdsAt(this.db, row.state_group_before)).values()];
-    const chain = await this.authChain(roomId, await this.roomVersion(roomId), state);
+    const rv = await this.roomVersion(roomId);
+    const chain = await this.authChain(roomId, rv, state);
     if (!full) return { pdu_ids: state, auth_chain_ids: chain };
     const [stateRows, chainRows] = await Promise.all([
       store.getPdus(this.db, state),
       store.getPdus(this.db, chain),
     ]);
     return {
-      pdus: stateRows.map((r) => toWire(store.toEvent(r))),
-      auth_chain: chainRows.map((r) => toWire(store.toEvent(r))),
+      pdus: stateRows.map((r) => toWire(store.toEvent(r), rv)),
+      auth_chain: chainRows.map((r) => toWire(store.toEvent(r), rv)),
     };
   }
 
@@ -284,11 +301,9 @@ export class FederationRoomsService {
     const [row] = await store.getPdus(this.db, [eventId]);
     if (!row || row.room_id !== roomId) throw errors.notFound('Event not found');
     if (!(await this.serverMaySee(origin, row))) throw errors.forbidden('Your server may not see this room');
-    const chain = await store.getPdus(
-      this.db,
-      await this.authChain(roomId, await this.roomVersion(roomId), [eventId]),
-    );
-    return { auth_chain: chain.map((r) => toWire(store.toEvent(r))) };
+    const rv = await this.roomVersion(roomId);
+    const chain = await store.getPdus(this.db, await this.authChain(roomId, rv, [eventId]));
+    return { auth_chain: chain.map((r) => toWire(store.toEvent(r), rv)) };
   }
 
   // GET /_matrix/federation/v1/backfill/{roomId}?v=...&limit=
@@ -344,7 +359,7 @@ export class FederationRoomsService {
       throw errors.forbidden('Your server has no user in this room');
     const out: JsonObject[] = [];
     for (const r of rows) {
-      const wire = toWire(store.toEvent(r));
+      const wire = toWire(store.toEvent(r), rv);
       out.push((await this.serverMaySee(origin, r)) ? wire : (redactEvent(wire, rv) as JsonObject));
     }
     return out;

@@ -1,5 +1,5 @@
 import type { EventsService } from '../../events/events.service.ts';
-import { type IngestOutcome, requiredSigners, withoutId } from '../../events/pipeline.ts';
+import { type IngestOutcome, requiredSigners, signedForm } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
 import { resolveStateSets } from '../../events/state.ts';
 import type { RoomEvent, StateTuple } from '../../protocol/event.ts';
@@ -52,7 +52,7 @@ export async function ingestWithFetching(
   const { events, requester } = deps;
   const done: IngestOutcome[] = [];
   const ingest = async (e: RoomEvent, stateBefore?: Map<StateTuple, string>) => {
-    await deps.signatures.preverify([withoutId(e)], rv, (p) => requiredSigners(p as RoomEvent));
+    await deps.signatures.preverify([signedForm(e, rv)], rv, (p) => requiredSigners(p as RoomEvent));
     const o = await events.locks.withRoomLock(roomId, (lock) =>
       events.ingest(lock, { kind: 'new', origin, event: e, ...(stateBefore ? { stateBefore } : {}) }),
     );
@@ -192,7 +192,7 @@ export async function ingestOutliers(
 ): Promise<void> {
   const sorted = [...list].sort((a, b) => a.depth - b.depth);
   await deps.signatures.preverify(
-    sorted.map((e) => withoutId(e)),
+    sorted.map((e) => signedForm(e, rv)),
     rv,
     (p) => requiredSigners(p as RoomEvent),
   );

@@ -46,7 +46,7 @@ export class OutOfBandMemberships {
   ): Promise<JsonObject> {
     const version = body.room_version;
     const rv = typeof version === 'string' ? getRoomVersion(version) : undefined;
-    if (!rv || rv.legacyEventFormat) {
+    if (!rv) {
       throw new MatrixError(
         400,
         'M_INCOMPATIBLE_ROOM_VERSION',
@@ -75,7 +75,7 @@ export class OutOfBandMemberships {
 
     const signed = this.coSign(event, rv);
     await this.record(rv, origin, signed, target, 'invite', stripped);
-    return { event: toWire(signed) };
+    return { event: toWire(signed, rv) };
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { EventsService } from '../../events/events.service.ts';
-import { type IngestOutcome, requiredSigners, withoutId } from '../../events/pipeline.ts';
+import { type IngestOutcome, requiredSigners, signedForm } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
 import type { RoomEvent, StateTuple } from '../../protocol/event.ts';
 import { stateTuple } from '../../protocol/event.ts';
@@ -121,7 +121,7 @@ export class Backfiller {
       .sort((a, b) => a.depth - b.depth || (a.event_id < b.event_id ? -1 : 1));
     if (batch.length === 0) return 0;
     await this.signatures.preverify(
-      batch.map((e) => withoutId(e)),
+      batch.map((e) => signedForm(e, rv)),
       rv,
       (p) => requiredSigners(p as RoomEvent),
     );

@@ -1,6 +1,7 @@
 import { errors, MatrixError } from '../../errors.ts';
+import { newLegacyEventId } from '../../events/build.ts';
 import type { EventsService } from '../../events/events.service.ts';
-import { type IngestOutcome, requiredSigners, withoutId } from '../../events/pipeline.ts';
+import { type IngestOutcome, requiredSigners, signedForm } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
 import type { Pdu, RoomEvent } from '../../protocol/event.ts';
 import { stateTuple } from '../../protocol/event.ts';
@@ -68,7 +69,7 @@ export class RemoteJoins {
         destination,
         method: 'PUT',
         path: `/_matrix/federation/v2/invite/${enc(roomId)}/${enc(event.event_id)}`,
-        body: { event: toWire(event), room_version: rv.id, invite_room_state: strippedState },
+        body: { event: toWire(event, rv), room_version: rv.id, invite_room_state: strippedState },
       });
     } catch (err) {
       const refusal = remoteRefusal(err, 'invite');
@@ -122,14 +123,13 @@ export class RemoteJoins {
           ...base,
           origin_server_ts: this.now(),
           depth: typeof template.depth === 'number' ? template.depth : 1,
-          prev_events: stringList(template.prev_events),
-          auth_events: stringList(template.auth_events),
+          ...templateReferences(template, rv),
         });
         await this.requester.request({
           destination: server,
           method: 'PUT',
           path: `/_matrix/federation/v2/send_leave/${enc(roomId)}/${enc(leave.event_id)}`,
-          body: toWire(leave),
+          body: toWire(leave, rv),
         });
         await this.outOfBand.recordOwn(rv, leave);
         return;
@@ -187,8 +187,7 @@ export class RemoteJoins {
           content: { ...content, membership: 'knock' },
           origin_server_ts: this.now(),
           depth: typeof template.depth === 'number' ? template.depth : 1,
-          prev_events: stringList(template.prev_events),
-          auth_events: stringList(template.auth_events),
+          ...templateReferences(template, rv),
         });
         const answer = await this.requester.request<{
           knock_room_state?: unknown;
@@ -197,7 +196,7 @@ export class RemoteJoins {
           destination: server,
           method: 'PUT',
           path: `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(knock.event_id)}`,
-          body: toWire(knock),
+          body: toWire(knock, rv),
         });
         const stripped =
           strippedStateOf(answer.knock_room_state ?? answer.knock_state_events, { roomId, rv }) ?? [];
@@ -217,7 +216,10 @@ export class RemoteJoins {
 
   private signNew(rv: RoomVersion, unsigned: Omit<Pdu, 'hashes' | 'signatures'>): RoomEvent {
     const key = this.serverKeys.key;
-    const pdu = hashAndSignEvent(unsigned, rv, this.serverName, key.keyId, key.seed) as Pdu;
+    // Room versions 1 and 2: the event ID is ours to choose.
+    const withId =
+      rv.eventIdFormat === 'legacy' ? { ...unsigned, event_id: newLegacyEventId(this.serverName) } : unsigned;
+    const pdu = hashAndSignEvent(withId, rv, this.serverName, key.keyId, key.seed) as Pdu;
     return { ...pdu, event_id: computeEventId(pdu, rv) };
   }
 
@@ -300,15 +302,14 @@ export class RemoteJoins {
       },
       origin_server_ts: this.now(),
       depth: typeof template.depth === 'number' ? template.depth : 1,
-      prev_events: stringList(template.prev_events),
-      auth_events: stringList(template.auth_events),
+      ...templateReferences(template, rv),
     };
     let join = this.signNew(rv, unsigned);
     const answer = await this.requester.request<{ state?: unknown; auth_chain?: unknown; event?: unknown }>({
       destination: server,
       method: 'PUT',
       path: `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(join.event_id)}`,
-      body: toWire(join),
+      body: toWire(join, rv),
     });
     if (typeof authoriser === 'string') {
       // The join as the resident signed it (the pipeline checks the authoriser's signature).
@@ -337,7 +338,7 @@ export class RemoteJoins {
     for (const e of [...chain, ...state]) all.set(e.event_id, e);
     const ordered = [...all.values()].sort((a, b) => a.depth - b.depth);
     await this.signatures.preverify(
-      [...ordered, join].map((e) => withoutId(e)),
+      [...ordered, join].map((e) => signedForm(e, rv)),
       rv,
       (p) => requiredSigners(p as RoomEvent),
     );
@@ -399,6 +400,33 @@ function remoteRefusal(err: unknown, what = 'join'): MatrixError | undefined {
     err.errcode ?? 'M_FORBIDDEN',
     `${whose} refused the ${what}: ${err.message}`,
   );
+}
+
+/**
+ * The prev and auth events of a make_join/make_leave/make_knock template: ID lists, or in room
+ * versions 1 and 2 `[id, hashes]` pairs, whose hashes the event keeps (as fromWirePdu does).
+ */
+function templateReferences(
+  template: JsonObject,
+  rv: RoomVersion,
+): Pick<RoomEvent, 'prev_events' | 'auth_events' | 'reference_hashes'> {
+  if (!rv.legacyEventFormat)
+    return { prev_events: stringList(template.prev_events), auth_events: stringList(template.auth_events) };
+  const hashes: Record<string, Record<string, string>> = {};
+  const pairs = (value: unknown): string[] => {
+    const ids: string[] = [];
+    for (const ref of Array.isArray(value) ? value.slice(0, 20) : []) {
+      if (!Array.isArray(ref) || ref.length !== 2) continue;
+      const [id, hash] = ref as unknown[];
+      if (typeof id !== 'string' || !isJsonObject(hash) || typeof hash.sha256 !== 'string') continue;
+      hashes[id] = { sha256: hash.sha256 };
+      ids.push(id);
+    }
+    return ids;
+  };
+  const prev = pairs(template.prev_events);
+  const auth = pairs(template.auth_events);
+  return { prev_events: prev, auth_events: auth, reference_hashes: hashes };
 }
 
 function stringList(value: unknown): string[] {

@@ -3,6 +3,7 @@ import type { RoomLock } from '../../events/room-lock.ts';
 import type { RoomEvent } from '../../protocol/event.ts';
 import type { JsonObject } from '../../protocol/json.ts';
 import type { Executor } from '../../storage/accounts.repository.ts';
+import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import type { Db } from '../../storage/connect.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as outbox from '../../storage/federation.repository.ts';
@@ -73,6 +74,7 @@ export class FederationSender {
   private eduSerial = 0;
   /** Makes the IDs of transactions that carry EDUs unique to this process. */
   private readonly instance = randomBytes(6).toString('hex');
+  private readonly versionOf = new Map<string, RoomVersion>();
 
   constructor(
     private readonly db: Db,
@@ -245,6 +247,7 @@ export class FederationSender {
     ];
     const txnId =
       edus.length === 0 ? `${after}-${upTo}` : `${after}-${upTo}-${this.instance}-${++this.eduSerial}`;
+    const versions = await this.roomVersions(pending.map((r) => r.room_id));
     try {
       await this.requester.request({
         destination,
@@ -253,7 +256,10 @@ export class FederationSender {
         body: {
           origin: this.serverName,
           origin_server_ts: this.now(),
-          pdus: pending.map((r) => toWire(store.toEvent(r))),
+          pdus: pending.flatMap((r) => {
+            const rv = versions.get(r.room_id);
+            return rv ? [toWire(store.toEvent(r), rv)] : [];
+          }),
           ...(edus.length > 0 ? { edus: edus as unknown as JsonObject[] } : {}),
         },
       });
@@ -294,6 +300,32 @@ export class FederationSender {
       if (out.length < limit) out.push([key, w]);
     }
     if (waiting.size === 0) this.ephemeral.delete(destination);
+    return out;
+  }
+
+  /** The versions of rooms (which never change), kept once read. */
+  private async roomVersions(roomIds: readonly string[]): Promise<Map<string, RoomVersion>> {
+    const out = new Map<string, RoomVersion>();
+    const missing: string[] = [];
+    for (const id of new Set(roomIds)) {
+      const known = this.versionOf.get(id);
+      if (known) out.set(id, known);
+      else missing.push(id);
+    }
+    if (missing.length > 0) {
+      const rows = await this.db
+        .selectFrom('rooms')
+        .select(['room_id', 'room_version'])
+        .where('room_id', 'in', missing)
+        .execute();
+      if (this.versionOf.size + rows.length > JOINED_CACHE_LIMIT) this.versionOf.clear();
+      for (const r of rows) {
+        const rv = getRoomVersion(r.room_version);
+        if (!rv) continue;
+        this.versionOf.set(r.room_id, rv);
+        out.set(r.room_id, rv);
+      }
+    }
     return out;
   }
 

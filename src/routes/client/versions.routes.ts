@@ -70,12 +70,7 @@ export async function versionsRoutes(app: FastifyInstance): Promise<void> {
       'm.change_password': { enabled: true },
       'm.room_versions': {
         default: config.defaultRoomVersion,
-        // Versions 1 and 2 (sender-chosen event IDs) are not built by this server yet.
-        available: Object.fromEntries(
-          Object.values(ROOM_VERSIONS)
-            .filter((v) => !v.legacyEventFormat)
-            .map((v) => [v.id, 'stable']),
-        ),
+        available: Object.fromEntries(Object.values(ROOM_VERSIONS).map((v) => [v.id, 'stable'])),
       },
       'm.set_displayname': { enabled: true },
       'm.set_avatar_url': { enabled: true },

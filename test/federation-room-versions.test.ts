@@ -1,0 +1,208 @@
+import t from 'tap';
+import { databaseBackends } from './helpers/backends.ts';
+import { startHomeservers } from './helpers/federation.ts';
+import type { TestServer } from './helpers/server.ts';
+import { until } from './helpers/wait.ts';
+
+/**
+ * Rooms of room versions 1 and 2 across two servers: their event IDs are chosen by the sending
+ * server ($opaque:server) and their references carry reference hashes, so joining (make_join
+ * templates with [id, hashes] pairs), sending both ways, inviting and redacting exercise the
+ * legacy event format end to end, as rooms of those versions still exist on the network.
+ */
+const V3 = '/_matrix/client/v3';
+const enc = encodeURIComponent;
+// biome-ignore lint/suspicious/noExplicitAny: response bodies are read loosely
+type Json = Record<string, any>;
+t.setTimeout(600_000);
+
+for (const backend of databaseBackends()) {
+  t.test(`room versions 1 and 2 over federation on ${backend.name}`, async (t) => {
+    const { servers, network } = await startHomeservers(t, backend, ['hs1.test', 'hs2.test']);
+    const [hs1, hs2] = servers as [TestServer, TestServer];
+    const alice = await hs1.register('alice');
+    const bob = await hs2.register('bob');
+    const messages = async (s: TestServer, token: string, roomId: string) =>
+      (
+        (await s.request('GET', `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`, { token })).json()
+          .chunk as Json[]
+      ).filter((e) => e.type === 'm.room.message');
+
+    for (const version of ['1', '2']) {
+      t.test(`version ${version}: join, messages both ways, invite, redaction`, async (t) => {
+        const created = await hs1.request('POST', `${V3}/createRoom`, {
+          token: alice.access_token,
+          body: { room_version: version, preset: 'public_chat', name: `Legacy v${version}` },
+        });
+        t.equal(created.statusCode, 200, created.body);
+        const roomId: string = created.json().room_id;
+        const joined = await hs2.request('POST', `${V3}/join/${enc(roomId)}?server_name=hs1.test`, {
+          token: bob.access_token,
+          body: {},
+        });
+        t.equal(joined.statusCode, 200, joined.body);
+        // The template hs1 handed out references events as [id, {sha256}] pairs.
+        const made = network.sent.find(
+          (r) => r.from === 'hs2.test' && r.uri.startsWith(`/_matrix/federation/v1/make_join/${enc(roomId)}`),
+        );
+        t.ok(made, 'joined through make_join');
+        const sendJoin = network.sent.find(
+          (r) =>
+            r.from === 'hs2.test' && r.uri.startsWith(`/_matrix/federation/v2/send_join/${enc(roomId)}/`),
+        );
+        const joinPdu = JSON.parse(Buffer.from(sendJoin!.body!).toString()) as Json;
+        t.match(joinPdu.event_id, /^\$[A-Za-z0-9_-]+:hs2\.test$/, "the join's ID is chosen by hs2");
+        t.ok(
+          joinPdu.prev_events.every(
+            (r: unknown) => Array.isArray(r) && typeof r[0] === 'string' && typeof r[1].sha256 === 'string',
+          ),
+          'its prev_events are [id, hashes] pairs',
+        );
+
+        const fromAlice = await hs1.request(
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/send/m.room.message/a${version}`,
+          {
+            token: alice.access_token,
+            body: { msgtype: 'm.text', body: `from alice v${version}` },
+          },
+        );
+        t.equal(fromAlice.statusCode, 200, fromAlice.body);
+        t.match(fromAlice.json().event_id, /:hs1\.test$/);
+        const fromBob = await hs2.request(
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/send/m.room.message/b${version}`,
+          {
+            token: bob.access_token,
+            body: { msgtype: 'm.text', body: `from bob v${version}` },
+          },
+        );
+        t.equal(fromBob.statusCode, 200, fromBob.body);
+        const bodies = async (s: TestServer, token: string) =>
+          (await messages(s, token, roomId)).map((e) => e.content.body).reverse();
+        await until('both messages on hs1', async () => (await bodies(hs1, alice.access_token)).length === 2);
+        await until('both messages on hs2', async () => (await bodies(hs2, bob.access_token)).length === 2);
+        t.same(await bodies(hs1, alice.access_token), [`from alice v${version}`, `from bob v${version}`]);
+        t.same(await bodies(hs2, bob.access_token), [`from alice v${version}`, `from bob v${version}`]);
+
+        // Alice redacts bob's message (the v1/v2 redaction rule: her redact level).
+        const redacted = await hs1.request(
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/redact/${enc(fromBob.json().event_id)}/r${version}`,
+          { token: alice.access_token, body: {} },
+        );
+        t.equal(redacted.statusCode, 200, redacted.body);
+        await until('the redaction on hs2', async () => {
+          const ev = await hs2.request(
+            'GET',
+            `${V3}/rooms/${enc(roomId)}/event/${enc(fromBob.json().event_id)}`,
+            {
+              token: bob.access_token,
+            },
+          );
+          return ev.statusCode === 200 && Object.keys(ev.json().content).length === 0;
+        });
+
+        // A private room of the version: hs1 invites bob, who accepts.
+        const priv = await hs1.request('POST', `${V3}/createRoom`, {
+          token: alice.access_token,
+          body: { room_version: version, preset: 'private_chat', invite: [bob.user_id] },
+        });
+        t.equal(priv.statusCode, 200, priv.body);
+        const privId: string = priv.json().room_id;
+        await until('the invite reaches bob', async () => {
+          const r = await hs2.request('GET', `${V3}/sync?timeout=0`, { token: bob.access_token });
+          return r.json().rooms?.invite?.[privId] !== undefined;
+        });
+        const accept = await hs2.request('POST', `${V3}/join/${enc(privId)}`, {
+          token: bob.access_token,
+          body: {},
+        });
+        t.equal(accept.statusCode, 200, accept.body);
+        await until('bob joined on hs1', async () => {
+          const m = await hs1.request('GET', `${V3}/rooms/${enc(privId)}/joined_members`, {
+            token: alice.access_token,
+          });
+          return m.json().joined?.[bob.user_id] !== undefined;
+        });
+      });
+    }
+
+    t.test('a legacy event whose ID names a server that did not sign it is dropped', async (t) => {
+      const created = await hs1.request('POST', `${V3}/createRoom`, {
+        token: alice.access_token,
+        body: { room_version: '1', preset: 'public_chat' },
+      });
+      const roomId: string = created.json().room_id;
+      t.equal(
+        (
+          await hs2.request('POST', `${V3}/join/${enc(roomId)}?server_name=hs1.test`, {
+            token: bob.access_token,
+            body: {},
+          })
+        ).statusCode,
+        200,
+      );
+      // hs2 builds a message, then claims an ID of hs1's: hs1's signature would be required.
+      const rv = (await import('../src/protocol/room-versions.ts')).getRoomVersion('1')!;
+      const { hashAndSignEvent } = await import('../src/protocol/event-signing.ts');
+      const { toWirePdu } = await import('../src/protocol/event.ts');
+      const { legacyReferenceHashes } = await import('../src/events/build.ts');
+      const db = hs2.runtime.services.db;
+      const ext = await db
+        .selectFrom('room_forward_extremities')
+        .select('event_id')
+        .where('room_id', '=', roomId)
+        .execute();
+      const prev = ext.map((r) => r.event_id);
+      const state = await db
+        .selectFrom('current_state')
+        .select(['type', 'state_key', 'event_id'])
+        .where('room_id', '=', roomId)
+        .execute();
+      const auth = state
+        .filter(
+          (r) =>
+            r.type === 'm.room.create' ||
+            r.type === 'm.room.power_levels' ||
+            (r.type === 'm.room.member' && r.state_key === bob.user_id),
+        )
+        .map((r) => r.event_id);
+      const hashes = await legacyReferenceHashes(db, hs2.runtime.services.reader, rv, [...prev, ...auth]);
+      const key = hs2.runtime.services.serverKeys.key;
+      const forged = hashAndSignEvent(
+        {
+          event_id: '$forged-by-hs2:hs1.test',
+          type: 'm.room.message',
+          room_id: roomId,
+          sender: bob.user_id,
+          content: { msgtype: 'm.text', body: 'forged id' },
+          origin_server_ts: Date.now(),
+          depth: 100,
+          prev_events: prev,
+          auth_events: auth,
+          reference_hashes: hashes,
+        },
+        rv,
+        'hs2.test',
+        key.keyId,
+        key.seed,
+      );
+      const res = await hs2.runtime.services.federation.client.request<Json>({
+        destination: 'hs1.test',
+        method: 'PUT',
+        path: '/_matrix/federation/v1/send/forged-legacy-1',
+        body: { origin: 'hs2.test', origin_server_ts: Date.now(), pdus: [toWirePdu(forged, rv)] },
+      });
+      t.ok(res.pdus['$forged-by-hs2:hs1.test']?.error, `refused: ${JSON.stringify(res.pdus)}`);
+      const seen = await hs1.request(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/event/${enc('$forged-by-hs2:hs1.test')}`,
+        {
+          token: alice.access_token,
+        },
+      );
+      t.equal(seen.statusCode, 404, 'no client sees it');
+    });
+  });
+}
