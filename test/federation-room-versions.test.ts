@@ -69,6 +69,10 @@ for (const backend of databaseBackends()) {
         );
         t.equal(fromAlice.statusCode, 200, fromAlice.body);
         t.match(fromAlice.json().event_id, /:hs1\.test$/);
+        const bodies = async (s: TestServer, token: string) =>
+          (await messages(s, token, roomId)).map((e) => e.content.body).reverse();
+        // Bob answers once he has seen alice's message, so his reply follows it on both servers.
+        await until("alice's message on hs2", async () => (await bodies(hs2, bob.access_token)).length === 1);
         const fromBob = await hs2.request(
           'PUT',
           `${V3}/rooms/${enc(roomId)}/send/m.room.message/b${version}`,
@@ -78,8 +82,6 @@ for (const backend of databaseBackends()) {
           },
         );
         t.equal(fromBob.statusCode, 200, fromBob.body);
-        const bodies = async (s: TestServer, token: string) =>
-          (await messages(s, token, roomId)).map((e) => e.content.body).reverse();
         await until('both messages on hs1', async () => (await bodies(hs1, alice.access_token)).length === 2);
         await until('both messages on hs2', async () => (await bodies(hs2, bob.access_token)).length === 2);
         t.same(await bodies(hs1, alice.access_token), [`from alice v${version}`, `from bob v${version}`]);
@@ -110,6 +112,26 @@ for (const backend of databaseBackends()) {
         });
         t.equal(priv.statusCode, 200, priv.body);
         const privId: string = priv.json().room_id;
+        // The invite went through /v2/invite under hs1's ID for it, carried in the event, whose
+        // references are [id, hashes] pairs.
+        const invited = network.sent.find(
+          (r) => r.from === 'hs1.test' && r.uri.startsWith(`/_matrix/federation/v2/invite/${enc(privId)}/`),
+        );
+        t.ok(invited, 'invited through /v2/invite');
+        const inviteBody = JSON.parse(Buffer.from(invited!.body!).toString()) as Json;
+        t.match(
+          inviteBody.event.event_id,
+          /^\$[A-Za-z0-9_-]+:hs1\.test$/,
+          "the invite's ID is chosen by hs1",
+        );
+        t.equal(invited!.uri.split('/').at(-1), enc(inviteBody.event.event_id), 'the path names that ID');
+        t.equal(inviteBody.room_version, version);
+        t.ok(
+          inviteBody.event.auth_events.every(
+            (r: unknown) => Array.isArray(r) && typeof r[1].sha256 === 'string',
+          ),
+          'its auth_events are [id, hashes] pairs',
+        );
         await until('the invite reaches bob', async () => {
           const r = await hs2.request('GET', `${V3}/sync?timeout=0`, { token: bob.access_token });
           return r.json().rooms?.invite?.[privId] !== undefined;
@@ -143,66 +165,79 @@ for (const backend of databaseBackends()) {
         ).statusCode,
         200,
       );
-      // hs2 builds a message, then claims an ID of hs1's: hs1's signature would be required.
       const rv = (await import('../src/protocol/room-versions.ts')).getRoomVersion('1')!;
       const { hashAndSignEvent } = await import('../src/protocol/event-signing.ts');
       const { toWirePdu } = await import('../src/protocol/event.ts');
       const { legacyReferenceHashes } = await import('../src/events/build.ts');
       const db = hs2.runtime.services.db;
-      const ext = await db
-        .selectFrom('room_forward_extremities')
-        .select('event_id')
-        .where('room_id', '=', roomId)
-        .execute();
-      const prev = ext.map((r) => r.event_id);
-      const state = await db
-        .selectFrom('current_state')
-        .select(['type', 'state_key', 'event_id'])
-        .where('room_id', '=', roomId)
-        .execute();
-      const auth = state
-        .filter(
-          (r) =>
-            r.type === 'm.room.create' ||
-            r.type === 'm.room.power_levels' ||
-            (r.type === 'm.room.member' && r.state_key === bob.user_id),
-        )
-        .map((r) => r.event_id);
-      const hashes = await legacyReferenceHashes(db, hs2.runtime.services.reader, rv, [...prev, ...auth]);
       const key = hs2.runtime.services.serverKeys.key;
-      const forged = hashAndSignEvent(
-        {
-          event_id: '$forged-by-hs2:hs1.test',
-          type: 'm.room.message',
-          room_id: roomId,
-          sender: bob.user_id,
-          content: { msgtype: 'm.text', body: 'forged id' },
-          origin_server_ts: Date.now(),
-          depth: 100,
-          prev_events: prev,
-          auth_events: auth,
-          reference_hashes: hashes,
-        },
-        rv,
-        'hs2.test',
-        key.keyId,
-        key.seed,
-      );
-      const res = await hs2.runtime.services.federation.client.request<Json>({
-        destination: 'hs1.test',
-        method: 'PUT',
-        path: '/_matrix/federation/v1/send/forged-legacy-1',
-        body: { origin: 'hs2.test', origin_server_ts: Date.now(), pdus: [toWirePdu(forged, rv)] },
-      });
-      t.ok(res.pdus['$forged-by-hs2:hs1.test']?.error, `refused: ${JSON.stringify(res.pdus)}`);
-      const seen = await hs1.request(
-        'GET',
-        `${V3}/rooms/${enc(roomId)}/event/${enc('$forged-by-hs2:hs1.test')}`,
-        {
+      // hs2 builds a message of bob's on the room as it holds it, under the event ID given, signed
+      // by hs2 alone, and pushes it to hs1 in a transaction.
+      const push = async (eventId: string, body: string, txnId: string) => {
+        const ext = await db
+          .selectFrom('room_forward_extremities')
+          .select('event_id')
+          .where('room_id', '=', roomId)
+          .execute();
+        const prev = ext.map((r) => r.event_id);
+        const state = await db
+          .selectFrom('current_state')
+          .select(['type', 'state_key', 'event_id'])
+          .where('room_id', '=', roomId)
+          .execute();
+        const auth = state
+          .filter(
+            (r) =>
+              r.type === 'm.room.create' ||
+              r.type === 'm.room.power_levels' ||
+              (r.type === 'm.room.member' && r.state_key === bob.user_id),
+          )
+          .map((r) => r.event_id);
+        const hashes = await legacyReferenceHashes(db, hs2.runtime.services.reader, rv, [...prev, ...auth]);
+        const pdu = hashAndSignEvent(
+          {
+            event_id: eventId,
+            type: 'm.room.message',
+            room_id: roomId,
+            sender: bob.user_id,
+            content: { msgtype: 'm.text', body },
+            origin_server_ts: Date.now(),
+            depth: 100,
+            prev_events: prev,
+            auth_events: auth,
+            reference_hashes: hashes,
+          },
+          rv,
+          'hs2.test',
+          key.keyId,
+          key.seed,
+        );
+        const res = await hs2.runtime.services.federation.client.request<Json>({
+          destination: 'hs1.test',
+          method: 'PUT',
+          path: `/_matrix/federation/v1/send/${txnId}`,
+          body: { origin: 'hs2.test', origin_server_ts: Date.now(), pdus: [toWirePdu(pdu, rv)] },
+        });
+        const seen = await hs1.request('GET', `${V3}/rooms/${enc(roomId)}/event/${enc(eventId)}`, {
           token: alice.access_token,
-        },
-      );
-      t.equal(seen.statusCode, 404, 'no client sees it');
+        });
+        return { result: res.pdus?.[eventId] as Json | undefined, seen: seen.statusCode };
+      };
+
+      // The control: the same event under an ID of hs2's own is taken.
+      const genuine = await push('$genuine-by-hs2:hs2.test', 'genuine id', 'legacy-genuine-1');
+      t.same(genuine.result, {}, 'an event under an ID of its signer is accepted');
+      t.equal(genuine.seen, 200, 'alice sees it');
+
+      // hs2 claims an ID of hs1's: hs1's signature is required, and there is none.
+      const forged = await push('$forged-by-hs2:hs1.test', 'forged id', 'legacy-forged-1');
+      t.match(forged.result?.error, /signature.*hs1\.test/, `refused: ${JSON.stringify(forged.result)}`);
+      t.equal(forged.seen, 404, 'no client sees it');
+
+      // An ID without a server name names no origin: refused as malformed.
+      const nameless = await push('$nameless-by-hs2', 'nameless id', 'legacy-nameless-1');
+      t.match(nameless.result?.error, /event_id/, `refused: ${JSON.stringify(nameless.result)}`);
+      t.equal(nameless.seen, 404, 'no client sees it either');
     });
   });
 }

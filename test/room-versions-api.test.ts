@@ -68,7 +68,9 @@ for (const backend of databaseBackends()) {
     }
     const caps = await s.request('GET', `${V3}/capabilities`, { token: alice.access_token });
     t.same(
-      Object.keys(caps.json().capabilities['m.room_versions'].available).sort((a, b) => Number(a) - Number(b)),
+      Object.keys(caps.json().capabilities['m.room_versions'].available).sort(
+        (a, b) => Number(a) - Number(b),
+      ),
       ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12'],
       'capabilities list versions 1 to 12',
     );

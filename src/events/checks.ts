@@ -1,6 +1,6 @@
 import { CanonicalJsonError, canonicalJsonBytes } from '../protocol/canonical-json.ts';
 import type { RoomEvent } from '../protocol/event.ts';
-import { isValidUserId } from '../protocol/identifiers.ts';
+import { isValidEventId, isValidUserId } from '../protocol/identifiers.ts';
 import { isJsonObject } from '../protocol/json.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
 
@@ -29,6 +29,13 @@ export function formatProblem(event: RoomEvent, roomId: string, rv: RoomVersion)
   if (typeof event.sender !== 'string' || !isValidUserId(event.sender))
     return 'sender is not a valid user ID';
   if (utf8Length(event.sender) > MAX_ID_BYTES) return `sender exceeds ${MAX_ID_BYTES} bytes`;
+  // Room versions 1 and 2: the sender's server chose the ID, `$opaque:server_name`; its server
+  // name is the event's origin, whose signature the signature checks then require.
+  if (
+    rv.eventIdFormat === 'legacy' &&
+    (typeof event.event_id !== 'string' || !isValidEventId(event.event_id, rv))
+  )
+    return 'event_id is not of the form $opaque:server_name';
   const isV12Create = event.type === 'm.room.create' && rv.roomIdFromCreateEvent;
   if (!isV12Create && event.room_id !== roomId) return 'room_id does not name this room';
   if (isV12Create && event.room_id !== undefined) return 'a v12 create event has no room_id';

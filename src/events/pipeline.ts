@@ -1,6 +1,7 @@
 import { checkAuth, checkAuthAgainstAuthEvents } from '../protocol/auth-rules.ts';
 import { type RoomEvent, stateTuple } from '../protocol/event.ts';
 import { checkContentHash, computeEventId, roomIdFromCreateEvent } from '../protocol/hashes.ts';
+import { requiredSignatureServers } from '../protocol/pdu-wire.ts';
 import { redactEvent } from '../protocol/redaction.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../services/room-reads.ts';
@@ -141,7 +142,7 @@ export class EventPipeline {
     if (problem !== undefined) return { status: 'dropped', reason: problem };
 
     // 2. Signatures (over the redacted form), then the content hash.
-    const servers = requiredSigners(event);
+    const servers = requiredSigners(event, rv);
     const signed = await this.deps.verifier.verifyEvent(
       signedForm(event, rv),
       rv,
@@ -494,13 +495,13 @@ export class EventPipeline {
 
 /**
  * The servers whose signatures an event needs (server-server API: Validating hashes and
- * signatures on received events): the sender's, and for a restricted join the authorising
+ * signatures on received events): the sender's; in room versions 1 and 2 also the server named
+ * by the event ID, which chose the ID and is the event's origin (rooms/v1: Event IDs), so that
+ * no other server can put an event under its name; and for a restricted join the authorising
  * user's server.
  */
-export function requiredSigners(event: RoomEvent): string[] {
-  const servers = new Set<string>();
-  const senderServer = event.sender.slice(event.sender.indexOf(':') + 1);
-  servers.add(senderServer);
+export function requiredSigners(event: RoomEvent, rv: RoomVersion): string[] {
+  const servers = new Set(requiredSignatureServers(event, rv));
   const authoriser = event.content[AUTHORISER_KEY];
   if (
     event.type === 'm.room.member' &&
@@ -513,7 +514,6 @@ export function requiredSigners(event: RoomEvent): string[] {
   return [...servers];
 }
 
-/** The PDU without our `event_id` field: what hashes and signatures cover. */
 /**
  * The event as its hashes and signatures cover it: without its ID from room version 3 (the ID is
  * the reference hash), with it in versions 1 and 2 (where the sender chose it).

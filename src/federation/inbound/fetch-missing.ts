@@ -52,7 +52,7 @@ export async function ingestWithFetching(
   const { events, requester } = deps;
   const done: IngestOutcome[] = [];
   const ingest = async (e: RoomEvent, stateBefore?: Map<StateTuple, string>) => {
-    await deps.signatures.preverify([signedForm(e, rv)], rv, (p) => requiredSigners(p as RoomEvent));
+    await deps.signatures.preverify([signedForm(e, rv)], rv, (p) => requiredSigners(p as RoomEvent, rv));
     const o = await events.locks.withRoomLock(roomId, (lock) =>
       events.ingest(lock, { kind: 'new', origin, event: e, ...(stateBefore ? { stateBefore } : {}) }),
     );
@@ -194,7 +194,7 @@ export async function ingestOutliers(
   await deps.signatures.preverify(
     sorted.map((e) => signedForm(e, rv)),
     rv,
-    (p) => requiredSigners(p as RoomEvent),
+    (p) => requiredSigners(p as RoomEvent, rv),
   );
   await deps.events.locks.withRoomLock(roomId, async (lock) => {
     for (const ev of sorted) await deps.events.ingest(lock, { kind: 'outlier', origin, event: ev });

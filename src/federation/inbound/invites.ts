@@ -1,5 +1,6 @@
 import { errors, MatrixError } from '../../errors.ts';
 import type { EventsService } from '../../events/events.service.ts';
+import { signedForm } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
 import type { RoomLock } from '../../events/room-lock.ts';
 import { serverNameOf } from '../../protocol/auth-rules.ts';
@@ -147,7 +148,8 @@ export class OutOfBandMemberships {
   }
 
   private async checkSignature(event: RoomEvent, rv: RoomVersion, server: string): Promise<void> {
-    const { event_id: _id, ...pdu } = event;
+    // What the signatures cover: in room versions 1 and 2 the event ID is part of it.
+    const pdu = signedForm(event, rv);
     await this.signatures.preverify([pdu], rv, () => [server]);
     const verdict = await this.signatures.verifyEvent(pdu, rv, [server]);
     if (!verdict.ok) throw errors.forbidden(`The event's signature does not verify: ${verdict.reason}`);

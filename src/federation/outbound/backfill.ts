@@ -123,7 +123,7 @@ export class Backfiller {
     await this.signatures.preverify(
       batch.map((e) => signedForm(e, rv)),
       rv,
-      (p) => requiredSigners(p as RoomEvent),
+      (p) => requiredSigners(p as RoomEvent, rv),
     );
     // Positions for the whole batch at once, newest highest: the batch is ingested oldest first
     // (so each event's prev events are held when it comes), the oldest taking the lowest.

@@ -79,7 +79,7 @@ export class RemoteJoins {
     const returned = fromWire(answer.event, rv);
     if (isWireError(returned) || returned.event_id !== event.event_id)
       throw new MatrixError(502, 'M_UNKNOWN', `${destination} answered the invite with another event`);
-    const { event_id: _id, ...pdu } = returned;
+    const pdu = signedForm(returned, rv);
     await this.signatures.preverify([pdu], rv, () => [destination]);
     const cosigned = await this.signatures.verifyEvent(pdu, rv, [destination]);
     if (!cosigned.ok) throw new MatrixError(502, 'M_UNKNOWN', `${destination} did not sign the invite`);
@@ -340,7 +340,7 @@ export class RemoteJoins {
     await this.signatures.preverify(
       [...ordered, join].map((e) => signedForm(e, rv)),
       rv,
-      (p) => requiredSigners(p as RoomEvent),
+      (p) => requiredSigners(p as RoomEvent, rv),
     );
     const outcomes: IngestOutcome[] = [];
     await this.events.locks.withRoomLock(roomId, async (lock) => {
