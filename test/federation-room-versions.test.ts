@@ -105,6 +105,41 @@ for (const backend of databaseBackends()) {
           return ev.statusCode === 200 && Object.keys(ev.json().content).length === 0;
         });
 
+        // Bob has power 0, below the redact level: rule 11 of versions 1 and 2 lets him redact an
+        // event whose ID is of his server (his redaction's ID is too), and no other.
+        const own = await hs2.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/c${version}`, {
+          token: bob.access_token,
+          body: { msgtype: 'm.text', body: `bob takes this back v${version}` },
+        });
+        t.equal(own.statusCode, 200, own.body);
+        const ownId: string = own.json().event_id;
+        await until("bob's second message on hs1", async () => {
+          const ev = await hs1.request('GET', `${V3}/rooms/${enc(roomId)}/event/${enc(ownId)}`, {
+            token: alice.access_token,
+          });
+          return ev.statusCode === 200;
+        });
+        const ownRedaction = await hs2.request(
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/redact/${enc(ownId)}/rb${version}`,
+          { token: bob.access_token, body: {} },
+        );
+        t.equal(ownRedaction.statusCode, 200, ownRedaction.body);
+        t.match(ownRedaction.json().event_id, /:hs2\.test$/);
+        await until("bob's redaction applied on hs1", async () => {
+          const ev = await hs1.request('GET', `${V3}/rooms/${enc(roomId)}/event/${enc(ownId)}`, {
+            token: alice.access_token,
+          });
+          return ev.statusCode === 200 && Object.keys(ev.json().content).length === 0;
+        });
+        const others = await hs2.request(
+          'PUT',
+          `${V3}/rooms/${enc(roomId)}/redact/${enc(fromAlice.json().event_id)}/rc${version}`,
+          { token: bob.access_token, body: {} },
+        );
+        t.equal(others.statusCode, 403, `bob may not redact alice's event: ${others.body}`);
+        t.equal(others.json().errcode, 'M_FORBIDDEN');
+
         // A private room of the version: hs1 invites bob, who accepts.
         const priv = await hs1.request('POST', `${V3}/createRoom`, {
           token: alice.access_token,

@@ -14,6 +14,15 @@ export function findRoom(db: Executor, roomId: string): Promise<RoomRow | undefi
   return db.selectFrom('rooms').selectAll().where('room_id', '=', roomId).executeTakeFirst();
 }
 
+/** The versions of the rooms among `roomIds` that are held (rooms unknown here are left out). */
+export function roomVersionsOf(
+  db: Executor,
+  roomIds: readonly string[],
+): Promise<Array<{ room_id: string; room_version: string }>> {
+  if (roomIds.length === 0) return Promise.resolve([]);
+  return db.selectFrom('rooms').select(['room_id', 'room_version']).where('room_id', 'in', roomIds).execute();
+}
+
 export async function insertRoom(
   db: Executor,
   row: { room_id: string; room_version: string; creator: string; created_ts: number },

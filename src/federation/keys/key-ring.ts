@@ -37,12 +37,6 @@ interface KnownKey {
   expiredTs: number | null;
 }
 
-/** Room versions 1 to 4 ignore valid_until_ts; every later one enforces it (rooms/v5). */
-export function enforcesKeyValidity(rv: RoomVersion): boolean {
-  const n = Number(rv.id);
-  return !(Number.isInteger(n) && n >= 1 && n <= 4);
-}
-
 function usable(key: KnownKey, atTs: number, purpose: KeyPurpose): boolean {
   if (purpose.kind === 'request') return key.expiredTs === null && (key.validUntilTs ?? -1) >= atTs;
   if (key.expiredTs !== null && atTs >= key.expiredTs) return false;
@@ -131,7 +125,8 @@ export class KeyRing implements EventSignatureVerifier {
   }
 
   async verifyEvent(pdu: object, rv: RoomVersion, servers: string[], atTs: number): Promise<Verdict> {
-    const purpose: KeyPurpose = { kind: 'event', enforceValidUntil: enforcesKeyValidity(rv) };
+    // Room versions 1 to 4 ignore valid_until_ts; every later one enforces it (rooms/v5).
+    const purpose: KeyPurpose = { kind: 'event', enforceValidUntil: rv.enforceKeyValidity };
     for (const server of new Set(servers)) {
       const keyIds = signingKeyIds(pdu, server).filter(isValidKeyId);
       if (keyIds.length === 0)

@@ -7,6 +7,7 @@ import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.t
 import type { Db } from '../../storage/connect.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as outbox from '../../storage/federation.repository.ts';
+import * as rooms from '../../storage/rooms.repository.ts';
 import type { Requester } from '../inbound/fetch-missing.ts';
 import { toWire } from '../pdu.ts';
 
@@ -313,11 +314,7 @@ export class FederationSender {
       else missing.push(id);
     }
     if (missing.length > 0) {
-      const rows = await this.db
-        .selectFrom('rooms')
-        .select(['room_id', 'room_version'])
-        .where('room_id', 'in', missing)
-        .execute();
+      const rows = await rooms.roomVersionsOf(this.db, missing);
       if (this.versionOf.size + rows.length > JOINED_CACHE_LIMIT) this.versionOf.clear();
       for (const r of rows) {
         const rv = getRoomVersion(r.room_version);
