@@ -185,6 +185,96 @@ for (const backend of databaseBackends()) {
       });
     }
 
+    for (const version of ['1', '2']) {
+      t.test(
+        `version ${version}: history from before a join is backfilled; an invite is rejected`,
+        async (t) => {
+          const created = await hs1.request('POST', `${V3}/createRoom`, {
+            token: alice.access_token,
+            body: { room_version: version, preset: 'public_chat' },
+          });
+          t.equal(created.statusCode, 200, created.body);
+          const roomId: string = created.json().room_id;
+          const said: string[] = [];
+          for (let i = 0; i < 25; i++) {
+            said.push(`before the join ${i}`);
+            const r = await hs1.request(
+              'PUT',
+              `${V3}/rooms/${enc(roomId)}/send/m.room.message/h${version}-${i}`,
+              {
+                token: alice.access_token,
+                body: { msgtype: 'm.text', body: said.at(-1) },
+              },
+            );
+            t.equal(r.statusCode, 200, r.body);
+          }
+          const joined = await hs2.request('POST', `${V3}/join/${enc(roomId)}?server_name=hs1.test`, {
+            token: bob.access_token,
+            body: {},
+          });
+          t.equal(joined.statusCode, 200, joined.body);
+          // Bob pages back from the end; hs2 holds none of it and asks hs1 (/backfill), whose
+          // answer is PDUs of the version, with [id, hashes] references.
+          const seen: string[] = [];
+          let from: string | undefined;
+          for (let page = 0; page < 50; page++) {
+            const r = await hs2.request(
+              'GET',
+              `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=10${from ? `&from=${enc(from)}` : ''}`,
+              { token: bob.access_token },
+            );
+            t.equal(r.statusCode, 200, r.body);
+            const chunk = r.json().chunk as Json[];
+            seen.push(
+              ...chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body as string),
+            );
+            if (r.json().end === undefined) break;
+            from = r.json().end;
+          }
+          t.same(seen.reverse(), said, 'bob reads the whole history');
+          t.ok(
+            network.sent.some(
+              (r) =>
+                r.from === 'hs2.test' && r.uri.startsWith(`/_matrix/federation/v1/backfill/${enc(roomId)}`),
+            ),
+            'through /backfill',
+          );
+
+          // Bob rejects an invite to a private room of the version: make_leave's template has
+          // [id, hashes] references, and send_leave carries his leave under an ID of hs2's.
+          const priv = await hs1.request('POST', `${V3}/createRoom`, {
+            token: alice.access_token,
+            body: { room_version: version, preset: 'private_chat', invite: [bob.user_id] },
+          });
+          t.equal(priv.statusCode, 200, priv.body);
+          const privId: string = priv.json().room_id;
+          await until('the invite reaches bob', async () => {
+            const r = await hs2.request('GET', `${V3}/sync?timeout=0`, { token: bob.access_token });
+            return r.json().rooms?.invite?.[privId] !== undefined;
+          });
+          const reject = await hs2.request('POST', `${V3}/rooms/${enc(privId)}/leave`, {
+            token: bob.access_token,
+            body: {},
+          });
+          t.equal(reject.statusCode, 200, reject.body);
+          const sendLeave = network.sent.find(
+            (r) =>
+              r.from === 'hs2.test' && r.uri.startsWith(`/_matrix/federation/v2/send_leave/${enc(privId)}/`),
+          );
+          t.ok(sendLeave, 'rejected through send_leave');
+          t.match(JSON.parse(Buffer.from(sendLeave!.body!).toString()).event_id, /:hs2\.test$/);
+          await until('hs1 sees bob leave', async () => {
+            const r = await hs1.request(
+              'GET',
+              `${V3}/rooms/${enc(privId)}/state/m.room.member/${enc(bob.user_id)}`,
+              { token: alice.access_token },
+            );
+            return r.statusCode === 200 && r.json().membership === 'leave';
+          });
+        },
+      );
+    }
+
     t.test('a legacy event whose ID names a server that did not sign it is dropped', async (t) => {
       const created = await hs1.request('POST', `${V3}/createRoom`, {
         token: alice.access_token,
