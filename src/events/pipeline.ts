@@ -522,6 +522,7 @@ export function signedForm(event: RoomEvent, rv: RoomVersion): object {
   return rv.eventIdFormat === 'legacy' ? event : withoutId(event);
 }
 
+/** The event without its `event_id` field (what hashes and signatures cover from version 3). */
 export function withoutId(event: RoomEvent): Omit<RoomEvent, 'event_id'> {
   const { event_id: _omit, ...pdu } = event;
   return pdu;
