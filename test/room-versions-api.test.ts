@@ -74,5 +74,41 @@ for (const backend of databaseBackends()) {
       ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12'],
       'capabilities list versions 1 to 12',
     );
+
+    // Upgrades out of and into the legacy versions: a v1 room to 12, a 12 room to 2.
+    for (const [from, to] of [
+      ['1', '12'],
+      ['12', '2'],
+    ] as const) {
+      const old = await s.request('POST', `${V3}/createRoom`, {
+        token: alice.access_token,
+        body: { room_version: from, preset: 'public_chat', name: `from v${from}` },
+      });
+      const oldId: string = old.json().room_id;
+      const up = await s.request('POST', `${V3}/rooms/${enc(oldId)}/upgrade`, {
+        token: alice.access_token,
+        body: { new_version: to },
+      });
+      t.equal(up.statusCode, 200, `v${from} upgrades to v${to}: ${up.body}`);
+      const newId: string = up.json().replacement_room;
+      const create = await s.request('GET', `${V3}/rooms/${enc(newId)}/state/m.room.create`, {
+        token: alice.access_token,
+      });
+      t.equal(create.json().room_version, to);
+      t.same(create.json().predecessor?.room_id, oldId);
+      const name = await s.request('GET', `${V3}/rooms/${enc(newId)}/state/m.room.name`, {
+        token: alice.access_token,
+      });
+      t.equal(name.json().name, `from v${from}`, 'the state is carried over');
+      const said = await s.request('PUT', `${V3}/rooms/${enc(newId)}/send/m.room.message/up${to}`, {
+        token: alice.access_token,
+        body: { msgtype: 'm.text', body: 'in the new room' },
+      });
+      t.equal(said.statusCode, 200, said.body);
+      t.match(
+        said.json().event_id,
+        to === '2' ? /^\$[A-Za-z0-9_-]{24}:conclave\.test$/ : /^\$[A-Za-z0-9_-]{43}$/,
+      );
+    }
   });
 }
