@@ -1,15 +1,16 @@
 import t, { type Test as Tap } from 'tap';
-import { EventPipeline, type EventSignatureVerifier, type IngestOutcome } from '../src/events/pipeline.ts';
+import { EventPipeline, type IngestOutcome } from '../src/events/pipeline.ts';
 import { type Pdu, type RoomEvent, stateTuple } from '../src/protocol/event.ts';
-import { hashAndSignEvent, verifyEventSignature } from '../src/protocol/event-signing.ts';
+import { hashAndSignEvent } from '../src/protocol/event-signing.ts';
 import { computeEventId } from '../src/protocol/hashes.ts';
 import type { JsonObject } from '../src/protocol/json.ts';
-import { getRoomVersion, type RoomVersion } from '../src/protocol/room-versions.ts';
+import { getRoomVersion } from '../src/protocol/room-versions.ts';
 import { generateSigningKey, type SigningKey } from '../src/protocol/signing.ts';
 import { resolveState } from '../src/protocol/state-res/index.ts';
 import * as store from '../src/storage/events.repository.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import { startTestServer, syncOnce } from './helpers/server.ts';
+import { StaticVerifier } from './helpers/static-verifier.ts';
 
 /**
  * The event pipeline on its own, fed events of a second server ("remote.test") signed with a key
@@ -19,20 +20,6 @@ import { startTestServer, syncOnce } from './helpers/server.ts';
 const V3 = '/_matrix/client/v3';
 const REMOTE = 'remote.test';
 const enc = encodeURIComponent;
-
-/** Verifies signatures of the servers whose keys it was given (the key ring's job later). */
-class StaticVerifier implements EventSignatureVerifier {
-  constructor(private readonly keys: Map<string, { keyId: string; publicKey: Uint8Array }>) {}
-  async verifyEvent(pdu: object, rv: RoomVersion, servers: string[]) {
-    for (const server of servers) {
-      const key = this.keys.get(server);
-      if (!key) return { ok: false as const, reason: `no key for ${server}` };
-      if (!verifyEventSignature(pdu, rv, server, key.keyId, key.publicKey))
-        return { ok: false as const, reason: `bad signature by ${server}` };
-    }
-    return { ok: true as const };
-  }
-}
 
 for (const backend of databaseBackends()) {
   t.test(`event pipeline on ${backend.name}`, async (t) => {

@@ -1,6 +1,11 @@
 import { checkAuth, checkAuthAgainstAuthEvents } from '../protocol/auth-rules.ts';
 import { type RoomEvent, stateTuple } from '../protocol/event.ts';
-import { checkContentHash, computeEventId, roomIdFromCreateEvent } from '../protocol/hashes.ts';
+import {
+  checkContentHash,
+  computeEventId,
+  referenceHashes,
+  roomIdFromCreateEvent,
+} from '../protocol/hashes.ts';
 import { requiredSignatureServers } from '../protocol/pdu-wire.ts';
 import { redactEvent } from '../protocol/redaction.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
@@ -130,6 +135,11 @@ export class EventPipeline {
       if (held && !(held.outlier && input.kind !== 'outlier')) {
         return { status: 'duplicate', event: store.toEvent(held), position: held.stream_ordering };
       }
+      // Room versions 1 and 2: nothing ties an ID to one content, so an outlier held under it is
+      // upgraded only by the same event (the same reference hash, which a redacted copy shares);
+      // another event under the ID (its server equivocating) would otherwise mix the two.
+      if (held && rv.eventIdFormat === 'legacy' && !sameReference(store.toEvent(held), event, rv))
+        return { status: 'dropped', reason: 'another event is held under this event ID' };
     }
 
     // 1. Format and size.
@@ -512,6 +522,15 @@ export function requiredSigners(event: RoomEvent, rv: RoomVersion): string[] {
     servers.add(authoriser.slice(authoriser.indexOf(':') + 1));
   }
   return [...servers];
+}
+
+/** Whether two events have the same reference hash (false when either cannot be hashed). */
+function sameReference(a: RoomEvent, b: RoomEvent, rv: RoomVersion): boolean {
+  try {
+    return referenceHashes(a, rv).sha256 === referenceHashes(b, rv).sha256;
+  } catch {
+    return false;
+  }
 }
 
 /**
