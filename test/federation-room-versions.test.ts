@@ -182,6 +182,65 @@ for (const backend of databaseBackends()) {
           });
           return m.json().joined?.[bob.user_id] !== undefined;
         });
+
+        // A partition: both sides set the topic; once healed, both resolve the fork (state
+        // resolution v1 in version 1, v2 in version 2) to the same topic.
+        const topicOn = async (s: TestServer, token: string) =>
+          (await s.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.topic`, { token })).json().topic;
+        const levels = (
+          await hs1.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.power_levels`, {
+            token: alice.access_token,
+          })
+        ).json();
+        const raised = await hs1.request('PUT', `${V3}/rooms/${enc(roomId)}/state/m.room.power_levels`, {
+          token: alice.access_token,
+          body: { ...levels, users: { ...levels.users, [bob.user_id]: 50 } },
+        });
+        t.equal(raised.statusCode, 200, raised.body);
+        await until('bob may set the topic', async () => {
+          const r = await hs2.request('GET', `${V3}/rooms/${enc(roomId)}/state/m.room.power_levels`, {
+            token: bob.access_token,
+          });
+          return r.json().users?.[bob.user_id] === 50;
+        });
+        network.cut('hs1.test', 'hs2.test');
+        for (const [s, token, topic] of [
+          [hs1, alice.access_token, `hs1's topic v${version}`],
+          [hs2, bob.access_token, `hs2's topic v${version}`],
+        ] as const) {
+          const r = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/state/m.room.topic`, {
+            token,
+            body: { topic },
+          });
+          t.equal(r.statusCode, 200, r.body);
+        }
+        network.heal('hs1.test', 'hs2.test');
+        // Messages on both sides carry each side's events across and merge the branches.
+        for (const [s, token, txn] of [
+          [hs1, alice.access_token, `after1-${version}`],
+          [hs2, bob.access_token, `after2-${version}`],
+        ] as const) {
+          const r = await s.request('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/${txn}`, {
+            token,
+            body: { msgtype: 'm.text', body: txn },
+          });
+          t.equal(r.statusCode, 200, r.body);
+        }
+        await until('both servers hold both sides', async () => {
+          for (const [s, token] of [
+            [hs1, alice.access_token],
+            [hs2, bob.access_token],
+          ] as const) {
+            const got = (await messages(s, token, roomId)).map((e) => e.content.body);
+            if (!got.includes(`after1-${version}`) || !got.includes(`after2-${version}`)) return false;
+          }
+          return true;
+        });
+        await until(
+          'one topic on both',
+          async () => (await topicOn(hs1, alice.access_token)) === (await topicOn(hs2, bob.access_token)),
+        );
+        t.match(await topicOn(hs1, alice.access_token), /^hs[12]'s topic v/, 'one of the two topics');
       });
     }
 
