@@ -392,6 +392,54 @@ if (unavailable && CI) {
           await converse(t, conRoom, syncer(alice), syncer(sam), 'con-room');
         });
 
+        // Room versions 1 and 2: event IDs chosen by each server, references with hashes; each
+        // side must read the other's events and accept its signatures over them.
+        for (const version of ['1', '2']) {
+          await t.test(
+            `version ${version} rooms made on either side, joined and invited from the other`,
+            async (t) => {
+              const onSynapse = (
+                await ok(sam, 'POST', `${V3}/createRoom`, { preset: 'public_chat', room_version: version })
+              ).room_id as string;
+              const joined = await call(
+                alice,
+                'POST',
+                `${V3}/join/${enc(onSynapse)}?server_name=${enc(syn.serverName)}`,
+                {},
+              );
+              t.equal(
+                joined.status,
+                200,
+                `alice joins Synapse's v${version} room (${JSON.stringify(joined.json).slice(0, 300)})`,
+              );
+              await waitForMembership(sam, onSynapse, alice.userId, 'join');
+              await converse(t, onSynapse, syncer(sam), syncer(alice), `syn-v${version}`);
+
+              const onConclave = (
+                await ok(alice, 'POST', `${V3}/createRoom`, {
+                  preset: 'private_chat',
+                  room_version: version,
+                  invite: [sam.userId],
+                })
+              ).room_id as string;
+              await waitFor(
+                `sam's invite to the v${version} room`,
+                async () =>
+                  (await membershipOf(alice, onConclave, sam.userId)) === 'invite' ? true : undefined,
+                60_000,
+              );
+              const accepted = await call(sam, 'POST', `${V3}/join/${enc(onConclave)}`, {});
+              t.equal(
+                accepted.status,
+                200,
+                `sam accepts the invite (${JSON.stringify(accepted.json).slice(0, 300)})`,
+              );
+              await waitForMembership(alice, onConclave, sam.userId, 'join');
+              await converse(t, onConclave, syncer(alice), syncer(sam), `con-v${version}`);
+            },
+          );
+        }
+
         await t.test("a ban on Synapse's room takes effect on Conclave", async (t) => {
           const joined = await call(
             bob,

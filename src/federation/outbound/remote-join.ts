@@ -404,7 +404,9 @@ function remoteRefusal(err: unknown, what = 'join'): MatrixError | undefined {
 
 /**
  * The prev and auth events of a make_join/make_leave/make_knock template: ID lists, or in room
- * versions 1 and 2 `[id, hashes]` pairs, whose hashes the event keeps (as fromWirePdu does).
+ * versions 1 and 2 `[id, hashes]` pairs, whose hashes the event keeps as given (as fromWirePdu
+ * does). The hashes may be `{}`: Synapse no longer keeps the reference hashes of the events it
+ * references, and its templates pair those with an empty object.
  */
 function templateReferences(
   template: JsonObject,
@@ -418,8 +420,9 @@ function templateReferences(
     for (const ref of Array.isArray(value) ? value.slice(0, 20) : []) {
       if (!Array.isArray(ref) || ref.length !== 2) continue;
       const [id, hash] = ref as unknown[];
-      if (typeof id !== 'string' || !isJsonObject(hash) || typeof hash.sha256 !== 'string') continue;
-      hashes[id] = { sha256: hash.sha256 };
+      if (typeof id !== 'string' || !isJsonObject(hash)) continue;
+      if (!Object.values(hash).every((v) => typeof v === 'string')) continue;
+      hashes[id] = hash as Record<string, string>;
       ids.push(id);
     }
     return ids;
