@@ -161,6 +161,14 @@ for (const backend of databaseBackends()) {
         );
         t.equal(invited!.uri.split('/').at(-1), enc(inviteBody.event.event_id), 'the path names that ID');
         t.equal(inviteBody.room_version, version);
+        const strippedCreate = (inviteBody.invite_room_state as Json[]).find(
+          (e) => e.type === 'm.room.create',
+        );
+        t.match(
+          strippedCreate?.event_id,
+          /^\$[A-Za-z0-9_-]+:hs1\.test$/,
+          'the stripped create event goes whole as a v1/v2 PDU, with its event ID',
+        );
         t.ok(
           inviteBody.event.auth_events.every(
             (r: unknown) => Array.isArray(r) && typeof r[1].sha256 === 'string',

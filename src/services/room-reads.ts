@@ -1,4 +1,4 @@
-import { type RoomEvent, type StateTuple, stateTuple } from '../protocol/event.ts';
+import { type RoomEvent, type StateTuple, stateTuple, toWirePdu } from '../protocol/event.ts';
 import type { JsonObject } from '../protocol/json.ts';
 import { redactEvent } from '../protocol/redaction.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';
@@ -152,9 +152,12 @@ export class RoomReader {
     return rows.map((r): JsonObject => {
       // The create event goes whole, as a PDU (MSC4311, as Synapse sends it): with its hashes
       // and signatures the receiver can check it against the room ID, which in v12 is its hash.
+      // It is in the federation format of its room version (named in its content; 1 if not),
+      // so in versions 1 and 2 it carries its event ID, which its signatures cover.
       if (r.type === 'm.room.create') {
-        const { unsigned: _unsigned, event_id: _id, ...pdu } = r.json as JsonObject;
-        return pdu;
+        const { unsigned: _unsigned, ...json } = r.json as JsonObject;
+        const rv = getRoomVersion(String((json.content as JsonObject | undefined)?.room_version ?? '1'));
+        return rv ? toWirePdu({ ...json, event_id: r.event_id }, rv) : json;
       }
       return {
         type: r.type,
