@@ -208,8 +208,9 @@ for (const backend of databaseBackends()) {
       );
       const answer = await untilLong('both on hs1', async () => {
         const a = await query(alice, bob.user_id);
-        return a.device_keys[bob.user_id].BOBLAPTOP.signatures[bob.user_id][sskId] &&
-          a.master_keys[bob.user_id].signatures[bob.user_id]['ed25519:BOBLAPTOP']
+        // Either update may arrive first: wait, without failing, until both have.
+        return a.device_keys?.[bob.user_id]?.BOBLAPTOP?.signatures?.[bob.user_id]?.[sskId] &&
+          a.master_keys?.[bob.user_id]?.signatures?.[bob.user_id]?.['ed25519:BOBLAPTOP']
           ? a
           : undefined;
       });
