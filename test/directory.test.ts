@@ -1,6 +1,13 @@
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { SERVER_NAME, startTestServer } from './helpers/server.ts';
+import {
+  rawServer,
+  rawServerEndpoint,
+  rawServerKeys,
+  startHomeservers,
+  xMatrixHeader,
+} from './helpers/federation.ts';
+import { SERVER_NAME, startTestServer, type TestServer } from './helpers/server.ts';
 
 const V3 = '/_matrix/client/v3';
 const enc = encodeURIComponent;
@@ -418,7 +425,7 @@ for (const backend of databaseBackends()) {
       t.equal(missing.statusCode, 404);
       t.equal(missing.json().errcode, 'M_NOT_FOUND');
       const remote = await call('GET', aliasUrl('#plaza:elsewhere.example'));
-      t.equal(remote.statusCode, 404, 'no federation yet: a remote alias is not found');
+      t.equal(remote.statusCode, 404, 'an alias of a server that cannot be reached is not found');
       const bad = await call('GET', aliasUrl('plaza'));
       t.equal(bad.statusCode, 400);
       t.equal(bad.json().errcode, 'M_INVALID_PARAM');
@@ -551,5 +558,55 @@ for (const backend of databaseBackends()) {
       t.equal(res.statusCode, 200, res.body);
       t.same((await call('GET', visibilityUrl(lab))).json(), { visibility: 'private' });
     });
+  });
+}
+
+for (const backend of databaseBackends()) {
+  t.test(`aliases of another server on ${backend.name}`, async (t) => {
+    const { servers, network } = await startHomeservers(t, backend, ['hs1.test', 'hs2.test']);
+    const [hs1, hs2] = servers as [TestServer, TestServer];
+    const alice = await hs1.register('alice');
+    const room = await hs1.request('POST', '/_matrix/client/v3/createRoom', {
+      token: alice.access_token,
+      body: {},
+    });
+    const roomId = room.json().room_id as string;
+    // Unicode in the alias crosses both hops intact (Complement's TestRemoteAliasRequestsUnderstandUnicode).
+    const alias = '#老虎Â£я🤨👉ඞ:hs1.test';
+    const url = `/_matrix/client/v3/directory/room/${encodeURIComponent(alias)}`;
+    const put = await hs1.request('PUT', url, { token: alice.access_token, body: { room_id: roomId } });
+    t.equal(put.statusCode, 200, put.body);
+
+    const resolved = await hs2.request('GET', url);
+    t.equal(resolved.statusCode, 200, resolved.body);
+    t.equal(resolved.json().room_id, roomId, 'hs2 resolves hs1 alias by asking hs1');
+    t.same(resolved.json().servers, ['hs1.test']);
+    const missing = await hs2.request(
+      'GET',
+      `/_matrix/client/v3/directory/room/${encodeURIComponent('#nope:hs1.test')}`,
+    );
+    t.equal(missing.statusCode, 404);
+    t.equal(missing.json().errcode, 'M_NOT_FOUND');
+
+    // A federation query is answered for our own aliases only: it never makes us ask a third server.
+    const eve = rawServer('eve.test');
+    network.servers.set(
+      'eve.test',
+      rawServerEndpoint(() => rawServerKeys(eve)),
+    );
+    const uri = `/_matrix/federation/v1/query/directory?room_alias=${encodeURIComponent(alias)}`;
+    const asked = network.sent.filter((r) => r.from === 'hs2.test' && r.destination === 'hs1.test').length;
+    const thirdParty = await hs2.app.inject({
+      method: 'GET',
+      url: uri,
+      headers: { authorization: xMatrixHeader(eve, { method: 'GET', uri, destination: 'hs2.test' }) },
+    });
+    t.equal(thirdParty.statusCode, 404, 'hs2 does not resolve hs1 aliases for eve');
+    t.equal(thirdParty.json().errcode, 'M_NOT_FOUND');
+    t.equal(
+      network.sent.filter((r) => r.from === 'hs2.test' && r.destination === 'hs1.test').length,
+      asked,
+      'and asked hs1 nothing to do it',
+    );
   });
 }

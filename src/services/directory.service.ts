@@ -91,6 +91,9 @@ interface Position {
   roomId: string;
 }
 
+/** Resolves an alias of another server: its room ID and the servers to join through. */
+export type RemoteAliasResolver = (alias: string) => Promise<{ roomId: string; servers: string[] }>;
+
 export class DirectoryService {
   constructor(
     private readonly db: Db,
@@ -120,19 +123,34 @@ export class DirectoryService {
     }
   }
 
-  /** GET /directory/room/{roomAlias} */
-  async resolveAlias(alias: string): Promise<{ room_id: string; servers: string[] }> {
+  private remote: RemoteAliasResolver | undefined;
+
+  /** Where aliases of other servers are resolved (GET /query/directory on their server). */
+  setRemote(resolver: RemoteAliasResolver): void {
+    this.remote = resolver;
+  }
+
+  /**
+   * GET /directory/room/{roomAlias}: ours from the table; another server's asked of it when
+   * `remote` (a client's request; never for a federation query, which must not make us ask a
+   * third server), its servers as it gave them.
+   */
+  async resolveAlias(
+    alias: string,
+    opts: { remote: boolean } = { remote: false },
+  ): Promise<{ room_id: string; servers: string[] }> {
     const parts = parseRoomAlias(alias);
     if (!parts) throw errors.invalidParam('Not a valid room alias');
-    // Resolving another server's alias needs federation, which this server does not have yet.
-    const row =
-      parts.serverName === this.config.serverName
-        ? await this.db
-            .selectFrom('room_aliases')
-            .select('room_id')
-            .where('alias', '=', alias)
-            .executeTakeFirst()
-        : undefined;
+    if (parts.serverName !== this.config.serverName) {
+      if (!opts.remote || !this.remote) throw errors.notFound(`Room alias ${alias} not found`);
+      const { roomId, servers } = await this.remote(alias);
+      return { room_id: roomId, servers };
+    }
+    const row = await this.db
+      .selectFrom('room_aliases')
+      .select('room_id')
+      .where('alias', '=', alias)
+      .executeTakeFirst();
     if (!row) throw errors.notFound(`Room alias ${alias} not found`);
     return { room_id: row.room_id, servers: await this.serversInRoom(row.room_id) };
   }

@@ -254,6 +254,8 @@ export async function createServices(deps: {
   }
   accounts.setDetection(detection);
   const keys = new KeysService(db, config, accounts, deviceLists, notifier);
+  const directory = new DirectoryService(db, config, rooms);
+  directory.setRemote((alias) => remoteJoins.resolveAlias(alias));
   const profile = new ProfileService(db, config.serverName, notifier, events);
   profile.setRemote(federation.client);
   const remoteKeys = new RemoteKeys(db, config.serverName, federation.client, deviceLists);
@@ -368,7 +370,7 @@ export async function createServices(deps: {
     reader,
     events,
     rooms,
-    directory: new DirectoryService(db, config, rooms),
+    directory,
     history,
     roomUpgrades: new RoomUpgradesService(db, rooms, events, reader),
     typing,

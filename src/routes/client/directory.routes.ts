@@ -36,7 +36,7 @@ export async function directoryRoutes(fastify: FastifyInstance): Promise<void> {
 
   // GET /_matrix/client/v3/directory/room/{roomAlias} (no token needed)
   app.get(`${V3}/directory/room/:roomAlias`, { schema: { params: AliasParams } }, async (request) =>
-    directory.resolveAlias(request.params.roomAlias),
+    directory.resolveAlias(request.params.roomAlias, { remote: true }),
   );
 
   // DELETE /_matrix/client/v3/directory/room/{roomAlias}
