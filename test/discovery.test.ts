@@ -24,10 +24,10 @@ t.test('versions, well-known and capabilities', async (t) => {
   t.equal(caps.statusCode, 200);
   const c = caps.json().capabilities;
   t.equal(c['m.room_versions'].default, '12');
-  // Every version but 1 and 2, whose sender-chosen event IDs the server does not build yet.
+  // Every version, 1 and 2 (sender-chosen event IDs) included.
   t.same(
     Object.keys(c['m.room_versions'].available).sort((a, b) => Number(a) - Number(b)),
-    ['3', '4', '5', '6', '7', '8', '9', '10', '11', '12'],
+    ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12'],
   );
   t.equal(c['m.change_password'].enabled, true);
 });
