@@ -140,5 +140,20 @@ for (const backend of databaseBackends()) {
       const refused = await join(hs1, dave, old, '');
       t.equal(refused.statusCode, 403, refused.body);
     });
+
+    // Complement's TestRestrictedRoomsRemoteJoinFailOver: a join routed through a server that
+    // cannot grant it fails, even though the room ID names one that could.
+    t.test('a remote join goes only through the servers the request names', async (t) => {
+      const open = await create({ preset: 'public_chat', room_version: '10' });
+      const viaNowhere = await join(hs2, carol, open, '?via=nowhere.test');
+      t.not(viaNowhere.statusCode, 200, 'not through hs1, which the request did not name');
+      t.equal(
+        (await memberEvent(hs1, alice, open, carol.user_id)).content?.membership,
+        undefined,
+        'hs1 never saw carol',
+      );
+      const failOver = await join(hs2, carol, open, '?via=nowhere.test&via=hs1.test');
+      t.equal(failOver.statusCode, 200, 'naming hs1 after it fails over to hs1');
+    });
   });
 }

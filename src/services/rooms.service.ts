@@ -289,7 +289,10 @@ export class RoomsService {
     await this.policy?.checkJoin(session.userId, roomId);
     const profile = await this.profileContent(session.userId);
     if (this.remote && !(await this.weAreIn(roomId))) {
-      servers.push(...(await this.remoteCandidates(roomId)));
+      // The servers the request names (or the alias's server gave) are the ones to go through,
+      // as in Synapse: a join the user routed through one server must not quietly go through
+      // another. Only when it names none, the room ID's server and those we last knew.
+      if (servers.length === 0) servers.push(...(await this.remoteCandidates(roomId)));
       servers.push(...(await this.inviterServers(roomId, session.userId)));
       if (servers.length === 0 && !(await rooms.findRoom(this.db, roomId)))
         throw errors.notFound('Unknown room');
@@ -403,8 +406,9 @@ export class RoomsService {
     const { roomId, servers } = await this.locate(roomIdOrAlias, via);
     await this.policy?.checkJoin(session.userId, roomId);
     if (this.remote && !(await this.weAreIn(roomId))) {
-      // A room of other servers: make_knock and send_knock through one of them.
-      servers.push(...(await this.remoteCandidates(roomId)));
+      // A room of other servers: make_knock and send_knock through one of them (those the
+      // request names, or when it names none the room ID's server and those we last knew).
+      if (servers.length === 0) servers.push(...(await this.remoteCandidates(roomId)));
       if (servers.length === 0) throw errors.notFound('Unknown room');
       const current = await this.membership(roomId, session.userId);
       if (current === 'ban') throw errors.forbidden('You are banned from this room');
