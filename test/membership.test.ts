@@ -158,6 +158,64 @@ for (const backend of databaseBackends()) {
       },
     );
 
+    t.test(
+      'a left room in an initial sync with include_leave: timeline and state up to the leave',
+      async (t) => {
+        const made = await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' });
+        const roomId: string = made.json().room_id;
+        await call('POST', `${V3}/join/${enc(roomId)}`, bob.access_token, {});
+        const state = (key: string) =>
+          call('PUT', `${V3}/rooms/${enc(roomId)}/state/a.test.state/`, alice.access_token, { key });
+        const say = (body: string) =>
+          call(
+            'PUT',
+            `${V3}/rooms/${enc(roomId)}/send/m.room.message/${body}-${roomId.slice(1, 6)}`,
+            alice.access_token,
+            {
+              msgtype: 'm.text',
+              body,
+            },
+          );
+        await say('before');
+        await state('before');
+        await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, bob.access_token, {});
+        await say('after');
+        await state('after');
+        const sync = async (filter: unknown) =>
+          (await syncOnce(s, bob, { filter: JSON.stringify(filter), timeout: 0 })).rooms.leave[roomId];
+        const kept = await sync({
+          room: {
+            include_leave: true,
+            timeline: { types: ['m.room.message', 'a.test.state'] },
+            state: { types: ['a.test.state'] },
+          },
+        });
+        type Ev = { type: string; state_key?: string; content: Record<string, unknown> };
+        t.same(
+          kept.timeline.events.map((e: Ev) => [e.type, e.content.body ?? e.content.key]),
+          [
+            ['m.room.message', 'before'],
+            ['a.test.state', 'before'],
+          ],
+          'the timeline stops at the leave and keeps to its filter',
+        );
+        t.same(kept.state.events, [], 'the state filter keeps nothing from before the timeline');
+        const empty = await sync({ room: { include_leave: true, timeline: { limit: 0 } } });
+        t.same(empty.timeline.events, [], 'a limit of 0: no timeline');
+        const byKey = new Map(empty.state.events.map((e: Ev) => [`${e.type}|${e.state_key}`, e]));
+        t.equal(
+          (byKey.get(`m.room.member|${bob.user_id}`) as Ev | undefined)?.content.membership,
+          'leave',
+          'then the state is the state at the leave, the leave included',
+        );
+        t.equal(
+          (byKey.get('a.test.state|') as Ev | undefined)?.content.key,
+          'before',
+          'nothing from after it',
+        );
+      },
+    );
+
     t.test('a join body adds its fields to the member event', async (t) => {
       const r = await call('POST', `${V3}/createRoom`, alice.access_token, {
         preset: 'public_chat',

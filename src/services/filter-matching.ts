@@ -250,6 +250,8 @@ function setOwn(target: Record<string, unknown>, key: string, value: unknown): v
 export interface SyncFilterView {
   timelineLimit: number;
   timelineMatches: (event: FilterableEvent) => boolean;
+  /** Whether a state event may appear in a room's `state` (the room filter's `state` part). */
+  stateMatches: (event: FilterableEvent) => boolean;
   lazyLoadMembers: boolean;
   includeLeave: boolean;
   roomIncluded: (roomId: string) => boolean;
@@ -262,6 +264,7 @@ export function syncFilterView(filter: Filter, defaultTimelineLimit: number): Sy
   return {
     timelineLimit: timelineLimit(filter, defaultTimelineLimit),
     timelineMatches: (event) => eventMatchesFilter(timeline, event),
+    stateMatches: (event) => eventMatchesFilter(filter.room?.state, event),
     lazyLoadMembers: lazyLoadMembers(filter.room?.state),
     includeLeave: includeLeave(filter),
     roomIncluded: (roomId) => roomIncluded(filter.room, roomId),

@@ -28,6 +28,8 @@ export interface SyncFilter {
     room_id: string;
     content: JsonObject;
   }) => boolean;
+  /** Whether a state event may appear in a room's `state` (applied to left rooms so far). */
+  stateMatches?: (event: { type: string; sender: string; room_id: string; content: JsonObject }) => boolean;
   lazyLoadMembers?: boolean;
   includeLeave?: boolean;
   roomIncluded?: (roomId: string) => boolean;
@@ -691,9 +693,27 @@ export class SyncService {
       filter.timelineLimit,
       filter,
     );
+    // On an initial sync, the state before the timeline; with an empty timeline (a limit of 0,
+    // or a filter that keeps nothing), the state the user left, their leave included. Never
+    // what came after the leave. The state filter applies.
     const first = events[0];
-    const stateRows =
-      first && from === 0 ? await this.reader.stateEventsAt(this.db, first.state_group_before) : [];
+    let stateRows: EventRow[] = [];
+    if (from === 0) {
+      const group = first
+        ? first.state_group_before
+        : await roomStore.stateGroupAtPosition(this.db, roomId, leftAt);
+      if (group !== undefined) stateRows = await this.reader.stateEventsAt(this.db, group);
+      const matches = filter.stateMatches;
+      if (matches)
+        stateRows = stateRows.filter((r) =>
+          matches({
+            type: r.type,
+            sender: r.sender,
+            room_id: r.room_id,
+            content: r.json.content as JsonObject,
+          }),
+        );
+    }
     const viewer = { userId: session.userId, deviceId: session.deviceId };
     return {
       timeline: {
