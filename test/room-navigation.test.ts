@@ -164,6 +164,9 @@ for (const backend of databaseBackends()) {
     await child(space, sub);
     await child(sub, roomD);
     await child(sub, space);
+    // A room that is not a space has no children: this link is ignored.
+    const roomE = await createRoom(alice, { preset: 'public_chat', name: 'E' });
+    await child(roomA, roomE);
     // A child event without `via` is no child.
     await ok('PUT', `${V3}/rooms/${enc(space)}/state/m.space.child/${enc(restricted)}`, alice, {});
 
@@ -218,7 +221,16 @@ for (const backend of databaseBackends()) {
       const url = (q = '') => `${V1}/rooms/${enc(space)}/hierarchy${q}`;
       const names = (r: Json) => (r.rooms as Json[]).map((x) => x.name);
       const mal = await ok('GET', url(), mallory);
-      t.same(names(mal), ['Lab', 'C', 'A', 'S2', 'D'], 'depth first, by order then time; B is private');
+      t.same(
+        names(mal),
+        ['Lab', 'C', 'A', 'S2', 'D'],
+        'depth first, by order then time; B is private; E hangs from A, which is no space',
+      );
+      t.same(
+        (mal.rooms as Json[]).find((r) => r.name === 'A')?.children_state,
+        [],
+        'a room that is no space shows no children',
+      );
       t.equal(mal.next_batch, undefined);
       const top = mal.rooms[0];
       t.equal(top.room_type, 'm.space');

@@ -95,8 +95,11 @@ export class SpacesService {
           children.push(row);
       } else content.set(row.type, c);
     }
-    children.sort(compareChildren);
     const base = chunkFromState(roomId, content, 0);
+    // Only a space has children: an m.space.child in any other room is ignored, as Synapse
+    // ignores it (and Complement's TestClientSpacesSummary expects).
+    if (base.room_type !== 'm.space') children.length = 0;
+    children.sort(compareChildren);
     const allow = content.get('m.room.join_rules')?.allow;
     const allowed =
       (base.join_rule === 'restricted' || base.join_rule === 'knock_restricted') && Array.isArray(allow)
