@@ -137,6 +137,44 @@ for (const backend of databaseBackends()) {
       t.notOk(after.rooms.invite[dmId], 'the invite is gone from erin sync');
     });
 
+    t.test('an invite to a room hs2 is in can be accepted before hs1 sends it on', async (t) => {
+      // bob (hs2) is joined, so hs2's copy of the room is live; hold back hs1's transactions to
+      // hs2, so the invite is known to hs2 only from PUT /invite.
+      const real = network.servers.get('hs2.test')!;
+      let holdSends = true;
+      network.servers.set('hs2.test', {
+        inject: (opts) =>
+          holdSends && opts.url.startsWith('/_matrix/federation/v1/send/')
+            ? Promise.resolve({ statusCode: 503, headers: {}, rawPayload: Buffer.from('{}') })
+            : real.inject(opts),
+      });
+      t.teardown(() => {
+        network.servers.set('hs2.test', real);
+      });
+      const frank = await hs2.register('frank');
+      const invite = await hs1.request('POST', `${V3}/rooms/${enc(roomId)}/invite`, {
+        token: alice.access_token,
+        body: { user_id: frank.user_id },
+      });
+      t.equal(invite.statusCode, 200, invite.body);
+      t.equal(
+        await membershipOn(hs2, bob, roomId, frank.user_id),
+        'invite',
+        "the invite is in hs2's room state",
+      );
+      const join = await hs2.request('POST', `${V3}/join/${enc(roomId)}`, {
+        token: frank.access_token,
+        body: {},
+      });
+      t.equal(join.statusCode, 200, join.body);
+      holdSends = false;
+      network.servers.set('hs2.test', real);
+      await untilLong('hs1 has frank joined', async () =>
+        (await membershipOn(hs1, alice, roomId, frank.user_id)) === 'join' ? true : undefined,
+      );
+      t.pass('hs1 took the join');
+    });
+
     t.test('forbidden and malformed invites from the client side', async (t) => {
       const outsider = await hs1.request('POST', `${V3}/rooms/${enc(roomId)}/invite`, {
         token: mallory.access_token,

@@ -1,5 +1,6 @@
 import { errors, MatrixError } from '../../errors.ts';
 import type { EventsService } from '../../events/events.service.ts';
+import type { IngestOutcome } from '../../events/pipeline.ts';
 import { signedForm } from '../../events/pipeline.ts';
 import type { PreverifiedSignatures } from '../../events/preverified.ts';
 import type { RoomLock } from '../../events/room-lock.ts';
@@ -12,6 +13,7 @@ import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.t
 import type { ServerKeysService } from '../../services/server-keys.service.ts';
 import { findUser } from '../../storage/accounts.repository.ts';
 import type { Db } from '../../storage/connect.ts';
+import { serverHasJoinedMember } from '../../storage/federation.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
 import { nextPosition } from '../../streams/positions.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
@@ -100,12 +102,26 @@ export class OutOfBandMemberships {
   ): Promise<void> {
     const roomId = event.room_id;
     if (roomId === undefined) throw errors.badJson('The event names no room');
+    let live: IngestOutcome | undefined;
     const position = await this.events.locks.withRoomLock<number | undefined>(roomId, async (lock) => {
       await this.ensureRoom(lock, rv, event.sender);
-      // Our copy of the room is live when one of our users is joined: then the event comes
-      // through the room's own graph (a /send transaction), not out of band.
       const current = await rooms.membershipOf(lock.trx, roomId, userId);
       if (current?.membership === 'join') return undefined;
+      // Our copy of the room is live when one of our users is joined: the invite then goes into
+      // it at once, through the pipeline, so the invitee can join before the inviting server's
+      // transaction with the same event arrives (Complement's TestFederationRoomsInvite). If we
+      // lack events it builds on, it is held out of band until that transaction fills the gap.
+      if (await serverHasJoinedMember(lock.trx, roomId, this.serverName)) {
+        const outcome = await this.events.ingest(lock, { kind: 'new', origin, event });
+        if (outcome.status === 'persisted' || outcome.status === 'duplicate') {
+          live = outcome;
+          return undefined;
+        }
+        if (outcome.status !== 'missing')
+          throw errors.forbidden(
+            `The event was refused: ${'reason' in outcome ? outcome.reason : outcome.status}`,
+          );
+      }
       const outcome = await this.events.ingest(lock, { kind: 'outlier', origin, event, outOfBand: true });
       if (outcome.status !== 'outlier' && outcome.status !== 'duplicate') {
         throw errors.forbidden(
@@ -133,6 +149,7 @@ export class OutOfBandMemberships {
       });
       return at;
     });
+    if (live) await this.events.announceOutcomes([live]);
     if (position !== undefined)
       await this.events.announce({ kind: 'event', position, roomId, userIds: [userId] });
   }
