@@ -510,7 +510,12 @@ export async function usersSharingRoomNow(db: Executor, userId: string): Promise
 
 /**
  * Of the candidates, those joined at stream position `position` to a room the user was joined to
- * at that position, read from the membership events up to it.
+ * at that position. Read from the rooms' current memberships (`memberships`, which also holds the
+ * members a remote join brought as state, never timeline events), and, for a membership that
+ * changed after `position`, from the room's resolved state at it: the current state group of the
+ * room's last timeline event at or before `position` (a state group resolves by walking at most
+ * MAX_CHAIN deltas). One statement; a membership current at `position`, the usual case, costs one
+ * primary-key lookup per room of the user and candidate.
  */
 export async function usersSharingRoomAt(
   db: Executor,
@@ -519,22 +524,49 @@ export async function usersSharingRoomAt(
   candidates: readonly string[],
 ): Promise<Set<string>> {
   if (candidates.length === 0) return new Set();
+  const users = sql.join([...new Set([userId, ...candidates])]);
   const result = await sql<{ user_id: string }>`
-    with my_rooms as (
-      select room_id from (
-        select distinct on (room_id) room_id, membership from events
-        where type = 'm.room.member' and state_key = ${userId} and stream_ordering <= ${position}
-        order by room_id, stream_ordering desc
-      ) mine where membership = 'join'
+    with recursive pairs as (
+      select m.room_id, m.user_id, m.membership, m.stream_ordering from memberships m
+      where m.room_id in (select room_id from memberships where user_id = ${userId})
+        and m.user_id in (${users})
+    ),
+    changed_rooms as (
+      select distinct room_id from pairs where stream_ordering > ${position}
+    ),
+    room_group as (
+      select c.room_id, (
+        select e.room_state_group from events e
+        where e.room_id = c.room_id and e.stream_ordering > 0 and e.stream_ordering <= ${position}
+          and e.room_state_group is not null
+        order by e.stream_ordering desc limit 1
+      ) as group_id
+      from changed_rooms c
+    ),
+    chain(room_id, id, prev, n) as (
+      select r.room_id, g.id, g.prev_group, 0 from room_group r join state_groups g on g.id = r.group_id
+      union all
+      select c.room_id, g.id, g.prev_group, c.n + 1 from chain c join state_groups g on g.id = c.prev
+    ),
+    past as (
+      select distinct on (p.room_id, p.user_id) p.room_id, p.user_id, d.membership
+      from pairs p
+      join chain c on c.room_id = p.room_id
+      join state_group_entries s
+        on s.group_id = c.id and s.type = 'm.room.member' and s.state_key = p.user_id
+      join pdus d on d.event_id = s.event_id
+      where p.stream_ordering > ${position}
+      order by p.room_id, p.user_id, c.n
+    ),
+    at_position as (
+      select room_id, user_id, membership from pairs where stream_ordering <= ${position}
+      union all
+      select room_id, user_id, membership from past
     )
-    select distinct state_key as user_id from (
-      select distinct on (room_id, state_key) state_key, membership from events
-      where type = 'm.room.member'
-        and room_id in (select room_id from my_rooms)
-        and state_key in (${sql.join([...candidates])})
-        and stream_ordering <= ${position}
-      order by room_id, state_key, stream_ordering desc
-    ) latest where membership = 'join'`.execute(db);
+    select distinct other.user_id from at_position other
+    join at_position mine on mine.room_id = other.room_id
+    where mine.user_id = ${userId} and mine.membership = 'join'
+      and other.user_id <> ${userId} and other.membership = 'join'`.execute(db);
   return new Set(result.rows.map((r) => r.user_id));
 }
 
