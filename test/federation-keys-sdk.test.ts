@@ -11,7 +11,7 @@ import './helpers/sdk-node.ts';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
-import { CryptoHarness, within } from './helpers/crypto-client.ts';
+import { CryptoHarness, verifyBySas, within } from './helpers/crypto-client.ts';
 import { startHomeservers } from './helpers/federation.ts';
 import type { TestServer } from './helpers/server.ts';
 
@@ -148,5 +148,41 @@ for (const backend of databaseBackends()) {
     );
     const atBob1 = (await bob.waitForDecrypted(roomId, [later], 60_000)).get(later);
     t.equal(atBob1?.state, 'decrypted', 'and so does his first');
+
+    // Cross-signing across servers: alice's identity reaches bob's client (m.signing_key_update to
+    // hs2, alice in bob's device_lists.changed although hs2 holds her join only as send_join
+    // state), and bob verifies her device by emoji (SAS, to-device messages as
+    // m.direct_to_device both ways), which makes her cross-signing identity verified for him.
+    await alice.bootstrapCrossSigning();
+    await bob.bootstrapCrossSigning();
+    const signedByAlice = await within(60_000, async () => {
+      const status = await bob.crypto.getDeviceVerificationStatus(alice.userId, alice.deviceId);
+      return status?.signedByOwner === true;
+    });
+    t.ok(
+      signedByAlice !== undefined,
+      "bob's client learns alice's cross-signing keys, and sees her device signed by her",
+    );
+    t.notOk(
+      (await bob.crypto.getUserVerificationStatus(alice.userId)).isCrossSigningVerified(),
+      'alice is not verified for bob yet',
+    );
+    const { aEmoji, bEmoji } = await verifyBySas(bob, alice, 60_000);
+    t.same(aEmoji, bEmoji, 'both devices showed the same seven emoji');
+    const verified = await within(60_000, async () =>
+      (await bob.crypto.getUserVerificationStatus(alice.userId)).isCrossSigningVerified(),
+    );
+    t.ok(verified !== undefined, "after SAS bob's client holds alice's identity as verified");
+    const deviceStatus = await bob.crypto.getDeviceVerificationStatus(alice.userId, alice.deviceId);
+    t.ok(deviceStatus?.crossSigningVerified, 'and her device as verified through cross-signing');
+    // bob's signature of alice's master key is kept on hs2 and shown to him only.
+    const aliceKeysForBob = await hs2.request('POST', '/_matrix/client/v3/keys/query', {
+      token: bob.client.getAccessToken() ?? '',
+      body: { device_keys: { [alice.userId]: [] } },
+    });
+    const master = aliceKeysForBob.json().master_keys?.[alice.userId] as
+      | { signatures?: Record<string, unknown> }
+      | undefined;
+    t.ok(master?.signatures?.[bob.userId], "hs2 holds bob's signature on alice's master key");
   });
 }
