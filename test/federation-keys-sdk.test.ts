@@ -5,7 +5,9 @@
  * him. The room key reaches bob's device as an m.direct_to_device EDU, and he decrypts her
  * message; his reply decrypts on her side. When bob logs in a second device, hs2 tells hs1 with
  * m.device_list_update, alice's client hears of it in /sync, and her next message reaches that
- * device too.
+ * device too. Then both set up cross-signing: alice's keys reach bob's client (hs2 holds her join
+ * only as send_join state, and still names her in bob's device_lists.changed), and bob verifies
+ * her device by emoji (SAS) across the servers, after which her identity is verified for him.
  */
 import './helpers/sdk-node.ts';
 import type { AddressInfo } from 'node:net';
