@@ -10,12 +10,15 @@ import { pastTs } from './helpers/retention.ts';
 import { startTestServer } from './helpers/server.ts';
 
 /**
- * Retention frees the disk (spec/retention.md): 10,000 messages purged, the database's size
+ * Retention frees the disk (spec/retention.md): 3,000 messages purged (10,000 for the figures), the database's size
  * measured before and after, and the database's files searched for their bodies.
  */
 const V3 = '/_matrix/client/v3';
-/** RETENTION_DISK_MESSAGES lowers it for a quick run. */
-const MESSAGES = Number(process.env.RETENTION_DISK_MESSAGES ?? 10_000);
+/**
+ * 3,000 by default, enough for every check here and quick enough for CI; RETENTION_DISK_MESSAGES=10000
+ * gives the figures of spec/retention.md.
+ */
+const MESSAGES = Number(process.env.RETENTION_DISK_MESSAGES ?? 3_000);
 t.setTimeout(1_800_000);
 
 /** Every regular file under `dir`. */
