@@ -23,6 +23,7 @@ import {
   within,
 } from './helpers/crypto-client.ts';
 import { type NioLine, nioPython, pythonUnavailable, startNio } from './helpers/nio.ts';
+import { columnsHolding } from './helpers/plaintext-scan.ts';
 import { PASSWORD } from './helpers/server.ts';
 
 /** Messages each way in the first conversation. */
@@ -411,28 +412,8 @@ for (const backend of databaseBackends()) {
       t.equal(inEvents.rows[0]?.n, 0, "no event's json holds a plaintext");
 
       // Every column of every table that can hold text, JSON or bytes.
-      const columns = await sql<{ schema: string; table: string; column: string; type: string }>`
-        select c.table_schema as schema, c.table_name as table, c.column_name as column,
-               c.data_type as type
-        from information_schema.columns c
-        join information_schema.tables tb
-          on tb.table_schema = c.table_schema and tb.table_name = c.table_name
-        where tb.table_type = 'BASE TABLE'
-          and c.table_schema not in ('pg_catalog', 'information_schema')
-          and c.data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'bytea',
-                              'ARRAY', 'USER-DEFINED', 'xml')`.execute(db);
-      const found: string[] = [];
-      for (const c of columns.rows) {
-        const column = sql.ref(`${c.schema}.${c.table}.${c.column}`);
-        const match =
-          c.type === 'bytea'
-            ? sql`position(convert_to(${marker}, 'UTF8') in ${column}) > 0`
-            : sql`${column}::text like ${`%${marker}%`}`;
-        const res = await sql<{ n: number }>`
-          select count(*)::int as n from ${sql.table(`${c.schema}.${c.table}`)} where ${match}`.execute(db);
-        if ((res.rows[0]?.n ?? 0) > 0) found.push(`${c.table}.${c.column}`);
-      }
-      t.ok(columns.rows.length > 10, `${columns.rows.length} text, JSON and byte columns searched`);
+      const { searched, found } = await columnsHolding(db, marker);
+      t.ok(searched > 10, `${searched} text, JSON and byte columns searched`);
       t.same(found, [], 'no column anywhere holds a plaintext');
     });
 

@@ -10,11 +10,13 @@
  * her device by emoji (SAS) across the servers, after which her identity is verified for him.
  */
 import './helpers/sdk-node.ts';
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { databaseBackends } from './helpers/backends.ts';
 import { CryptoHarness, verifyBySas, within } from './helpers/crypto-client.ts';
 import { startHomeservers } from './helpers/federation.ts';
+import { columnsHolding } from './helpers/plaintext-scan.ts';
 import type { TestServer } from './helpers/server.ts';
 
 t.setTimeout(600_000);
@@ -58,6 +60,8 @@ for (const backend of databaseBackends()) {
     );
     t.equal(device?.getIdentityKey(), own?.[`curve25519:${bob.deviceId}`], 'and his curve25519 key');
 
+    // Every plaintext carries a marker found nowhere else, to look for on both servers.
+    const marker = `plaintext-${randomBytes(8).toString('hex')}`;
     const roomId = await alice.createEncryptedRoom({ name: 'Across', invite: [bob.userId] });
     t.ok((await bob.waitForMembership(roomId, 'invite', 30_000)) !== undefined, 'bob is invited');
     await bob.client.joinRoom(roomId);
@@ -81,7 +85,7 @@ for (const backend of databaseBackends()) {
     const before = await keyIds();
     t.ok(before.length > 0, `bob's device has one-time keys on hs2 (${before.length})`);
     const dropped = hs1.runtime.services.toDevice.droppedRemote;
-    const hello = await alice.send(roomId, 'hello bob');
+    const hello = await alice.send(roomId, `hello bob ${marker}`);
     const claims = h1.exchanges.filter((e) => e.who === 'alice' && e.path.endsWith('/keys/claim'));
     t.ok(claims.length > 0 && claims.every((e) => e.status === 200), "alice's client claimed a key (200)");
     t.ok(
@@ -105,18 +109,22 @@ for (const backend of databaseBackends()) {
       ).length;
 
     const atBob = (await bob.waitForDecrypted(roomId, [hello], 60_000)).get(hello);
-    t.same(atBob, { state: 'decrypted', type: 'm.room.message', body: 'hello bob' }, 'bob decrypts alice');
+    t.same(
+      atBob,
+      { state: 'decrypted', type: 'm.room.message', body: `hello bob ${marker}` },
+      'bob decrypts alice',
+    );
     t.ok(toDevice('hs1.test') > 0, 'the room key crossed as m.direct_to_device');
     t.ok(
       bob.roomKeys.some((k) => k.roomId === roomId && k.sender === alice.userId && k.encrypted),
       "bob's device received the room key Olm-encrypted",
     );
 
-    const reply = await bob.send(roomId, 'hello alice');
+    const reply = await bob.send(roomId, `hello alice ${marker}`);
     const atAlice = (await alice.waitForDecrypted(roomId, [reply], 60_000)).get(reply);
     t.same(
       atAlice,
-      { state: 'decrypted', type: 'm.room.message', body: 'hello alice' },
+      { state: 'decrypted', type: 'm.room.message', body: `hello alice ${marker}` },
       'alice decrypts bob',
     );
     t.ok(toDevice('hs2.test') > 0, "bob's room key crossed the other way");
@@ -141,11 +149,11 @@ for (const backend of databaseBackends()) {
       hs1.runtime.services.e2eeEdus.deviceListUpdates.applied > updatesBefore,
       'hs1 applied the device list updates',
     );
-    const later = await alice.send(roomId, 'for both of your devices');
+    const later = await alice.send(roomId, `for both of your devices ${marker}`);
     const atBob2 = (await bob2.waitForDecrypted(roomId, [later], 60_000)).get(later);
     t.same(
       atBob2,
-      { state: 'decrypted', type: 'm.room.message', body: 'for both of your devices' },
+      { state: 'decrypted', type: 'm.room.message', body: `for both of your devices ${marker}` },
       "bob's second device decrypts alice's next message",
     );
     const atBob1 = (await bob.waitForDecrypted(roomId, [later], 60_000)).get(later);
@@ -186,5 +194,27 @@ for (const backend of databaseBackends()) {
       | { signatures?: Record<string, unknown> }
       | undefined;
     t.ok(master?.signatures?.[bob.userId], "hs2 holds bob's signature on alice's master key");
+
+    // Both servers stored and forwarded only ciphertext: no column of either database holds a
+    // plaintext, nor did any federation request carry one.
+    for (const [name, s] of [
+      ['hs1', hs1],
+      ['hs2', hs2],
+    ] as const) {
+      const { searched, found } = await columnsHolding(s.runtime.database.db, marker);
+      t.ok(searched > 10, `${searched} columns searched on ${name}`);
+      t.same(found, [], `no column on ${name} holds a plaintext`);
+    }
+    t.same(
+      network.sent
+        .filter((r) =>
+          Buffer.from(r.body ?? '')
+            .toString()
+            .includes(marker),
+        )
+        .map((r) => r.uri),
+      [],
+      'no federation request carried a plaintext',
+    );
   });
 }
