@@ -1,7 +1,10 @@
 import t from 'tap';
+import { authoriserFor } from '../src/events/restricted-joins.ts';
+import { getRoomVersion } from '../src/protocol/room-versions.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import { startHomeservers } from './helpers/federation.ts';
 import type { Login, TestServer } from './helpers/server.ts';
+import { until } from './helpers/wait.ts';
 
 /**
  * Restricted rooms (v8+, and knock_restricted v10+): members of an allowed room may join without
@@ -139,6 +142,45 @@ for (const backend of databaseBackends()) {
       const old = await createRestricted([space], 'restricted', '7');
       const refused = await join(hs1, dave, old, '');
       t.equal(refused.statusCode, 403, refused.body);
+    });
+
+    // Complement's TestRestrictedRoomsRemoteJoinFailOver, second half: once no user of hs2 is in
+    // the allowed room, hs2's copy of its members is stale, and it must not vouch from it.
+    t.test('a server that left the allowed room cannot vouch from what it last knew', async (t) => {
+      const services = hs2.runtime.services;
+      const state = async () =>
+        services.reader.stateIdsAt(services.db, await services.rooms.currentGroup(restricted));
+      const rv = getRoomVersion('10')!;
+      // erin (hs1) joins the allowed room, not the restricted one.
+      const erin = await hs1.register('erin');
+      t.equal((await join(hs1, erin, space, '')).statusCode, 200);
+      await until('hs2 sees erin in the allowed room', async () =>
+        (
+          await services.db
+            .selectFrom('memberships')
+            .select('membership')
+            .where('room_id', '=', space)
+            .where('user_id', '=', erin.user_id)
+            .executeTakeFirst()
+        )?.membership === 'join'
+          ? true
+          : undefined,
+      );
+      const vouch = async () => {
+        try {
+          await authoriserFor(services.db, services.reader, rv, await state(), erin.user_id, 'hs2.test');
+          return 'vouched';
+        } catch (err) {
+          return (err as { errcode?: string }).errcode;
+        }
+      };
+      t.not(await vouch(), 'M_UNABLE_TO_AUTHORISE_JOIN', 'while bob is in the allowed room, hs2 can tell');
+      const left = await hs2.request('POST', `${V3}/rooms/${enc(space)}/leave`, {
+        token: bob.access_token,
+        body: {},
+      });
+      t.equal(left.statusCode, 200, left.body);
+      t.equal(await vouch(), 'M_UNABLE_TO_AUTHORISE_JOIN', 'after bob left, it cannot');
     });
 
     // Complement's TestRestrictedRoomsRemoteJoinFailOver: a join routed through a server that

@@ -54,23 +54,31 @@ export async function authoriserFor(
     .slice(0, 50);
   if (allowed.length === 0)
     throw new MatrixError(403, 'M_FORBIDDEN', 'This room admits no one by membership of another room');
-  const inAllowed = await db
-    .selectFrom('memberships')
-    .select('user_id')
-    .where('room_id', 'in', allowed)
-    .where('user_id', '=', userId)
-    .where('membership', '=', 'join')
-    .limit(1)
-    .execute();
-  if (inAllowed.length === 0) {
-    // We can vouch only from rooms this server is in.
-    const ours = await db
-      .selectFrom('rooms')
+  // We can vouch only from allowed rooms this server is in now (one of our users joined): the
+  // memberships we hold of a room we left are no longer kept up to date.
+  const live = (
+    await db
+      .selectFrom('memberships')
       .select('room_id')
+      .distinct()
       .where('room_id', 'in', allowed)
-      .limit(1)
-      .execute();
-    if (ours.length === 0)
+      .where('membership', '=', 'join')
+      .where('user_id', 'like', `%:${serverName.replace(/[\\%_]/g, '\\$&')}`)
+      .execute()
+  ).map((r) => r.room_id);
+  const inAllowed =
+    live.length === 0
+      ? []
+      : await db
+          .selectFrom('memberships')
+          .select('user_id')
+          .where('room_id', 'in', live)
+          .where('user_id', '=', userId)
+          .where('membership', '=', 'join')
+          .limit(1)
+          .execute();
+  if (inAllowed.length === 0) {
+    if (live.length === 0)
       throw new MatrixError(
         400,
         'M_UNABLE_TO_AUTHORISE_JOIN',
