@@ -5,6 +5,7 @@ import { namedLevel, userPowerLevel } from '../protocol/power-levels.ts';
 import type { RoomVersion } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../services/room-reads.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
+import { roomsWithJoinedMemberOf } from '../storage/federation.repository.ts';
 
 /**
  * Restricted rooms (client-server API: Restricted rooms; server-server API: Restricted rooms):
@@ -56,16 +57,7 @@ export async function authoriserFor(
     throw new MatrixError(403, 'M_FORBIDDEN', 'This room admits no one by membership of another room');
   // We can vouch only from allowed rooms this server is in now (one of our users joined): the
   // memberships we hold of a room we left are no longer kept up to date.
-  const live = (
-    await db
-      .selectFrom('memberships')
-      .select('room_id')
-      .distinct()
-      .where('room_id', 'in', allowed)
-      .where('membership', '=', 'join')
-      .where('user_id', 'like', `%:${serverName.replace(/[\\%_]/g, '\\$&')}`)
-      .execute()
-  ).map((r) => r.room_id);
+  const live = await roomsWithJoinedMemberOf(db, allowed, serverName);
   const inAllowed =
     live.length === 0
       ? []

@@ -265,15 +265,30 @@ export async function recordReceivedTransaction(
     .execute();
 }
 
+/** A LIKE pattern matching the user IDs of `server` (its `%`, `_` and `\\` escaped). */
+export function usersOfServerPattern(server: string): string {
+  return `%:${server.replace(/[\\%_]/g, (c) => `\\${c}`)}`;
+}
+
 /** Whether a user of `server` is joined to the room now. */
 export async function serverHasJoinedMember(db: Executor, roomId: string, server: string): Promise<boolean> {
-  const row = await db
+  return (await roomsWithJoinedMemberOf(db, [roomId], server)).length > 0;
+}
+
+/** Of the rooms, those a user of `server` is joined to now. */
+export async function roomsWithJoinedMemberOf(
+  db: Executor,
+  roomIds: readonly string[],
+  server: string,
+): Promise<string[]> {
+  if (roomIds.length === 0) return [];
+  const rows = await db
     .selectFrom('memberships')
-    .select('user_id')
-    .where('room_id', '=', roomId)
+    .select('room_id')
+    .distinct()
+    .where('room_id', 'in', roomIds)
     .where('membership', '=', 'join')
-    .where('user_id', 'like', `%:${server.replace(/[\\%_]/g, (c) => `\\${c}`)}`)
-    .limit(1)
-    .executeTakeFirst();
-  return row !== undefined;
+    .where('user_id', 'like', usersOfServerPattern(server))
+    .execute();
+  return rows.map((r) => r.room_id);
 }

@@ -2,6 +2,7 @@ import type { ExpressionBuilder, Selectable } from 'kysely';
 import { nextPosition } from '../streams/positions.ts';
 import type { Executor } from './accounts.repository.ts';
 import type { Database, PresenceTable } from './database.ts';
+import { usersOfServerPattern } from './federation.repository.ts';
 
 export type PresenceRow = Selectable<PresenceTable>;
 
@@ -87,7 +88,7 @@ export async function staleUsers(
   return db
     .selectFrom('presence')
     .select(['user_id', 'presence', 'last_active_ts'])
-    .where('user_id', 'like', `%:${serverName.replace(/[\\%_]/g, (c) => `\\${c}`)}`)
+    .where('user_id', 'like', usersOfServerPattern(serverName))
     .where((eb) =>
       eb.or([
         eb.and([eb('presence', '=', 'online'), eb('last_active_ts', '<', idleBefore)]),
