@@ -45,7 +45,7 @@ t.test('positions heard out of order wait for the gap to fill', async (t) => {
   t.same([...cache.window(0, 3)!.rooms(['event'])], ['!a', '!b', '!c']);
 });
 
-t.test('a gap that never fills is given up after the grace period', async (t) => {
+t.test('a hole is given up only when the database says it is behind, after the grace period', async (t) => {
   let now = 1000;
   const givenUp: number[] = [];
   const cache = new ChangeCache(0, 1000, 2000, () => now);
@@ -54,13 +54,36 @@ t.test('a gap that never fills is given up after the grace period', async (t) =>
   cache.record(msg(3, '!c'));
   cache.record(msg(4, '!d'));
   now += 1999;
-  t.equal(cache.position, 1, 'still waiting');
-  now += 1;
-  t.equal(cache.position, 4, 'continues above the missing position');
+  cache.settle(4);
+  t.equal(cache.position, 1, 'within the grace period the hole may still be an announcement on its way');
+  now += 60_000;
+  t.equal(cache.position, 1, 'time alone fills nothing: position 2 may still be in flight');
+  t.ok(cache.hasGap);
+  cache.settle(1);
+  t.equal(cache.position, 1, 'the database is not past the hole yet');
+  cache.settle(3);
   t.same(givenUp, [2]);
-  t.equal(cache.window(0, 4), undefined, 'ranges reaching below the gap are not answered');
-  t.equal(cache.window(1, 4), undefined);
-  t.same([...cache.window(2, 4)!.rooms(['event'])], ['!c', '!d']);
+  t.equal(cache.position, 4, 'continues from what the database says, then drains what it heard above');
+  t.notOk(cache.hasGap);
+  t.equal(cache.window(0, 4), undefined, 'ranges reaching below the hole are not answered');
+  t.equal(cache.window(2, 4), undefined);
+  t.same([...cache.window(3, 4)!.rooms(['event'])], ['!d']);
+});
+
+t.test('the grace period runs from when the hole now open was first waited on', async (t) => {
+  let now = 0;
+  const cache = new ChangeCache(0, 1000, 2000, () => now);
+  cache.record(msg(2, '!b'));
+  cache.record(msg(4, '!d'));
+  now = 1500;
+  cache.record(msg(1, '!a'));
+  t.equal(cache.position, 2, 'the first hole filled');
+  now = 2500;
+  cache.settle(4);
+  t.equal(cache.position, 2, 'the hole at 3 has waited 1 s only');
+  now = 3600;
+  cache.settle(4);
+  t.equal(cache.position, 4);
 });
 
 t.test('past its capacity the cache forgets the oldest half', async (t) => {

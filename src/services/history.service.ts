@@ -15,14 +15,19 @@ export type EventMatcher = (row: EventRow) => boolean;
 /** Fetches up to `limit` older events of a room from other servers; resolves with how many it added. */
 export type Backfill = (roomId: string, limit: number) => Promise<number>;
 
-/** The positions a /messages request's `from` and `to` tokens name (`from` defaults to an end). */
+/**
+ * The positions a /messages request's `from` and `to` tokens name (`from` defaults to an end).
+ * Going forward, the page stops at the persisted position when no `to` is given: an `end` token
+ * past a position still in flight would skip its event once committed.
+ */
 export async function pageBounds(
   db: Db,
   opts: { from?: string; to?: string; dir: 'b' | 'f' },
 ): Promise<{ from: number; to: number | undefined }> {
   const from =
     opts.from !== undefined ? parseStreamToken(opts.from) : opts.dir === 'b' ? await currentPosition(db) : 0;
-  return { from, to: opts.to !== undefined ? parseStreamToken(opts.to) : undefined };
+  if (opts.to !== undefined) return { from, to: parseStreamToken(opts.to) };
+  return { from, to: opts.dir === 'f' ? await currentPosition(db) : undefined };
 }
 
 /**

@@ -181,8 +181,13 @@ export class SyncService {
     // what changed below it; else (a gap, or a token from a process that heard more) ask the
     // database.
     const cache = this.notifier.changes;
-    const upTo =
-      cache && !cache.hasGap && cache.position >= from ? cache.position : await currentPosition(this.db);
+    let upTo: number;
+    if (cache && !cache.hasGap && cache.position >= from) upTo = cache.position;
+    else {
+      upTo = await currentPosition(this.db);
+      // A hole the database says is behind it may never fill (a rolled-back position).
+      cache?.settle(upTo);
+    }
     const incremental = since !== undefined && !fullState;
     const window = incremental ? cache?.window(from, upTo) : undefined;
     const typingSerial = this.typing.serial;

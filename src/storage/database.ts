@@ -103,11 +103,6 @@ export interface RemoteServerKeyResponsesTable {
   fetched_ts: number;
 }
 
-export interface StreamPositionsTable {
-  name: string;
-  position: number;
-}
-
 export interface RoomsTable {
   room_id: string;
   room_version: string;
@@ -599,7 +594,6 @@ export interface Database {
   server_signing_keys: ServerSigningKeysTable;
   remote_server_keys: RemoteServerKeysTable;
   remote_server_key_responses: RemoteServerKeyResponsesTable;
-  stream_positions: StreamPositionsTable;
   rooms: RoomsTable;
   state_groups: StateGroupsTable;
   state_group_entries: StateGroupEntriesTable;

@@ -4,13 +4,17 @@ import type { StreamChange, StreamChangeKind } from './notifier.ts';
  * What changed at each recent stream position, as this process heard it from the notifier, so a
  * sync can learn which rooms and users changed in (from, upTo] without asking the database.
  *
- * Positions are gapless and commit in order (src/streams/positions.ts), and every write that
- * takes one announces it after commit. So once every position up to N has been heard, the cache
- * knows everything committed up to N. Announcements from other processes can arrive out of order;
- * positions heard above a gap wait in `pending` until the gap fills. If a gap stays open longer
- * than `gapGraceMs` (a process died between commit and announcement, or the bus dropped a
- * message), the cache gives up on what lies below the gap: ranges reaching below it are answered
- * by the database again.
+ * Every write that takes a position announces it after commit, but positions commit out of order
+ * and some are never used (their transaction rolled back: src/streams/positions.ts). The cache
+ * knows everything up to `position`, the highest position below which it heard every one;
+ * positions heard above a hole wait in `pending`. Most holes fill within milliseconds (a slower
+ * transaction commits, or an announcement from another process arrives). While a hole is open,
+ * `hasGap` is true and syncs ask the database for its "persisted up to" position instead; they
+ * hand it to `settle`, and a hole open longer than `gapGraceMs` that the database says is behind
+ * (a rolled-back position, a process that died between commit and announcement, a message the bus
+ * dropped) is given up on: ranges reaching below it are answered by the database again. The cache
+ * never assumes a hole is filled without the database saying so, since a position can stay in
+ * flight for as long as its transaction runs.
  *
  * `window(from, upTo)` answers only for ranges it holds completely; callers fall back to the
  * database otherwise, so the cache never changes what a sync returns, only how fast.
@@ -37,14 +41,24 @@ export class ChangeCache {
 
   /** The highest position below which nothing is missing. */
   get position(): number {
-    this.checkGap();
     return this.high;
   }
 
   /** True while positions above `position` have been heard but one below them has not. */
   get hasGap(): boolean {
-    this.checkGap();
     return this.pending.size > 0;
+  }
+
+  /**
+   * The database says every position up to `persisted` is committed or abandoned. A hole below it
+   * that has stayed open past the grace period will not fill: forget what lies below, and go on
+   * from `persisted`. A younger hole may still be an announcement on its way, so it is kept.
+   */
+  settle(persisted: number): void {
+    if (this.gapSince === undefined || this.now() - this.gapSince < this.gapGraceMs) return;
+    if (persisted <= this.high) return;
+    this.onGapGivenUp?.(this.high + 1);
+    this.skipTo(persisted);
   }
 
   record(change: StreamChange): void {
@@ -53,7 +67,6 @@ export class ChangeCache {
     if (p !== this.high + 1) {
       this.pending.set(p, change);
       this.gapSince ??= this.now();
-      this.checkGap();
       return;
     }
     this.append(change);
@@ -76,7 +89,6 @@ export class ChangeCache {
 
   /** The changes in (from, upTo], or undefined when the cache does not hold all of them. */
   window(from: number, upTo: number): ChangeWindow | undefined {
-    this.checkGap();
     if (from < this.low || upTo > this.high || from > upTo) return undefined;
     return new ChangeWindow(this.entries, this.low, from, upTo);
   }
@@ -93,27 +105,16 @@ export class ChangeCache {
   }
 
   private drain(): void {
+    const before = this.high;
     for (;;) {
       const next = this.pending.get(this.high + 1);
       if (!next) break;
       this.pending.delete(this.high + 1);
       this.append(next);
     }
+    // The grace period runs from when the hole now open was first waited on.
     if (this.pending.size === 0) this.gapSince = undefined;
-    else this.gapSince ??= this.now();
-  }
-
-  private checkGap(): void {
-    if (this.gapSince === undefined || this.now() - this.gapSince < this.gapGraceMs) return;
-    // Forget everything up to and including the missing position, then continue above it.
-    const missing = this.high + 1;
-    this.onGapGivenUp?.(missing);
-    this.entries = [];
-    this.low = missing;
-    this.high = missing;
-    this.gapSince = undefined;
-    this.drain();
-    if (this.pending.size > 0) this.gapSince = this.now();
+    else if (this.high !== before || this.gapSince === undefined) this.gapSince = this.now();
   }
 }
 

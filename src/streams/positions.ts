@@ -2,26 +2,35 @@ import { sql } from 'kysely';
 import type { Executor } from '../storage/accounts.repository.ts';
 
 /**
- * The one stream position counter shared by events, account data and receipts. Taking a position
- * locks the counter's row until the transaction ends, so positions commit in order: whoever reads
- * position N (committed) may rely on every change at or below N being visible.
+ * The one stream position sequence shared by events, account data, receipts, to-device messages,
+ * device lists and presence (migration 0022).
+ *
+ * `nextPosition` hands out the next position in the caller's transaction without holding a lock
+ * past the call, so writers of different rooms no longer wait on each other; the position is
+ * marked in flight until that transaction ends. Positions may therefore commit out of order, and
+ * one whose transaction rolls back is never used (a hole). Readers must not go past a position
+ * still in flight, or a change committed later below what they read would be skipped for good:
+ * `currentPosition` is the "persisted up to" position, below the oldest position in flight.
  */
 export async function nextPosition(trx: Executor): Promise<number> {
-  const row = await sql<{ position: number }>`
-    update stream_positions set position = position + 1 where name = 'main' returning position`.execute(trx);
+  const row = await sql<{ position: string | number }>`select conclave_next_position() as position`.execute(
+    trx,
+  );
   const position = row.rows[0]?.position;
-  if (position === undefined) throw new Error('stream_positions has no main row');
+  if (position === undefined) throw new Error('stream_position_seq gave no position');
   return Number(position);
 }
 
-/** The highest committed position. */
+/**
+ * The highest position at or below which every change is committed (or rolled back): what a sync
+ * may answer up to. Call it with the database, not inside a transaction that took positions
+ * (it would stop below them).
+ */
 export async function currentPosition(db: Executor): Promise<number> {
-  const row = await db
-    .selectFrom('stream_positions')
-    .select('position')
-    .where('name', '=', 'main')
-    .executeTakeFirstOrThrow();
-  return Number(row.position);
+  const row = await sql<{
+    position: string | number;
+  }>`select conclave_persisted_position() as position`.execute(db);
+  return Number(row.rows[0]!.position);
 }
 
 /**

@@ -5,9 +5,11 @@ import type { JsonObject } from '../../protocol/json.ts';
 import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.ts';
 import type { Executor } from '../../storage/accounts.repository.ts';
 import type { Db } from '../../storage/connect.ts';
+import type { PduRow } from '../../storage/database.ts';
 import * as store from '../../storage/events.repository.ts';
 import * as outbox from '../../storage/federation.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
+import { currentPosition } from '../../streams/positions.ts';
 import type { Requester } from '../inbound/fetch-missing.ts';
 import { toWire } from '../pdu.ts';
 
@@ -21,6 +23,8 @@ const JOINED_CACHE_LIMIT = 1_000;
 /** Per transaction (server-server API: Transactions). */
 const MAX_PDUS_PER_TXN = 50;
 const MAX_EDUS_PER_TXN = 100;
+/** How soon events held back behind a stream position in flight are tried again. */
+const HELD_BACK_RETRY_MS = 100;
 /** Ephemeral EDUs held for one destination at most; the oldest go first beyond it. */
 const MAX_EPHEMERAL_PER_DESTINATION = 10_000;
 /** How long an ephemeral EDU waits for a destination that is down, unless told otherwise. */
@@ -237,7 +241,7 @@ export class FederationSender {
   private async sendOne(destination: string): Promise<'sent' | 'empty' | 'failed'> {
     const row = await outbox.destination(this.db, destination);
     const after = row?.last_successful_stream_ordering ?? 0;
-    const pending = row ? await outbox.pendingEvents(this.db, destination, after, MAX_PDUS_PER_TXN) : [];
+    const pending = row ? await this.sendable(destination, after) : [];
     const persistent = await outbox.pendingPersistentEdus(this.db, destination, MAX_EDUS_PER_TXN);
     const ephemeral = this.takeEphemeral(destination, MAX_EDUS_PER_TXN - persistent.length);
     if (pending.length === 0 && persistent.length === 0 && ephemeral.length === 0) return 'empty';
@@ -285,6 +289,22 @@ export class FederationSender {
     );
     if (row) await outbox.recordSuccess(this.db, destination, upTo, this.now());
     return 'sent';
+  }
+
+  /**
+   * The destination's pending events after `after`, but none past a stream position still in
+   * flight: the acknowledged position moves to the last event sent, so an event that commits
+   * later below it would never be sent. Events held back are tried again shortly (the commit of
+   * the position in flight may wake only the destinations of its own room).
+   */
+  private async sendable(destination: string, after: number): Promise<PduRow[]> {
+    const rows = await outbox.pendingEvents(this.db, destination, after, MAX_PDUS_PER_TXN);
+    const last = rows.at(-1);
+    if (!last) return rows;
+    const persisted = await currentPosition(this.db);
+    if ((last.stream_ordering ?? 0) <= persisted) return rows;
+    if (!this.timers.has(destination)) this.retryLater(destination, HELD_BACK_RETRY_MS);
+    return rows.filter((r) => (r.stream_ordering ?? 0) <= persisted);
   }
 
   /** Up to `limit` ephemeral EDUs for `destination`, oldest first; drops those expired. */
