@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import t from 'tap';
 import { defaultConfig } from '../src/config.ts';
+import { fileNameOfDisposition } from '../src/media/disposition.ts';
+import { MultipartError, mixedBoundary, parseMultipart } from '../src/media/multipart.ts';
 import { databaseBackends } from './helpers/backends.ts';
 import { startHomeservers } from './helpers/federation.ts';
 import type { TestServer } from './helpers/server.ts';
@@ -60,6 +62,35 @@ function multipart(second: { headers: Record<string, string>; body?: Buffer }, b
     rawPayload,
   };
 }
+
+t.test('the multipart/mixed reader and Content-Disposition file names', async (t) => {
+  t.equal(mixedBoundary('multipart/mixed; boundary="a b:c"'), 'a b:c', 'a quoted boundary');
+  t.equal(mixedBoundary('Multipart/Mixed;charset=x; boundary=xyz'), 'xyz');
+  t.equal(mixedBoundary('multipart/form-data; boundary=xyz'), undefined, 'only multipart/mixed');
+  t.equal(mixedBoundary('multipart/mixed'), undefined, 'no boundary');
+  t.equal(mixedBoundary(`multipart/mixed; boundary=${'x'.repeat(71)}`), undefined, 'at most 70 characters');
+  const body = Buffer.from(
+    'preamble\r\n--zz  \r\nContent-Type: application/json\r\n\r\n{}\r\n--zz\r\n\r\nno headers\r\n--zz--\r\nepilogue',
+  );
+  const parts = parseMultipart(body, 'zz');
+  t.same(
+    parts.map((p) => [p.headers, p.body.toString()]),
+    [
+      [{ 'content-type': 'application/json' }, '{}'],
+      [{}, 'no headers'],
+    ],
+    'preamble, padding, a part without headers, epilogue',
+  );
+  const bytes = parseMultipart(Buffer.from('--q\r\nX: 1\r\n\r\n\r\n--q-\r\n--q--'), 'q');
+  t.equal(bytes[0]?.body.toString(), '\r\n--q-', 'a boundary-like line inside the bytes is not a delimiter');
+  for (const bad of ['--zz\r\nContent-Type: x\r\n\r\nno end', 'nothing', '--zz\r\nno blank line\r\n--zz--']) {
+    t.throws(() => parseMultipart(Buffer.from(bad), 'zz'), MultipartError, JSON.stringify(bad));
+  }
+  t.equal(fileNameOfDisposition(`attachment; filename="a \\"b\\".txt"`), 'a "b".txt');
+  t.equal(fileNameOfDisposition(`inline; filename="x.txt"; filename*=UTF-8''%E2%98%95.txt`), '☕.txt');
+  t.equal(fileNameOfDisposition(`inline; filename*=UTF-8''%ZZ; filename=plain.txt`), 'plain.txt');
+  t.equal(fileNameOfDisposition('inline'), undefined);
+});
 
 for (const backend of databaseBackends()) {
   t.test(`remote media on ${backend.name}`, async (t) => {

@@ -48,19 +48,37 @@ export function parseMultipart(body: Buffer, boundary: string): MultipartPart[] 
   }
   const delimiter = Buffer.concat([CRLF, dash]);
   const parts: MultipartPart[] = [];
+  let line = delimiterLine(body, at + dash.length);
+  if (line === undefined) throw new MultipartError('malformed delimiter line');
   for (;;) {
-    let pos = at + dash.length;
-    if (body[pos] === 0x2d && body[pos + 1] === 0x2d) return parts; // the close delimiter
-    // Transport padding (spaces and tabs) may follow a delimiter, then its line ends.
-    while (body[pos] === 0x20 || body[pos] === 0x09) pos++;
-    if (body[pos] !== 0x0d || body[pos + 1] !== 0x0a) throw new MultipartError('malformed delimiter line');
-    pos += 2;
-    const next = body.indexOf(delimiter, pos);
-    if (next < 0) throw new MultipartError('no closing boundary');
+    if (line.close) return parts;
+    const start = line.next;
+    // The next delimiter: CRLF, "--boundary", then padding and CRLF or "--". Bytes that merely
+    // begin like one (the boundary followed by something else) belong to the part.
+    let next = body.indexOf(delimiter, start);
+    let found: { close: boolean; next: number } | undefined;
+    while (next >= 0) {
+      found = delimiterLine(body, next + delimiter.length);
+      if (found) break;
+      next = body.indexOf(delimiter, next + 1);
+    }
+    if (next < 0 || !found) throw new MultipartError('no closing boundary');
     if (parts.length >= MAX_PARTS) throw new MultipartError('too many parts');
-    parts.push(parsePart(body.subarray(pos, next)));
-    at = next + CRLF.length;
+    parts.push(parsePart(body.subarray(start, next)));
+    line = found;
   }
+}
+
+/**
+ * What follows "--boundary" at `pos`: `--` (the close delimiter), or transport padding (spaces
+ * and tabs) and CRLF, the part starting after it; undefined when neither.
+ */
+function delimiterLine(body: Buffer, pos: number): { close: boolean; next: number } | undefined {
+  if (body[pos] === 0x2d && body[pos + 1] === 0x2d) return { close: true, next: pos + 2 };
+  let p = pos;
+  while (body[p] === 0x20 || body[p] === 0x09) p++;
+  if (body[p] === 0x0d && body[p + 1] === 0x0a) return { close: false, next: p + 2 };
+  return undefined;
 }
 
 function parsePart(raw: Buffer): MultipartPart {
