@@ -251,6 +251,34 @@ for (const backend of databaseBackends()) {
       },
     );
 
+    t.test('the unauthenticated endpoints and the freeze', async (t) => {
+      const media = hs2.config.media;
+      t.teardown(() => {
+        media.legacyFreezeTs = 0;
+      });
+      const id = await upload(Buffer.from('before the freeze'), 'text/plain');
+      const legacy = (path: string) => hs2.request('GET', `/_matrix/media/v3${path}`);
+      // A freeze date ahead: fetched now, so served without a token.
+      media.legacyFreezeTs = Date.now() + 86_400_000;
+      const fetched = await legacy(`/download/hs1.test/${id}`);
+      t.equal(fetched.statusCode, 200, fetched.body);
+      t.equal(fetched.body, 'before the freeze');
+      // A freeze that came before the copy was fetched: no longer served there, still with a token.
+      media.legacyFreezeTs = Date.now() - 86_400_000;
+      const frozen = await legacy(`/download/hs1.test/${id}`);
+      t.equal(frozen.statusCode, 404);
+      t.equal(frozen.json().errcode, 'M_NOT_FOUND');
+      const fresh = await upload(Buffer.from('after'), 'text/plain');
+      const before = network.sent.length;
+      t.equal((await legacy(`/download/hs1.test/${fresh}`)).statusCode, 404, 'nor fetched');
+      t.equal(network.sent.length, before);
+      t.equal(
+        (await bobGet(`/download/hs1.test/${id}`)).statusCode,
+        200,
+        'the authenticated endpoint serves it',
+      );
+    });
+
     t.test('a media larger than this server takes is refused', async (t) => {
       const id = await upload(Buffer.alloc(MAX_BYTES + 1, 1), 'application/octet-stream');
       const res = await bobGet(`/download/hs1.test/${id}`);
