@@ -169,6 +169,31 @@ for (const backend of databaseBackends()) {
       },
     );
 
+    t.test(
+      'a kept remote copy keeps its file when a local media with the same bytes is deleted',
+      async (t) => {
+        const bytes = Buffer.from('the same bytes on both servers');
+        const remoteId = await upload(bytes, 'text/plain');
+        t.equal((await bobGet(`/download/hs1.test/${remoteId}`)).statusCode, 200);
+        const local = await hs2.request('POST', '/_matrix/media/v3/upload', {
+          token: bob.access_token,
+          rawBody: bytes,
+          headers: { 'content-type': 'text/plain' },
+        });
+        const mxc = local.json().content_uri as string;
+        const deleted = await hs2.runtime.services.media.deleteMedia(mxc, null);
+        t.same(deleted, { files_deleted: 0 }, 'the file is still named by the remote copy');
+        network.cut('hs1.test', 'hs2.test');
+        try {
+          const again = await bobGet(`/download/hs1.test/${remoteId}`);
+          t.equal(again.statusCode, 200);
+          t.ok(again.rawPayload.equals(bytes));
+        } finally {
+          network.heal('hs1.test', 'hs2.test');
+        }
+      },
+    );
+
     t.test('requests at once share one fetch', async (t) => {
       const bytes = Buffer.alloc(5000, 7);
       const id = await upload(bytes, 'application/octet-stream');
