@@ -18,6 +18,7 @@ import * as m0016 from './0016_push.ts';
 import * as m0017 from './0017_key_management.ts';
 import * as m0018 from './0018_remote_device_lists.ts';
 import * as m0019 from './0019_e2ee_edus.ts';
+import * as m0020 from './0020_remote_media.ts';
 import * as m0022 from './0022_stream_sequence.ts';
 
 /** Every migration in order. Names are fixed once released: add new ones, never edit old ones. */
@@ -41,5 +42,6 @@ export const migrations: Record<string, Migration> = {
   '0017_key_management': m0017,
   '0018_remote_device_lists': m0018,
   '0019_e2ee_edus': m0019,
+  '0020_remote_media': m0020,
   '0022_stream_sequence': m0022,
 };

@@ -244,6 +244,10 @@ export interface MediaConfig {
   urlPreviewAllowAddresses: string[];
   urlPreviewMaxBytes: number;
   urlPreviewTimeoutMs: number;
+  /** How long fetching a remote media may take once its server starts answering, in ms (on top of timeout_ms). */
+  remoteMediaTimeoutMs: number;
+  /** Addresses (or CIDR ranges) a remote server's `Location` redirect may lead to although not public. */
+  remoteMediaRedirectAllow: string[];
 }
 
 export interface TrustedKeyServer {
@@ -681,6 +685,18 @@ const FIELDS: Field[] = [
     'url_preview_timeout_ms',
     int(100, 120_000),
   ),
+  mediaField(
+    'remoteMediaTimeoutMs',
+    'CONCLAVE_REMOTE_MEDIA_TIMEOUT_MS',
+    'remote_media_timeout_ms',
+    int(100, 600_000),
+  ),
+  mediaField(
+    'remoteMediaRedirectAllow',
+    'CONCLAVE_REMOTE_MEDIA_REDIRECT_ALLOW',
+    'remote_media_redirect_allow',
+    addressList,
+  ),
   {
     key: 'retentionDefaultMaxLifetime',
     env: 'CONCLAVE_RETENTION_DEFAULT_MAX_LIFETIME',
@@ -911,6 +927,8 @@ export function defaultConfig(): Config {
       urlPreviewAllowAddresses: [],
       urlPreviewMaxBytes: 1024 * 1024,
       urlPreviewTimeoutMs: 10_000,
+      remoteMediaTimeoutMs: 30_000,
+      remoteMediaRedirectAllow: [],
     },
     retentionDefaultMaxLifetime: 0,
     retentionAllowedMin: 86_400_000,

@@ -230,8 +230,9 @@ for (const backend of databaseBackends()) {
       const badId = await download(`${SERVER_NAME}/${encodeURIComponent('bad!id')}`);
       t.equal(badId.statusCode, 400);
       t.equal(badId.json().errcode, 'M_INVALID_PARAM');
-      const remote = await download(`other.example/${p.split('/')[1]}`);
-      t.equal(remote.statusCode, 404, 'remote media are not fetched yet');
+      // Remote media are fetched (test/media-remote.test.ts), unless allow_remote=false.
+      const remote = await download(`other.example/${p.split('/')[1]}`, bob, '?allow_remote=false');
+      t.equal(remote.statusCode, 404, 'a remote media not kept here, with allow_remote=false');
       t.equal(remote.json().errcode, 'M_NOT_FOUND');
       const badTimeout = await download(p, bob, '?timeout_ms=-1');
       t.equal(badTimeout.statusCode, 400);
@@ -589,6 +590,43 @@ for (const backend of databaseBackends()) {
       t.equal(ok.statusCode, 200, ok.body);
       t.same(ok.json(), { 'og:title': 'Experiment 7', 'og:description': 'Results' });
 
+      // The page's og:image (relative) is fetched, kept as bob's media, and described.
+      const withImage = await get(page.url('/with-image'));
+      t.equal(withImage.statusCode, 200, withImage.body);
+      const og = withImage.json();
+      t.match(og, {
+        'og:title': 'Figure',
+        'og:image:type': 'image/png',
+        'og:image:width': 60,
+        'og:image:height': 40,
+        'matrix:image:size': page.png.length,
+      });
+      t.match(og['og:image'], /^mxc:\/\/conclave\.test\//, 'og:image is an mxc URI of this server');
+      const kept = await download(mediaPath(og['og:image']));
+      t.equal(kept.statusCode, 200);
+      t.ok(kept.rawPayload.equals(page.png), 'the image, as the page served it');
+      t.ok(
+        (await s.runtime.services.media.listUserMedia(bob.user_id)).some((m) => m.mxc === og['og:image']),
+        'kept as a media of the user who asked',
+      );
+      for (const path of ['/with-svg', '/with-private-image', '/with-missing-image']) {
+        const res = await get(page.url(path));
+        t.equal(res.statusCode, 200, `${path}: the preview is answered`);
+        t.same(res.json(), { 'og:title': 'Figure' }, `${path}: without an image`);
+      }
+      const legacyPath = await s.request(
+        'GET',
+        `${MEDIA_V3}/preview_url?url=${encodeURIComponent(page.url('/'))}`,
+        { token: bob.access_token },
+      );
+      t.equal(legacyPath.statusCode, 200, 'the deprecated /_matrix/media/v3/preview_url too');
+      t.same(legacyPath.json(), { 'og:title': 'Experiment 7', 'og:description': 'Results' });
+      const legacyNoToken = await s.request(
+        'GET',
+        `${MEDIA_V3}/preview_url?url=${encodeURIComponent(page.url('/'))}`,
+      );
+      t.equal(legacyNoToken.statusCode, 401, 'with a token only');
+
       s.config.media.urlPreviewMaxBytes = 2048;
       t.teardown(() => {
         s.config.media.urlPreviewMaxBytes = defaultConfig().media.urlPreviewMaxBytes;
@@ -621,6 +659,9 @@ function mediaPath(uri: string): string {
 /** A page server on loopback for the preview tests, counting its hits. */
 async function servePage(t: { teardown(fn: () => unknown): void }) {
   let hits = 0;
+  const png = await sharp({ create: { width: 60, height: 40, channels: 3, background: '#0a0' } })
+    .png()
+    .toBuffer();
   const server = http.createServer((req, res) => {
     hits++;
     if (req.url === '/to-private') {
@@ -628,6 +669,32 @@ async function servePage(t: { teardown(fn: () => unknown): void }) {
       return;
     }
     if (req.url === '/slow') return; // never answers
+    const figure = (image: string) =>
+      `<html><head><meta property="og:title" content="Figure"><meta property="og:image" content="${image}"></head></html>`;
+    const images: Record<string, string> = {
+      '/with-image': 'img/fig.png',
+      '/with-svg': '/fig.svg',
+      '/with-private-image': 'http://10.0.0.1/fig.png',
+      '/with-missing-image': '/nothing.png',
+    };
+    if (req.url === '/img/fig.png') {
+      res.writeHead(200, { 'content-type': 'image/png' }).end(png);
+      return;
+    }
+    if (req.url === '/fig.svg') {
+      res
+        .writeHead(200, { 'content-type': 'image/svg+xml' })
+        .end('<svg xmlns="http://www.w3.org/2000/svg"/>');
+      return;
+    }
+    if (req.url === '/nothing.png') {
+      res.writeHead(404).end();
+      return;
+    }
+    if (req.url && images[req.url]) {
+      res.writeHead(200, { 'content-type': 'text/html' }).end(figure(images[req.url]!));
+      return;
+    }
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     if (req.url === '/long') {
       res.end(
@@ -645,5 +712,5 @@ async function servePage(t: { teardown(fn: () => unknown): void }) {
     server.close();
   });
   const port = (server.address() as AddressInfo).port;
-  return { port, url: (p: string) => `http://127.0.0.1:${port}${p}`, hits: () => hits };
+  return { port, png, url: (p: string) => `http://127.0.0.1:${port}${p}`, hits: () => hits };
 }

@@ -271,7 +271,14 @@ for (const backend of databaseBackends()) {
       );
       const all = forward.json().chunk;
       t.equal(all[0].type, 'm.room.create', 'forward from the start begins with the create event');
-      t.notOk(forward.json().end, 'no end token when the history is exhausted');
+      t.type(forward.json().end, 'string', 'a page that found events says where it stopped');
+      const past = await call(
+        'GET',
+        `${V3}/rooms/${enc(roomId)}/messages?dir=f&limit=100&from=${forward.json().end}`,
+        bob.access_token,
+      );
+      t.same(past.json().chunk, [], 'nothing after the last event');
+      t.notOk(past.json().end, 'no end token when the history is exhausted');
       const onlyMembers = await call(
         'GET',
         `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=100&filter=${enc(JSON.stringify({ types: ['m.room.member'] }))}`,

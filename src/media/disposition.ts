@@ -93,3 +93,32 @@ export function hasControlCharacter(text: string): boolean {
   }
   return false;
 }
+
+/**
+ * The file name a Content-Disposition header gives (another server's answer): `filename*` in
+ * RFC 8187's `UTF-8''<percent-encoded>` form when present and decodable, else `filename`
+ * (quoted or a bare token); undefined when there is none.
+ */
+export function fileNameOfDisposition(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  let plain: string | undefined;
+  let extended: string | undefined;
+  // Parameters after the disposition type: name=token or name="quoted string".
+  const re = /;\s*([A-Za-z0-9!#$&+.^_`|~-]+\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))/g;
+  for (const m of header.matchAll(re)) {
+    const name = m[1]!.toLowerCase();
+    const value = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3]!;
+    if (name === 'filename' && plain === undefined) plain = value;
+    else if (name === 'filename*' && extended === undefined) {
+      const ext = /^utf-8'[^']*'(.*)$/i.exec(value);
+      if (ext) {
+        try {
+          extended = decodeURIComponent(ext[1]!);
+        } catch {
+          // Not valid percent-encoded UTF-8: fall back to `filename`.
+        }
+      }
+    }
+  }
+  return extended ?? plain;
+}

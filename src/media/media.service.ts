@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
@@ -8,16 +8,25 @@ import { pipeline } from 'node:stream/promises';
 import type { Bus } from '../bus/bus.ts';
 import type { MediaConfig } from '../config.ts';
 import { errors, MatrixError } from '../errors.ts';
+import type { FederationClient } from '../federation/client/federation-client.ts';
+import { parseServerName } from '../protocol/identifiers.ts';
 import type { AuditLog } from '../services/audit-log.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
 import type { Db } from '../storage/connect.ts';
-import type { MediaRow } from '../storage/database.ts';
+import type { MediaRow, RemoteMediaRow } from '../storage/database.ts';
 import * as repo from '../storage/media.repository.ts';
 import * as refs from '../storage/media-references.repository.ts';
 import { essence, hasControlCharacter, storedContentType } from './disposition.ts';
+import { type RemoteFile, RemoteMediaFetcher } from './remote-media.ts';
 import { FileMediaStore, type MediaStore } from './store.ts';
-import { canThumbnail, chooseSize, makeThumbnail, type ThumbnailMethod } from './thumbnails.ts';
-import { previewUrl } from './url-preview.ts';
+import {
+  canThumbnail,
+  chooseSize,
+  imageDimensions,
+  makeThumbnail,
+  type ThumbnailMethod,
+} from './thumbnails.ts';
+import { allowList, fetchPreviewImage, previewUrl } from './url-preview.ts';
 
 /**
  * The media repository (spec/media.md): uploads (at once, or a media ID first and its bytes
@@ -85,6 +94,24 @@ export interface MediaServiceDeps {
   now?: () => number;
   /** Another store; a FileMediaStore at the configured folder by default. */
   store?: MediaStore;
+  /** Signed requests to other servers, to fetch their media; without it remote media are 404. */
+  remote?: Pick<FederationClient, 'requestRaw'>;
+}
+
+/** How a download or thumbnail request may be answered. */
+export interface ReadOptions {
+  timeoutMs?: number;
+  /** The unauthenticated /_matrix/media/v3 endpoints (the freeze applies). */
+  legacy?: boolean;
+  /** `allow_remote=false`: a media of another server is served only if it is already kept here. */
+  allowRemote?: boolean;
+}
+
+export interface ThumbnailOptions extends ReadOptions {
+  width: number;
+  height: number;
+  method: ThumbnailMethod;
+  animated: boolean;
 }
 
 export class MediaService {
@@ -100,6 +127,9 @@ export class MediaService {
   private readonly waiters = new Map<string, Set<() => void>>();
   private thumbnailsRunning = 0;
   private readonly thumbnailQueue: Array<() => void> = [];
+  private readonly fetcher: RemoteMediaFetcher | undefined;
+  /** Fetches of remote media (and their thumbnails) under way, so that requests at once share one. */
+  private readonly remoteFetches = new Map<string, Promise<unknown>>();
 
   constructor(private readonly deps: MediaServiceDeps) {
     this.db = deps.db;
@@ -108,6 +138,13 @@ export class MediaService {
     this.bus = deps.bus;
     this.audit = deps.audit;
     this.now = deps.now ?? Date.now;
+    if (deps.remote) {
+      this.fetcher = new RemoteMediaFetcher(deps.remote, {
+        maxBytes: this.config.maxUploadBytes,
+        transferMs: this.config.remoteMediaTimeoutMs,
+        redirectAllow: allowList(this.config.remoteMediaRedirectAllow),
+      });
+    }
   }
 
   async start(): Promise<void> {
@@ -213,14 +250,19 @@ export class MediaService {
   }
 
   /**
-   * The bytes of a media of this server, waiting up to `timeoutMs` for a pending one.
-   * `legacy`: the unauthenticated endpoints, which serve only media from before the freeze.
+   * The bytes of a media, waiting up to `timeoutMs` for a pending one. A media of another server
+   * is fetched from it once and kept (spec/media.md, Remote media).
    */
-  async download(
-    serverName: string,
-    mediaId: string,
-    opts: { timeoutMs?: number; legacy?: boolean },
-  ): Promise<MediaContent> {
+  async download(serverName: string, mediaId: string, opts: ReadOptions): Promise<MediaContent> {
+    if (this.isRemote(serverName, mediaId)) {
+      const row = await this.remoteOriginal(serverName, mediaId, opts);
+      return {
+        stream: this.store.open(row.sha256),
+        size: Number(row.size),
+        contentType: row.content_type,
+        fileName: row.upload_name,
+      };
+    }
     const row = await this.readable(serverName, mediaId, opts);
     return {
       stream: this.store.open(row.sha256!),
@@ -230,19 +272,9 @@ export class MediaService {
     };
   }
 
-  /** A thumbnail of an image of this server, made once per offered size and kept. */
-  async thumbnail(
-    serverName: string,
-    mediaId: string,
-    opts: {
-      width: number;
-      height: number;
-      method: ThumbnailMethod;
-      animated: boolean;
-      timeoutMs?: number;
-      legacy?: boolean;
-    },
-  ): Promise<MediaContent> {
+  /** A thumbnail of an image, made (or, of a remote media, fetched) once per offered size and kept. */
+  async thumbnail(serverName: string, mediaId: string, opts: ThumbnailOptions): Promise<MediaContent> {
+    if (this.isRemote(serverName, mediaId)) return this.remoteThumbnail(serverName, mediaId, opts);
     const row = await this.readable(serverName, mediaId, opts);
     const sourceType = essence(row.content_type);
     if (!canThumbnail(sourceType)) {
@@ -252,25 +284,15 @@ export class MediaService {
     const key = { media_id: mediaId, ...size, animated: opts.animated };
     let thumb = await repo.findThumbnail(this.db, key);
     if (!thumb || !(await this.store.has(thumb.sha256))) {
-      const temp = await this.store.tempPath();
-      let made: { contentType: string };
-      try {
-        made = await this.limitThumbnails(() =>
-          makeThumbnail(this.store.localPath(row.sha256!), sourceType, size, opts.animated, temp),
-        );
-      } catch {
-        await this.store.discard(temp);
-        throw new MatrixError(400, 'M_UNKNOWN', 'This image could not be thumbnailed');
-      }
-      const received = await hashFile(temp);
+      const made = await this.thumbnailOf(row.sha256, sourceType, size, opts.animated);
       const newThumb = {
         ...key,
         content_type: made.contentType,
-        size: received.size,
-        sha256: received.sha256,
+        size: made.size,
+        sha256: made.sha256,
         created_ts: this.now(),
       };
-      await this.takeIn({ ...received, tempFile: temp }, (trx) => repo.insertThumbnail(trx, newThumb));
+      await this.takeIn(made, (trx) => repo.insertThumbnail(trx, newThumb));
       thumb = newThumb;
     }
     return {
@@ -281,14 +303,247 @@ export class MediaService {
     };
   }
 
-  /** GET /media/preview_url. */
-  async preview(url: string): Promise<Record<string, string | number>> {
+  /**
+   * GET /media/preview_url: the page's Open Graph data. Its `og:image`, when it names a PNG,
+   * JPEG, GIF or WebP image within `max_upload_bytes` (and the user's quota), is fetched under the same rules
+   * and kept as a media of this server uploaded by the user: `og:image` is then its mxc URI, with
+   * `og:image:type`, `og:image:width`, `og:image:height` and `matrix:image:size`. An image that
+   * cannot be had leaves those out; the preview is answered all the same.
+   */
+  async preview(userId: string, url: string): Promise<Record<string, string | number>> {
     if (!this.config.urlPreviews) throw errors.forbidden('URL previews are turned off on this server');
-    return previewUrl(url, {
+    const opts = {
       allow: this.config.urlPreviewAllowAddresses,
       maxBytes: this.config.urlPreviewMaxBytes,
       timeoutMs: this.config.urlPreviewTimeoutMs,
+    };
+    const page = await previewUrl(url, opts);
+    const out: Record<string, string | number> = { ...page.og };
+    if (page.image === undefined) return out;
+    let image: { bytes: Buffer; contentType: string | undefined };
+    try {
+      image = await fetchPreviewImage(page.image, { ...opts, maxBytes: this.config.maxUploadBytes });
+    } catch (err) {
+      if (err instanceof MatrixError) return out;
+      throw err;
+    }
+    const contentType = storedContentType(image.contentType);
+    // PNG, JPEG, GIF and WebP only, as for thumbnails (never SVG, which could load other resources).
+    if (!canThumbnail(essence(contentType))) return out;
+    const size = await imageDimensions(image.bytes);
+    if (size === undefined) return out;
+    if (
+      this.config.quotaBytes > 0 &&
+      (await repo.usedBytes(this.db, userId)) + image.bytes.length > this.config.quotaBytes
+    ) {
+      return out;
+    }
+    const received = await this.holdBytes(image.bytes);
+    const mediaId = newMediaId();
+    const now = this.now();
+    await this.takeIn(received, (trx) =>
+      repo.insertMedia(trx, {
+        media_id: mediaId,
+        user_id: userId,
+        created_ts: now,
+        unused_expires_ts: null,
+        uploaded_ts: now,
+        content_type: contentType,
+        upload_name: cleanFileName(path.posix.basename(new URL(page.image!).pathname) || undefined),
+        size: received.size,
+        sha256: received.sha256,
+      }),
+    );
+    return {
+      ...out,
+      'og:image': this.mxc(mediaId),
+      'og:image:type': contentType,
+      'og:image:width': size.width,
+      'og:image:height': size.height,
+      'matrix:image:size': received.size,
+    };
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Media of other servers (spec/media.md, Remote media).
+
+  /** Whether the media is another server's; 400 M_INVALID_PARAM for a malformed media ID or server name. */
+  private isRemote(serverName: string, mediaId: string): boolean {
+    checkMediaId(mediaId);
+    if (serverName === this.serverName) return false;
+    if (parseServerName(serverName) === null) throw errors.invalidParam('Not a valid server name');
+    return true;
+  }
+
+  /** Whether the unauthenticated endpoints serve a media that came to this server at `ts`. */
+  private legacyServes(ts: number): boolean {
+    return this.config.legacyFreezeTs > 0 && ts < this.config.legacyFreezeTs;
+  }
+
+  private legacyRefused(): MatrixError {
+    // Since the freeze (spec v1.11), media are served only through the authenticated endpoints.
+    return errors.notFound(
+      'This media is served only by the authenticated /_matrix/client/v1/media endpoints',
+    );
+  }
+
+  /** The kept copy of a remote media, fetched first when there is none (and the request allows it). */
+  private async remoteOriginal(origin: string, mediaId: string, opts: ReadOptions): Promise<RemoteMediaRow> {
+    const kept = await this.keptRemote(origin, mediaId);
+    if (kept) {
+      if (opts.legacy && !this.legacyServes(Number(kept.fetched_ts))) throw this.legacyRefused();
+      return kept;
+    }
+    if (opts.allowRemote === false)
+      throw errors.notFound('This remote media is not kept here (allow_remote=false)');
+    if (opts.legacy && !this.legacyServes(this.now())) throw this.legacyRefused();
+    return this.shared(`${origin}\u0000${mediaId}`, async () => {
+      // Another request may have kept it between the look-up above and now.
+      const again = await this.keptRemote(origin, mediaId);
+      if (again) return again;
+      const file = await this.fetchRemote(origin, mediaId, { kind: 'download' }, opts);
+      const received = await this.holdBytes(file.bytes);
+      const row: RemoteMediaRow = {
+        origin,
+        media_id: mediaId,
+        fetched_ts: this.now(),
+        content_type: file.contentType,
+        upload_name: cleanFileName(file.fileName),
+        size: received.size,
+        sha256: received.sha256,
+      };
+      await this.takeIn(received, (trx) => repo.insertRemoteMedia(trx, row));
+      return (await this.keptRemote(origin, mediaId)) ?? row;
     });
+  }
+
+  private async keptRemote(origin: string, mediaId: string): Promise<RemoteMediaRow | undefined> {
+    const row = await repo.findRemoteMedia(this.db, origin, mediaId);
+    return row && (await this.store.has(row.sha256)) ? row : undefined;
+  }
+
+  /**
+   * A thumbnail of a remote media: kept, else asked of its server, else made here from the
+   * (fetched, kept) original. Kept per offered size, like local ones.
+   */
+  private async remoteThumbnail(
+    origin: string,
+    mediaId: string,
+    opts: ThumbnailOptions,
+  ): Promise<MediaContent> {
+    const size = chooseSize(opts.width, opts.height, opts.method);
+    const key = { origin, media_id: mediaId, ...size, animated: opts.animated };
+    const serve = (t: { sha256: string; size: number; content_type: string }): MediaContent => ({
+      stream: this.store.open(t.sha256),
+      size: Number(t.size),
+      contentType: t.content_type,
+      fileName: null,
+    });
+    const kept = await repo.findRemoteThumbnail(this.db, key);
+    if (kept && (await this.store.has(kept.sha256))) {
+      if (opts.legacy && !this.legacyServes(Number(kept.created_ts))) throw this.legacyRefused();
+      return serve(kept);
+    }
+    const original = await this.keptRemote(origin, mediaId);
+    if (!original) {
+      if (opts.allowRemote === false)
+        throw errors.notFound('This remote media is not kept here (allow_remote=false)');
+      if (opts.legacy && !this.legacyServes(this.now())) throw this.legacyRefused();
+    } else if (opts.legacy && !this.legacyServes(Number(original.fetched_ts))) throw this.legacyRefused();
+    const thumb = await this.shared(
+      `${origin}\u0000${mediaId}\u0000${size.width}x${size.height}\u0000${size.method}\u0000${opts.animated}`,
+      async () => {
+        const again = await repo.findRemoteThumbnail(this.db, key);
+        if (again && (await this.store.has(again.sha256))) return again;
+        let made: { tempFile: string; sha256: string; size: number; contentType: string } | undefined;
+        if (!original) {
+          // Asked of its server first; a server that cannot make one leaves it to us.
+          try {
+            const file = await this.fetchRemote(
+              origin,
+              mediaId,
+              { kind: 'thumbnail', ...size, animated: opts.animated },
+              opts,
+            );
+            if (canThumbnail(essence(file.contentType))) {
+              made = { ...(await this.holdBytes(file.bytes)), contentType: file.contentType };
+            }
+          } catch (err) {
+            if (!(err instanceof MatrixError)) throw err;
+          }
+        }
+        if (!made) {
+          const source = original ?? (await this.remoteOriginal(origin, mediaId, opts));
+          const sourceType = essence(source.content_type);
+          if (!canThumbnail(sourceType))
+            throw new MatrixError(400, 'M_UNKNOWN', 'This media cannot be thumbnailed');
+          made = await this.thumbnailOf(source.sha256, sourceType, size, opts.animated);
+        }
+        const row = {
+          ...key,
+          content_type: made.contentType,
+          size: made.size,
+          sha256: made.sha256,
+          created_ts: this.now(),
+        };
+        const taken = made;
+        await this.takeIn(taken, (trx) => repo.insertRemoteThumbnail(trx, row));
+        return (await repo.findRemoteThumbnail(this.db, key)) ?? row;
+      },
+    );
+    return serve(thumb);
+  }
+
+  private async fetchRemote(
+    origin: string,
+    mediaId: string,
+    what: Parameters<RemoteMediaFetcher['fetch']>[2],
+    opts: ReadOptions,
+  ): Promise<RemoteFile> {
+    if (!this.fetcher) throw errors.notFound('This server does not fetch media of other servers');
+    const wait = Math.min(Math.max(opts.timeoutMs ?? DEFAULT_WAIT_MS, 0), MAX_WAIT_MS);
+    return this.fetcher.fetch(origin, mediaId, what, wait);
+  }
+
+  /** Runs `fn` once for every caller with the same key while it runs; they all get its outcome. */
+  private shared<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const running = this.remoteFetches.get(key) as Promise<T> | undefined;
+    if (running) return running;
+    const started = fn().finally(() => this.remoteFetches.delete(key));
+    this.remoteFetches.set(key, started);
+    return started;
+  }
+
+  /** Bytes already in memory written to a temporary file of the store, hashed. */
+  private async holdBytes(bytes: Buffer): Promise<{ tempFile: string; sha256: string; size: number }> {
+    const tempFile = await this.store.tempPath();
+    try {
+      await writeFile(tempFile, bytes);
+    } catch (err) {
+      await this.store.discard(tempFile);
+      throw err;
+    }
+    return { tempFile, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+  }
+
+  /** A thumbnail of stored bytes, in a temporary file of the store (at most two decoded at once). */
+  private async thumbnailOf(
+    sourceSha256: string,
+    sourceType: string,
+    size: ReturnType<typeof chooseSize>,
+    animated: boolean,
+  ): Promise<{ tempFile: string; sha256: string; size: number; contentType: string }> {
+    const temp = await this.store.tempPath();
+    let made: { contentType: string };
+    try {
+      made = await this.limitThumbnails(() =>
+        makeThumbnail(this.store.localPath(sourceSha256), sourceType, size, animated, temp),
+      );
+    } catch {
+      await this.store.discard(temp);
+      throw new MatrixError(400, 'M_UNKNOWN', 'This image could not be thumbnailed');
+    }
+    return { ...(await hashFile(temp)), tempFile: temp, contentType: made.contentType };
   }
 
   // ----------------------------------------------------------------------------------------
@@ -428,11 +683,10 @@ export class MediaService {
   private async readable(
     serverName: string,
     mediaId: string,
-    opts: { timeoutMs?: number; legacy?: boolean },
+    opts: ReadOptions,
   ): Promise<MediaRow & { sha256: string }> {
     checkMediaId(mediaId);
-    // Remote media are not fetched over federation yet.
-    if (serverName !== this.serverName) throw errors.notFound('Remote media are not served yet');
+    if (serverName !== this.serverName) throw errors.notFound('No such media on this server');
     let row = await repo.findMedia(this.db, mediaId);
     if (row && row.uploaded_ts === null && !this.expired(row)) {
       const wait = Math.min(Math.max(opts.timeoutMs ?? DEFAULT_WAIT_MS, 0), MAX_WAIT_MS);
@@ -442,15 +696,7 @@ export class MediaService {
     if (!row || row.uploaded_ts === null || row.sha256 === null || row.quarantined_ts !== null) {
       throw errors.notFound('No such media');
     }
-    if (
-      opts.legacy &&
-      !(this.config.legacyFreezeTs > 0 && Number(row.created_ts) < this.config.legacyFreezeTs)
-    ) {
-      // Since the freeze (spec v1.11), media are served only through the authenticated endpoints.
-      throw errors.notFound(
-        'This media is served only by the authenticated /_matrix/client/v1/media endpoints',
-      );
-    }
+    if (opts.legacy && !this.legacyServes(Number(row.created_ts))) throw this.legacyRefused();
     return row as MediaRow & { sha256: string };
   }
 

@@ -90,3 +90,13 @@ export async function makeThumbnail(
   await image.toFile(output);
   return { contentType: `image/${out}` };
 }
+
+/** The width and height of an image in memory; undefined when sharp cannot read it. */
+export async function imageDimensions(bytes: Buffer): Promise<{ width: number; height: number } | undefined> {
+  try {
+    const meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS }).metadata();
+    return meta.width && meta.height ? { width: meta.width, height: meta.height } : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -105,25 +105,72 @@ function mappedIpv4(address: string): string | undefined {
 const refused = (msg: string) => new MatrixError(403, 'M_FORBIDDEN', msg);
 const failed = (msg: string) => new MatrixError(502, 'M_UNKNOWN', msg);
 
-export async function previewUrl(
+/** A page's Open Graph data, and the absolute URL of its `og:image` when it names one. */
+export interface PagePreview {
+  og: Record<string, string>;
+  image: string | undefined;
+}
+
+export async function previewUrl(raw: string, opts: PreviewOptions): Promise<PagePreview> {
+  const res = await fetchVetted(parseTarget(raw), opts, {
+    overflow: 'truncate',
+    accept: 'text/html,application/xhtml+xml',
+  });
+  if (res.status < 200 || res.status >= 300) throw failed(`The page answered ${res.status}`);
+  const contentType = (res.contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (contentType !== 'text/html' && contentType !== 'application/xhtml+xml') {
+    return { og: {}, image: undefined };
+  }
+  const html = res.body.toString('utf8');
+  let image: string | undefined;
+  const named = imageOf(html);
+  if (named !== undefined) {
+    try {
+      const url = new URL(named, res.url);
+      if (url.protocol === 'http:' || url.protocol === 'https:') image = url.toString();
+    } catch {
+      // Not a URL: no image.
+    }
+  }
+  return { og: openGraph(html), image };
+}
+
+/**
+ * The image a preview names, fetched under the same rules as the page (public addresses only,
+ * redirects checked, the time limit), refused past `maxBytes`.
+ */
+export async function fetchPreviewImage(
   raw: string,
   opts: PreviewOptions,
-): Promise<Record<string, string | number>> {
+): Promise<{ bytes: Buffer; contentType: string | undefined }> {
+  const res = await fetchVetted(parseTarget(raw), opts, { overflow: 'refuse', accept: 'image/*' });
+  if (res.status < 200 || res.status >= 300) throw failed(`The image answered ${res.status}`);
+  return { bytes: res.body, contentType: res.contentType };
+}
+
+/** GETs a URL, following at most MAX_REDIRECTS redirects, each host vetted before connecting. */
+async function fetchVetted(
+  start: URL,
+  opts: PreviewOptions,
+  how: { overflow: 'truncate' | 'refuse'; accept: string },
+): Promise<Fetched & { url: URL }> {
   const allowed = allowList(opts.allow);
-  const deadline = AbortSignal.timeout(opts.timeoutMs);
-  let url = parseTarget(raw);
+  const signal = AbortSignal.timeout(opts.timeoutMs);
+  let url = start;
   for (let hop = 0; ; hop++) {
     const address = await vetHost(url.hostname, allowed);
-    const res = await fetchOnce(url, address, opts.maxBytes, deadline);
-    if (res.redirect !== undefined) {
-      if (hop >= MAX_REDIRECTS) throw failed('Too many redirects');
-      url = parseTarget(new URL(res.redirect, url).toString());
-      continue;
-    }
-    if (res.status < 200 || res.status >= 300) throw failed(`The page answered ${res.status}`);
-    const contentType = (res.contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
-    if (contentType !== 'text/html' && contentType !== 'application/xhtml+xml') return {};
-    return openGraph(res.body.toString('utf8'));
+    const res = await fetchPinned(url, address, {
+      maxBytes: opts.maxBytes,
+      overflow: how.overflow,
+      signal,
+      accept: how.accept,
+      userAgent: 'Conclave URL preview',
+      failure: (timedOut) => toPreviewError(timedOut),
+      tooLarge: () => failed('The image is too large'),
+    });
+    if (res.redirect === undefined) return { ...res, url };
+    if (hop >= MAX_REDIRECTS) throw failed('Too many redirects');
+    url = parseTarget(new URL(res.redirect, url).toString());
   }
 }
 
@@ -162,28 +209,46 @@ export async function vetHost(
   return addresses[0]!;
 }
 
-interface Fetched {
+export interface Fetched {
   status: number;
   contentType: string | undefined;
+  disposition: string | undefined;
   redirect: string | undefined;
   body: Buffer;
 }
 
-function fetchOnce(
+export interface FetchOptions {
+  maxBytes: number;
+  /** `truncate`: keep the first maxBytes (a page's head is enough); `refuse`: fail with `tooLarge()`. */
+  overflow: 'truncate' | 'refuse';
+  signal: AbortSignal;
+  accept: string;
+  userAgent: string;
+  /** The error for a failed connection or answer (a timeout is told apart by the signal). */
+  failure: (timedOut: boolean) => Error;
+  tooLarge?: () => Error;
+}
+
+/**
+ * One GET of `url` connected to an address that was checked (vetHost), whatever the name
+ * resolves to now; a redirect is handed back, not followed.
+ */
+export function fetchPinned(
   url: URL,
   target: { address: string; family: number },
-  maxBytes: number,
-  signal: AbortSignal,
+  opts: FetchOptions,
 ): Promise<Fetched> {
+  const { maxBytes, signal } = opts;
+  const tooLarge = opts.tooLarge ?? (() => opts.failure(false));
   return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(new MatrixError(504, 'M_UNKNOWN', 'The page took too long'));
+    if (signal.aborted) return reject(opts.failure(true));
+    const fail = () => reject(opts.failure(signal.aborted));
     const lib = url.protocol === 'https:' ? https : http;
     const req = lib.request(
       url,
       {
         method: 'GET',
-        headers: { 'user-agent': 'Conclave URL preview', accept: 'text/html,application/xhtml+xml' },
-        // Connect to the address that was checked, whatever the name resolves to now.
+        headers: { 'user-agent': opts.userAgent, accept: opts.accept },
         lookup: ((_host: string, options: { all?: boolean }, cb: (...args: unknown[]) => void) => {
           if (options.all) cb(null, [target]);
           else cb(null, target.address, target.family);
@@ -194,8 +259,19 @@ function fetchOnce(
         const status = res.statusCode ?? 0;
         if (status >= 300 && status < 400 && res.headers.location) {
           res.destroy();
-          resolve({ status, contentType: undefined, redirect: res.headers.location, body: Buffer.alloc(0) });
+          resolve({
+            status,
+            contentType: undefined,
+            disposition: undefined,
+            redirect: res.headers.location,
+            body: Buffer.alloc(0),
+          });
           return;
+        }
+        const declared = Number(res.headers['content-length']);
+        if (opts.overflow === 'refuse' && Number.isFinite(declared) && declared > maxBytes) {
+          res.destroy();
+          return reject(tooLarge());
         }
         const chunks: Buffer[] = [];
         let size = 0;
@@ -203,16 +279,17 @@ function fetchOnce(
           resolve({
             status,
             contentType: res.headers['content-type'],
+            disposition: res.headers['content-disposition'],
             redirect: undefined,
             body: Buffer.concat(chunks),
           });
         res.on('data', (chunk: Buffer) => {
           const room = maxBytes - size;
-          if (chunk.length >= room) {
-            // Enough read: what a preview needs is in the page's head.
+          if (chunk.length > room || (opts.overflow === 'truncate' && chunk.length === room)) {
+            res.destroy();
+            if (opts.overflow === 'refuse') return reject(tooLarge());
             chunks.push(chunk.subarray(0, room));
             size = maxBytes;
-            res.destroy();
             finish();
             return;
           }
@@ -220,16 +297,16 @@ function fetchOnce(
           size += chunk.length;
         });
         res.on('end', finish);
-        res.on('error', (err) => reject(toPreviewError(err, signal)));
+        res.on('error', fail);
       },
     );
-    req.on('error', (err) => reject(toPreviewError(err, signal)));
+    req.on('error', fail);
     req.end();
   });
 }
 
-function toPreviewError(_err: Error, signal: AbortSignal): MatrixError {
-  if (signal.aborted) return new MatrixError(504, 'M_UNKNOWN', 'The page took too long');
+function toPreviewError(timedOut: boolean): MatrixError {
+  if (timedOut) return new MatrixError(504, 'M_UNKNOWN', 'The page took too long');
   return failed('The page could not be fetched');
 }
 
@@ -256,9 +333,21 @@ function attributes(tag: string): Map<string, string> {
 
 /**
  * The `og:` properties of a page's `<meta>` tags, with the `<title>` and the description meta tag
- * standing in for a missing `og:title` and `og:description`. Image properties are left out: a
- * client reads `og:image` as an mxc URI, and this server does not copy images into its store.
+ * standing in for a missing `og:title` and `og:description`. Image properties are left out
+ * here: a client reads `og:image` as an mxc URI, so the media service fetches the image
+ * (imageOf), keeps it as a media and describes that instead.
  */
+/** The first `og:image` (or `og:image:url`) of a page, as written. */
+export function imageOf(html: string): string | undefined {
+  for (const m of html.matchAll(/<meta\b[^>]*>/gi)) {
+    const attrs = attributes(m[0]);
+    const key = (attrs.get('property') ?? attrs.get('name'))?.toLowerCase();
+    const content = attrs.get('content')?.trim();
+    if ((key === 'og:image' || key === 'og:image:url') && content) return content;
+  }
+  return undefined;
+}
+
 export function openGraph(html: string): Record<string, string> {
   const og: Record<string, string> = {};
   let description: string | undefined;

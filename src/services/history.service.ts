@@ -146,7 +146,12 @@ export class HistoryService {
       now: this.now(),
       viewer: { userId: session.userId, deviceId: session.deviceId },
     });
-    return { chunk: events, start: `s${from}`, ...(reachedEnd ? {} : { end: `s${cursor}` }) };
+    // `end` is left out only when the page is empty and nothing lies beyond it. A page that found
+    // events carries it even when the history ended with them (as Synapse does): the next
+    // request then answers an empty chunk without `end`, and a filtered page (contains_url)
+    // always tells the client where it stopped (Complement's TestRoomImageRoundtrip).
+    const more = !reachedEnd || events.length > 0;
+    return { chunk: events, start: `s${from}`, ...(more ? { end: `s${cursor}` } : {}) };
   }
 
   /**

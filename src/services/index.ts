@@ -274,6 +274,7 @@ export async function createServices(deps: {
     dataDir: config.dataDir,
     bus,
     audit,
+    remote: federation.client,
   });
   await media.start();
   const roomRoles = new RoomRolesService(db, rooms, events, reader, audit);

@@ -459,6 +459,31 @@ export interface MediaThumbnailsTable {
   created_ts: number;
 }
 
+/** A media of another server, fetched and kept (migration 0020, spec/media.md). */
+export interface RemoteMediaTable {
+  origin: string;
+  media_id: string;
+  fetched_ts: number;
+  content_type: string;
+  upload_name: string | null;
+  size: number;
+  sha256: string;
+}
+
+/** A thumbnail of a remote media, asked of its server or made here (migration 0020). */
+export interface RemoteMediaThumbnailsTable {
+  origin: string;
+  media_id: string;
+  width: number;
+  height: number;
+  method: string;
+  animated: boolean;
+  content_type: string;
+  size: number;
+  sha256: string;
+  created_ts: number;
+}
+
 /** Admin tables (migration 0010, spec/admin.md). */
 export interface BlockedRoomsTable {
   room_id: string;
@@ -633,6 +658,8 @@ export interface Database {
   room_stripped_state: RoomStrippedStateTable;
   media: MediaTable;
   media_thumbnails: MediaThumbnailsTable;
+  remote_media: RemoteMediaTable;
+  remote_media_thumbnails: RemoteMediaThumbnailsTable;
   blocked_rooms: BlockedRoomsTable;
   reports: ReportsTable;
   server_notice_rooms: ServerNoticeRoomsTable;
@@ -654,6 +681,8 @@ export type AuditLogRow = Selectable<AuditLogTable>;
 export type MediaRow = Selectable<MediaTable>;
 export type NewMediaRow = Insertable<MediaTable>;
 export type MediaThumbnailRow = Selectable<MediaThumbnailsTable>;
+export type RemoteMediaRow = Selectable<RemoteMediaTable>;
+export type RemoteMediaThumbnailRow = Selectable<RemoteMediaThumbnailsTable>;
 export type NewUserRow = Insertable<UsersTable>;
 export type DeviceRow = Selectable<DevicesTable>;
 export type NewDeviceRow = Insertable<DevicesTable>;

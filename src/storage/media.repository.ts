@@ -1,6 +1,12 @@
 import { sql } from 'kysely';
 import type { Executor } from './accounts.repository.ts';
-import type { MediaRow, MediaThumbnailRow, NewMediaRow } from './database.ts';
+import type {
+  MediaRow,
+  MediaThumbnailRow,
+  NewMediaRow,
+  RemoteMediaRow,
+  RemoteMediaThumbnailRow,
+} from './database.ts';
 
 /** The media table and its thumbnails (spec/media.md). */
 
@@ -93,22 +99,18 @@ export async function deleteMediaRow(db: Executor, mediaId: string): Promise<str
   return [...new Set([row.sha256, ...thumbs.map((t) => t.sha256)].filter((h): h is string => h !== null))];
 }
 
-/** Whether any media or thumbnail still names this hash. */
+/** Whether any media or thumbnail, of this server or a remote one kept here, still names this hash. */
 export async function hashInUse(db: Executor, sha256: string): Promise<boolean> {
-  const media = await db
-    .selectFrom('media')
-    .select('media_id')
-    .where('sha256', '=', sha256)
-    .limit(1)
-    .executeTakeFirst();
-  if (media) return true;
-  const thumb = await db
-    .selectFrom('media_thumbnails')
-    .select('media_id')
-    .where('sha256', '=', sha256)
-    .limit(1)
-    .executeTakeFirst();
-  return thumb !== undefined;
+  for (const table of ['media', 'media_thumbnails', 'remote_media', 'remote_media_thumbnails'] as const) {
+    const row = await db
+      .selectFrom(table)
+      .select('media_id')
+      .where('sha256', '=', sha256)
+      .limit(1)
+      .executeTakeFirst();
+    if (row) return true;
+  }
+  return false;
 }
 
 /**
@@ -150,5 +152,53 @@ export async function insertThumbnail(db: Executor, row: MediaThumbnailRow): Pro
     .insertInto('media_thumbnails')
     .values(row)
     .onConflict((c) => c.columns(['media_id', 'width', 'height', 'method', 'animated']).doNothing())
+    .execute();
+}
+
+// Media of other servers, kept once fetched (migration 0020).
+
+export function findRemoteMedia(
+  db: Executor,
+  origin: string,
+  mediaId: string,
+): Promise<RemoteMediaRow | undefined> {
+  return db
+    .selectFrom('remote_media')
+    .selectAll()
+    .where('origin', '=', origin)
+    .where('media_id', '=', mediaId)
+    .executeTakeFirst();
+}
+
+/** Records a fetched remote media; a row another process wrote meanwhile is kept. */
+export async function insertRemoteMedia(db: Executor, row: RemoteMediaRow): Promise<void> {
+  await db
+    .insertInto('remote_media')
+    .values(row)
+    .onConflict((c) => c.columns(['origin', 'media_id']).doNothing())
+    .execute();
+}
+
+export function findRemoteThumbnail(
+  db: Executor,
+  key: { origin: string; media_id: string; width: number; height: number; method: string; animated: boolean },
+): Promise<RemoteMediaThumbnailRow | undefined> {
+  return db
+    .selectFrom('remote_media_thumbnails')
+    .selectAll()
+    .where('origin', '=', key.origin)
+    .where('media_id', '=', key.media_id)
+    .where('width', '=', key.width)
+    .where('height', '=', key.height)
+    .where('method', '=', key.method)
+    .where('animated', '=', key.animated)
+    .executeTakeFirst();
+}
+
+export async function insertRemoteThumbnail(db: Executor, row: RemoteMediaThumbnailRow): Promise<void> {
+  await db
+    .insertInto('remote_media_thumbnails')
+    .values(row)
+    .onConflict((c) => c.columns(['origin', 'media_id', 'width', 'height', 'method', 'animated']).doNothing())
     .execute();
 }

@@ -56,3 +56,14 @@ if [ -n "${COMPLEMENT_HS_NAME:-}" ] && [ -n "${COMPLEMENT_HS_DATA_DIR:-}" ] && [
   echo "$COMPLEMENT_HS_NAME 127.0.0.1:$fed_port" >> "$hosts"
   export CONCLAVE_FEDERATION_HOSTS_FILE="$hosts"
 fi
+
+# Test settings for Complement's media tests, never defaults (README.md documents the keys):
+# - TestContent, TestMediaFilenames, TestLocalPngThumbnail, ... download through the deprecated
+#   unauthenticated /_matrix/media/v3 endpoints (they skip only Synapse, whose default froze
+#   them). A freeze date far ahead serves every media there, as a server from before the freeze
+#   of spec v1.11 does; a new install keeps `media_legacy_freeze: off`.
+export CONCLAVE_MEDIA_LEGACY_FREEZE=2100-01-01T00:00:00Z
+# - TestUrlPreview previews a page that Complement serves on 127.0.0.1: previews on, and that one
+#   loopback address allowed (it never is by default).
+export CONCLAVE_URL_PREVIEWS=on
+export CONCLAVE_URL_PREVIEW_ALLOW=127.0.0.1

@@ -1,7 +1,12 @@
 import type { JsonValue } from '../../protocol/json.ts';
 import { formatXMatrixHeader, requestSigningObject } from '../../protocol/x-matrix.ts';
 import type { ServerKeysService } from '../../services/server-keys.service.ts';
-import { FederationError, type FederationMethod, type FederationTransport } from './transport.ts';
+import {
+  FederationError,
+  type FederationMethod,
+  type FederationTransport,
+  type TransportResponse,
+} from './transport.ts';
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 /** Federation answers larger than this are abandoned (a room's state can be large). */
@@ -20,6 +25,8 @@ export interface FederationRequest {
   body?: JsonValue;
   timeoutMs?: number;
   maxResponseBytes?: number;
+  /** The Accept header; `application/json` unless told. */
+  accept?: string;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -39,41 +46,7 @@ export class FederationClient {
   }
 
   async request<T = Record<string, unknown>>(req: FederationRequest): Promise<T> {
-    const uri = req.path + queryString(req.query);
-    const content = req.body ?? (req.method === 'POST' || req.method === 'PUT' ? {} : undefined);
-    const signed = this.serverKeys.sign(
-      requestSigningObject({
-        method: req.method,
-        uri,
-        origin: this.serverName,
-        destination: req.destination,
-        ...(content !== undefined ? { content } : {}),
-      }),
-    );
-    const keyId = this.serverKeys.key.keyId;
-    const headers: Record<string, string> = {
-      authorization: formatXMatrixHeader({
-        origin: this.serverName,
-        destination: req.destination,
-        key: keyId,
-        sig: signed.signatures[this.serverName]![keyId]!,
-      }),
-      accept: 'application/json',
-    };
-    let body: Uint8Array | undefined;
-    if (content !== undefined) {
-      body = Buffer.from(JSON.stringify(content));
-      headers['content-type'] = 'application/json';
-    }
-    const res = await this.transport.send({
-      destination: req.destination,
-      method: req.method,
-      uri,
-      headers,
-      ...(body ? { body } : {}),
-      timeoutMs: req.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      maxResponseBytes: req.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
-    });
+    const res = await this.requestRaw(req);
     const json = parseJsonObject(res.body);
     if (res.status < 200 || res.status > 299) {
       const errcode = typeof json?.errcode === 'string' ? json.errcode : undefined;
@@ -101,9 +74,51 @@ export class FederationClient {
     }
     return json as T;
   }
+
+  /**
+   * A signed request whose answer comes back as it arrived (status, headers, bytes), whatever its
+   * status: for the APIs that do not answer JSON (media). Transport failures still throw.
+   */
+  async requestRaw(req: FederationRequest): Promise<TransportResponse> {
+    const uri = req.path + queryString(req.query);
+    const content = req.body ?? (req.method === 'POST' || req.method === 'PUT' ? {} : undefined);
+    const signed = this.serverKeys.sign(
+      requestSigningObject({
+        method: req.method,
+        uri,
+        origin: this.serverName,
+        destination: req.destination,
+        ...(content !== undefined ? { content } : {}),
+      }),
+    );
+    const keyId = this.serverKeys.key.keyId;
+    const headers: Record<string, string> = {
+      authorization: formatXMatrixHeader({
+        origin: this.serverName,
+        destination: req.destination,
+        key: keyId,
+        sig: signed.signatures[this.serverName]![keyId]!,
+      }),
+      accept: req.accept ?? 'application/json',
+    };
+    let body: Uint8Array | undefined;
+    if (content !== undefined) {
+      body = Buffer.from(JSON.stringify(content));
+      headers['content-type'] = 'application/json';
+    }
+    return this.transport.send({
+      destination: req.destination,
+      method: req.method,
+      uri,
+      headers,
+      ...(body ? { body } : {}),
+      timeoutMs: req.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      maxResponseBytes: req.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+    });
+  }
 }
 
-function parseJsonObject(bytes: Uint8Array): Record<string, unknown> | undefined {
+export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> | undefined {
   try {
     const value: unknown = JSON.parse(utf8.decode(bytes));
     return typeof value === 'object' && value !== null && !Array.isArray(value)

@@ -134,7 +134,7 @@ export async function mediaRoutes(fastify: FastifyInstance): Promise<void> {
       { ...auth, schema: { params: MediaParams, querystring: DownloadQuery } },
       async (request, reply) => {
         const { serverName, mediaId } = request.params;
-        const content = await media.download(serverName, mediaId, { ...waitOf(request.query), legacy });
+        const content = await media.download(serverName, mediaId, { ...readOf(request.query), legacy });
         return sendMedia(reply, content);
       },
     );
@@ -145,7 +145,7 @@ export async function mediaRoutes(fastify: FastifyInstance): Promise<void> {
       { ...auth, schema: { params: MediaFileParams, querystring: DownloadQuery } },
       async (request, reply) => {
         const { serverName, mediaId, fileName } = request.params;
-        const content = await media.download(serverName, mediaId, { ...waitOf(request.query), legacy });
+        const content = await media.download(serverName, mediaId, { ...readOf(request.query), legacy });
         return sendMedia(reply, content, fileName);
       },
     );
@@ -162,7 +162,7 @@ export async function mediaRoutes(fastify: FastifyInstance): Promise<void> {
           height: q.height,
           method: q.method ?? 'scale',
           animated: q.animated ?? false,
-          ...waitOf(q),
+          ...readOf(q),
           legacy,
         });
         return sendMedia(reply, content);
@@ -170,14 +170,26 @@ export async function mediaRoutes(fastify: FastifyInstance): Promise<void> {
     );
   }
 
-  // GET /_matrix/client/v1/media/preview_url
-  app.get(
-    `${CLIENT_MEDIA}/preview_url`,
-    { onRequest: requireAuth, schema: { querystring: PreviewQuery } },
-    async (request) => media.preview(request.query.url),
-  );
+  // GET /_matrix/client/v1/media/preview_url and GET /_matrix/media/v3/preview_url (deprecated;
+  // it always needed a token, so the freeze does not concern it)
+  for (const url of [`${CLIENT_MEDIA}/preview_url`, `${MEDIA_V3}/preview_url`]) {
+    app.get(url, { onRequest: requireAuth, schema: { querystring: PreviewQuery } }, async (request) =>
+      media.preview(request.session.userId, request.query.url),
+    );
+  }
 }
 
 export function waitOf(query: { timeout_ms?: number | undefined }): { timeoutMs?: number } {
   return query.timeout_ms !== undefined ? { timeoutMs: query.timeout_ms } : {};
+}
+
+/** timeout_ms and allow_remote of a client's download or thumbnail request. */
+function readOf(query: { timeout_ms?: number | undefined; allow_remote?: boolean | undefined }): {
+  timeoutMs?: number;
+  allowRemote?: boolean;
+} {
+  return {
+    ...waitOf(query),
+    ...(query.allow_remote !== undefined ? { allowRemote: query.allow_remote } : {}),
+  };
 }
