@@ -315,6 +315,77 @@ for (const backend of databaseBackends()) {
       );
     });
 
+    t.test("lazy_load_members: /messages and /context carry the senders' member events", async (t) => {
+      const carol = await s.register('carol-lazy');
+      const dave = await s.register('dave-lazy');
+      const room = (
+        await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' })
+      ).json().room_id as string;
+      for (const who of [carol, dave]) {
+        t.equal((await call('POST', `${V3}/join/${enc(room)}`, who.access_token, {})).statusCode, 200);
+      }
+      const sendAs = async (who: { access_token: string }, txn: string) =>
+        (
+          await call('PUT', `${V3}/rooms/${enc(room)}/send/m.room.message/${txn}`, who.access_token, {
+            msgtype: 'm.text',
+            body: txn,
+          })
+        ).json().event_id as string;
+      await sendAs(dave, 'lazy-d');
+      const before = (await call('GET', `${V3}/sync?timeout=0`, alice.access_token)).json().next_batch;
+      const carolsMessage = await sendAs(carol, 'lazy-c');
+      const lazy = enc(JSON.stringify({ lazy_load_members: true }));
+      const page = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=f&from=${before}&filter=${lazy}`,
+        alice.access_token,
+      );
+      t.equal(page.statusCode, 200, page.body);
+      t.same(
+        page.json().chunk.map((e: { event_id: string }) => e.event_id),
+        [carolsMessage],
+      );
+      const state = page.json().state as {
+        type: string;
+        state_key: string;
+        content: { membership: string };
+      }[];
+      t.same(
+        state.map((e) => [e.type, e.state_key, e.content.membership]),
+        [['m.room.member', carol.user_id, 'join']],
+        'only the member event of the one sender',
+      );
+      // Back from the end over the whole room: every sender once, alice (the creator) included.
+      const all = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=b&limit=100&filter=${lazy}`,
+        alice.access_token,
+      );
+      t.same(
+        (all.json().state as { state_key: string }[]).map((e) => e.state_key).sort(),
+        [alice.user_id, carol.user_id, dave.user_id].sort(),
+      );
+      const plain = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=f&from=${before}`,
+        alice.access_token,
+      );
+      t.notOk(plain.json().state, 'without lazy loading, no state');
+      const ctx = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/context/${enc(carolsMessage)}?limit=0&filter=${lazy}`,
+        alice.access_token,
+      );
+      t.equal(ctx.statusCode, 200, ctx.body);
+      t.same(
+        (ctx.json().state as { type: string; state_key: string }[])
+          .filter((e) => e.type === 'm.room.member')
+          .map((e) => e.state_key),
+        [carol.user_id],
+        '/context: the member events of the senders only',
+      );
+    });
+
     t.test('redaction', async (t) => {
       const sent = await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/r1`, bob.access_token, {
         msgtype: 'm.text',
