@@ -452,6 +452,24 @@ for (const backend of databaseBackends()) {
       const back = await call('GET', `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`, bob.access_token);
       t.equal(back.statusCode, 200, 'a departed user may read up to their departure');
       t.notOk(back.body.includes('after bob left'), 'but nothing after');
+      const members = await call('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, bob.access_token);
+      t.equal(members.statusCode, 403, `joined_members is for members only: ${members.body}`);
+      t.equal(members.json().errcode, 'M_FORBIDDEN');
+      const stillIn = await call('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, alice.access_token);
+      t.equal(stillIn.statusCode, 200);
+      t.ok(stillIn.json().joined[alice.user_id], 'a member gets the members');
+      t.notOk(stillIn.json().joined[bob.user_id], 'bob is no longer one');
+      // A world_readable room lists its members to anyone, departed or not.
+      const open = (
+        await call('POST', `${V3}/createRoom`, alice.access_token, {
+          initial_state: [
+            { type: 'm.room.history_visibility', content: { history_visibility: 'world_readable' } },
+          ],
+        })
+      ).json().room_id as string;
+      const outsider = await call('GET', `${V3}/rooms/${enc(open)}/joined_members`, mallory.access_token);
+      t.equal(outsider.statusCode, 200, outsider.body);
+      t.same(Object.keys(outsider.json().joined), [alice.user_id]);
       const ban = await call('POST', `${V3}/rooms/${enc(roomId)}/ban`, alice.access_token, {
         user_id: bob.user_id,
       });

@@ -854,7 +854,17 @@ export class RoomsService {
 
   /** GET /rooms/{roomId}/joined_members */
   async joinedMembers(session: Session, roomId: string) {
-    const group = await this.readableStateGroup(session.userId, roomId);
+    // The spec: "the current user must be in the room". A user who left is refused (as Synapse
+    // does; Complement checks it), though a world_readable room is open to anyone.
+    let group = await this.readableStateGroup(session.userId, roomId);
+    const m = await rooms.membershipOf(this.db, roomId, session.userId);
+    if (m?.membership !== 'join') {
+      group = await this.currentGroup(roomId);
+      const hv = await this.reader.stateEventAt(this.db, group, 'm.room.history_visibility', '');
+      if ((hv?.json.content as JsonObject | undefined)?.history_visibility !== 'world_readable') {
+        throw errors.forbidden('You are not a member of this room');
+      }
+    }
     const rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
     const joined: Record<string, { display_name: string | null; avatar_url: string | null }> = {};
     for (const r of rows) {
