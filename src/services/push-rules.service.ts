@@ -173,7 +173,8 @@ export class PushRulesService {
     if (ruleId.length > 255) throw errors.invalidParam('The rule ID is too long');
     const actions = checkActions(body.actions);
     const rule: PushRule = { rule_id: ruleId, default: false, enabled: true, actions };
-    if (kind === 'override' || kind === 'underride') rule.conditions = checkConditions(body.conditions);
+    if (kind === 'override' || kind === 'postcontent' || kind === 'underride')
+      rule.conditions = checkConditions(body.conditions);
     if (kind === 'content') {
       if (typeof body.pattern !== 'string') throw errors.missingParam('A content rule needs a pattern');
       if (body.pattern.length > 1024) throw errors.badJson('The pattern is too long');
