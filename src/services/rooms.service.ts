@@ -493,7 +493,15 @@ export class RoomsService {
     const outOfBand =
       current.membership !== 'join' &&
       (await eventStore.getPdus(this.db, [current.event_id]))[0]?.outlier === true;
-    if (this.remote && current.membership !== 'join' && (outOfBand || !(await this.weAreIn(roomId)))) {
+    // An invite held in our copy of the room, with no server of ours or any other joined, has
+    // nobody to ask: it is rejected with an event of the room here (the inviter left the room
+    // they made here; Complement's "Invited user can reject invite for empty room").
+    const nobodyToAsk = !outOfBand && (await this.knownServers(roomId)).length === 0;
+    if (
+      this.remote &&
+      current.membership !== 'join' &&
+      (outOfBand || (!(await this.weAreIn(roomId)) && !nobodyToAsk))
+    ) {
       // An invite or knock of a room we are not in: rejected through the room's servers.
       const [held] = await eventStore.getPdus(this.db, [current.event_id]);
       if (held) {
