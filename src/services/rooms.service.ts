@@ -7,7 +7,7 @@ import type { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { stateTuple, stateTuple as tuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
-import type { JsonObject } from '../protocol/json.ts';
+import { isJsonObject, type JsonObject } from '../protocol/json.ts';
 import { namedLevel, roomCreators, userPowerLevel } from '../protocol/power-levels.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
@@ -216,6 +216,7 @@ export class RoomsService {
     for (const target of invites.filter((u) => this.isRemoteUser(u))) {
       await this.inviteUser(creator, roomId, target, req.is_direct ? { is_direct: true } : {});
     }
+    await this.joined(creator, roomId);
     return { room_id: roomId, ...(alias ? { room_alias: alias } : {}) };
   }
 
@@ -271,6 +272,33 @@ export class RoomsService {
 
   private policy: PolicyLists | undefined;
 
+  /** What a user of ours carries over when they join a room that replaces another (set at start). */
+  setUpgradeCarryOver(carry: (userId: string, oldRoomId: string, newRoomId: string) => Promise<void>): void {
+    this.carryOver = carry;
+  }
+
+  private carryOver: ((userId: string, oldRoomId: string, newRoomId: string) => Promise<void>) | undefined;
+
+  /**
+   * After a user of ours joined a room (or created it): if the room replaces another (its create
+   * event's `predecessor`), what they set for the old room follows them (their push rules).
+   * Best effort: the join stands whatever happens here.
+   */
+  private async joined(userId: string, roomId: string): Promise<void> {
+    if (!this.carryOver) return;
+    try {
+      const group = await eventStore.roomCurrentStateGroup(this.db, roomId);
+      if (group === undefined) return;
+      const create = await this.reader.stateEventAt(this.db, group, 'm.room.create', '');
+      const predecessor = (create?.json.content as JsonObject | undefined)?.predecessor;
+      const oldRoomId = isJsonObject(predecessor) ? predecessor.room_id : undefined;
+      if (typeof oldRoomId === 'string' && oldRoomId !== roomId)
+        await this.carryOver(userId, oldRoomId, roomId);
+    } catch {
+      // Nothing to undo: the rules simply stay with the old room.
+    }
+  }
+
   /**
    * POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. A room this server is in is joined
    * through the pipeline here; any other (an alias of another server, a room ID we do not hold,
@@ -299,6 +327,7 @@ export class RoomsService {
       if (servers.length > 0) {
         const { membership: _m, ...extra } = content;
         await this.remote.join(session.userId, roomId, servers, { ...profile, ...extra });
+        await this.joined(session.userId, roomId);
         return { room_id: roomId };
       }
     }
@@ -314,6 +343,7 @@ export class RoomsService {
         throw err;
       const { membership: _m, ...rest } = extra;
       await this.remote!.join(session.userId, roomId, others, { ...profile, ...rest });
+      await this.joined(session.userId, roomId);
       return { room_id: roomId };
     }
     await this.sendMembership(
@@ -328,6 +358,7 @@ export class RoomsService {
         ...(authorised.needed ? { join_authorised_via_users_server: authorised.authoriser } : {}),
       },
     );
+    await this.joined(session.userId, roomId);
     return { room_id: roomId };
   }
 
