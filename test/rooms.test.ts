@@ -244,6 +244,27 @@ for (const backend of databaseBackends()) {
       t.equal(kick.statusCode, 403);
     });
 
+    t.test('/members?at: the members at a point, and 404 before the room existed', async (t) => {
+      const before = (await call('GET', `${V3}/sync?timeout=0`, alice.access_token)).json().next_batch;
+      const room = (
+        await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' })
+      ).json().room_id as string;
+      const aliceOnly = (await call('GET', `${V3}/sync?timeout=0`, alice.access_token)).json().next_batch;
+      t.equal((await call('POST', `${V3}/join/${enc(room)}`, bob.access_token, {})).statusCode, 200);
+      const at = async (token: string) =>
+        call('GET', `${V3}/rooms/${enc(room)}/members?at=${token}`, alice.access_token);
+      const then = await at(aliceOnly);
+      t.equal(then.statusCode, 200, then.body);
+      t.same(
+        then.json().chunk.map((e: { state_key: string }) => e.state_key),
+        [alice.user_id],
+        'before bob joined: alice alone',
+      );
+      const early = await at(before);
+      t.equal(early.statusCode, 404, `before the room's first event: ${early.body}`);
+      t.equal(early.json().errcode, 'M_NOT_FOUND');
+    });
+
     t.test('history with /messages, both directions', async (t) => {
       for (let i = 0; i < 5; i++) {
         await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/h${i}`, bob.access_token, {

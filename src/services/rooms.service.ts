@@ -882,8 +882,11 @@ export class RoomsService {
     if (opts.at !== undefined) {
       const atPosition = parseStreamToken(opts.at);
       const atGroup = await rooms.stateGroupAtPosition(this.db, roomId, atPosition);
+      // No event of the room at or before the token: there is no point to read the members at
+      // (the current ones are not the members then). 404, as Synapse answers.
+      if (atGroup === undefined) throw errors.notFound('No event of the room precedes that token');
       // Group IDs grow with time, so the earlier of the two is the older state.
-      if (atGroup !== undefined) group = Math.min(group, atGroup);
+      group = Math.min(group, atGroup);
     }
     let rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
     if (opts.membership) rows = rows.filter((r) => r.membership === opts.membership);
