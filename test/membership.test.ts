@@ -256,6 +256,44 @@ for (const backend of databaseBackends()) {
       await call('POST', `${V3}/rooms/${enc(roomId)}/leave`, carol.access_token, {});
     });
 
+    t.test('an invite to a room its inviter has left can be rejected, and sync says so', async (t) => {
+      const room = (
+        await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'private_chat' })
+      ).json().room_id as string;
+      t.equal(
+        (
+          await call('POST', `${V3}/rooms/${enc(room)}/invite`, alice.access_token, {
+            user_id: carol.user_id,
+          })
+        ).statusCode,
+        200,
+      );
+      const since = (await call('GET', `${V3}/sync?timeout=0`, carol.access_token)).json();
+      t.ok(since.rooms?.invite?.[room], 'carol is invited');
+      t.equal((await call('POST', `${V3}/rooms/${enc(room)}/leave`, alice.access_token, {})).statusCode, 200);
+      // Nobody is joined now, on this server or any other: the rejection is an event of the room.
+      const reject = await call('POST', `${V3}/rooms/${enc(room)}/leave`, carol.access_token, {});
+      t.equal(reject.statusCode, 200, reject.body);
+      const after = (
+        await call('GET', `${V3}/sync?timeout=0&since=${since.next_batch}`, carol.access_token)
+      ).json();
+      t.notOk(after.rooms?.invite?.[room], 'no longer invited');
+      const left = after.rooms?.leave?.[room];
+      t.ok(left, `the room is under leave: ${JSON.stringify(after.rooms ?? {}).slice(0, 300)}`);
+      const own = (left?.timeline?.events ?? []).find(
+        (e: { type: string; state_key?: string }) =>
+          e.type === 'm.room.member' && e.state_key === carol.user_id,
+      );
+      t.equal(own?.content?.membership, 'leave', 'with her leave in the timeline');
+      const state = await s.runtime.database.db
+        .selectFrom('memberships')
+        .select('membership')
+        .where('room_id', '=', room)
+        .where('user_id', '=', carol.user_id)
+        .executeTakeFirst();
+      t.equal(state?.membership, 'leave', "the room's membership of carol is leave");
+    });
+
     t.test('ban, unban, leave and forget', async (t) => {
       const r = await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' });
       const roomId: string = r.json().room_id;

@@ -247,7 +247,13 @@ for (const backend of databaseBackends()) {
       t.same(names(await ok('GET', url(), bob)), ['Lab', 'C', 'A', 'B', 'S2', 'D'], 'bob is invited to B');
       t.same(names(await ok('GET', url('?max_depth=1'), mallory)), ['Lab', 'C', 'A', 'S2'], 'max_depth');
       t.same(names(await ok('GET', url('?max_depth=0'), mallory)), ['Lab'], 'max_depth 0: the room alone');
-      t.same(names(await ok('GET', url('?suggested_only=true'), mallory)), ['Lab', 'C'], 'suggested_only');
+      const suggested = await ok('GET', url('?suggested_only=true'), mallory);
+      t.same(names(suggested), ['Lab', 'C'], 'suggested_only');
+      t.same(
+        (suggested.rooms[0].children_state as { state_key: string }[]).map((c) => c.state_key),
+        [roomC],
+        "and the space's children_state lists only the suggested child",
+      );
 
       const pages: string[][] = [];
       let from: string | undefined;

@@ -62,9 +62,38 @@ for (const backend of databaseBackends()) {
     t.test(
       'alice upgrades to version 12: a new room with the old state, the old one tombstoned',
       async (t) => {
+        // Push rules for the old room, which follow each local member to the new one.
+        const rule = (who: Login, kind: string, id: string, body: unknown) =>
+          call('PUT', `${V3}/pushrules/global/${kind}/${enc(id)}`, who, body);
+        t.equal((await rule(alice, 'room', oldRoom, { actions: ['dont_notify'] })).statusCode, 200);
+        t.equal((await rule(bob, 'room', oldRoom, { actions: ['dont_notify'] })).statusCode, 200);
+        const overrideId = `quiet-${oldRoom}`;
+        const bobOverride = await rule(bob, 'override', overrideId, {
+          actions: [],
+          conditions: [{ kind: 'event_match', key: 'room_id', pattern: oldRoom }],
+        });
+        t.equal(bobOverride.statusCode, 200, bobOverride.body);
+
         const res = await call('POST', upgradeUrl, alice, { new_version: '12' });
         t.equal(res.statusCode, 200, res.body);
         const newRoom = res.json().replacement_room as string;
+        type Rule = { rule_id: string; actions: unknown[]; conditions?: { pattern?: string }[] };
+        const rulesOf = async (who: Login) =>
+          (await call('GET', `${V3}/pushrules/global/`, who)).json() as Record<string, Rule[]>;
+        const alicesRoomRules = (await rulesOf(alice)).room!;
+        t.same(
+          alicesRoomRules.filter((r) => r.rule_id === newRoom).map((r) => r.actions),
+          [['dont_notify']],
+          "the upgrader's room rule is copied to the new room",
+        );
+        t.ok(
+          alicesRoomRules.some((r) => r.rule_id === oldRoom),
+          'and stays for the old one',
+        );
+        t.notOk(
+          (await rulesOf(bob)).room!.some((r) => r.rule_id === newRoom),
+          'bob, not joined yet, has no rule for the new room',
+        );
         t.not(newRoom, oldRoom);
 
         const tombstone = await call('GET', `${V3}/rooms/${enc(oldRoom)}/state/m.room.tombstone`, alice);
@@ -102,6 +131,25 @@ for (const backend of databaseBackends()) {
         const synced = await syncOnce(s, bob);
         t.ok(synced.rooms.invite?.[newRoom], 'bob is invited to the new room');
         t.equal((await call('POST', `${V3}/join/${enc(newRoom)}`, bob, {})).statusCode, 200);
+        const bobs = await rulesOf(bob);
+        t.same(
+          bobs.room!.filter((r) => r.rule_id === newRoom).map((r) => r.actions),
+          [['dont_notify']],
+          'joining the new room copies his room rule',
+        );
+        const copied = bobs.override!.find((r) => r.rule_id === `quiet-${newRoom}`);
+        t.same(
+          copied?.conditions,
+          [{ kind: 'event_match', key: 'room_id', pattern: newRoom }],
+          'and his override',
+        );
+        const pushed = (await syncOnce(s, bob)).account_data.events.find(
+          (e: { type: string }) => e.type === 'm.push_rules',
+        );
+        t.ok(
+          pushed.content.global.room.some((r: Rule) => r.rule_id === newRoom),
+          'the copy reaches /sync as m.push_rules account data',
+        );
       },
     );
   });

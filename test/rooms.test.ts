@@ -244,6 +244,27 @@ for (const backend of databaseBackends()) {
       t.equal(kick.statusCode, 403);
     });
 
+    t.test('/members?at: the members at a point, and 404 before the room existed', async (t) => {
+      const before = (await call('GET', `${V3}/sync?timeout=0`, alice.access_token)).json().next_batch;
+      const room = (
+        await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' })
+      ).json().room_id as string;
+      const aliceOnly = (await call('GET', `${V3}/sync?timeout=0`, alice.access_token)).json().next_batch;
+      t.equal((await call('POST', `${V3}/join/${enc(room)}`, bob.access_token, {})).statusCode, 200);
+      const at = async (token: string) =>
+        call('GET', `${V3}/rooms/${enc(room)}/members?at=${token}`, alice.access_token);
+      const then = await at(aliceOnly);
+      t.equal(then.statusCode, 200, then.body);
+      t.same(
+        then.json().chunk.map((e: { state_key: string }) => e.state_key),
+        [alice.user_id],
+        'before bob joined: alice alone',
+      );
+      const early = await at(before);
+      t.equal(early.statusCode, 404, `before the room's first event: ${early.body}`);
+      t.equal(early.json().errcode, 'M_NOT_FOUND');
+    });
+
     t.test('history with /messages, both directions', async (t) => {
       for (let i = 0; i < 5; i++) {
         await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/h${i}`, bob.access_token, {
@@ -322,6 +343,77 @@ for (const backend of databaseBackends()) {
       );
     });
 
+    t.test("lazy_load_members: /messages and /context carry the senders' member events", async (t) => {
+      const carol = await s.register('carol-lazy');
+      const dave = await s.register('dave-lazy');
+      const room = (
+        await call('POST', `${V3}/createRoom`, alice.access_token, { preset: 'public_chat' })
+      ).json().room_id as string;
+      for (const who of [carol, dave]) {
+        t.equal((await call('POST', `${V3}/join/${enc(room)}`, who.access_token, {})).statusCode, 200);
+      }
+      const sendAs = async (who: { access_token: string }, txn: string) =>
+        (
+          await call('PUT', `${V3}/rooms/${enc(room)}/send/m.room.message/${txn}`, who.access_token, {
+            msgtype: 'm.text',
+            body: txn,
+          })
+        ).json().event_id as string;
+      await sendAs(dave, 'lazy-d');
+      const before = (await call('GET', `${V3}/sync?timeout=0`, alice.access_token)).json().next_batch;
+      const carolsMessage = await sendAs(carol, 'lazy-c');
+      const lazy = enc(JSON.stringify({ lazy_load_members: true }));
+      const page = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=f&from=${before}&filter=${lazy}`,
+        alice.access_token,
+      );
+      t.equal(page.statusCode, 200, page.body);
+      t.same(
+        page.json().chunk.map((e: { event_id: string }) => e.event_id),
+        [carolsMessage],
+      );
+      const state = page.json().state as {
+        type: string;
+        state_key: string;
+        content: { membership: string };
+      }[];
+      t.same(
+        state.map((e) => [e.type, e.state_key, e.content.membership]),
+        [['m.room.member', carol.user_id, 'join']],
+        'only the member event of the one sender',
+      );
+      // Back from the end over the whole room: every sender once, alice (the creator) included.
+      const all = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=b&limit=100&filter=${lazy}`,
+        alice.access_token,
+      );
+      t.same(
+        (all.json().state as { state_key: string }[]).map((e) => e.state_key).sort(),
+        [alice.user_id, carol.user_id, dave.user_id].sort(),
+      );
+      const plain = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/messages?dir=f&from=${before}`,
+        alice.access_token,
+      );
+      t.notOk(plain.json().state, 'without lazy loading, no state');
+      const ctx = await call(
+        'GET',
+        `${V3}/rooms/${enc(room)}/context/${enc(carolsMessage)}?limit=0&filter=${lazy}`,
+        alice.access_token,
+      );
+      t.equal(ctx.statusCode, 200, ctx.body);
+      t.same(
+        (ctx.json().state as { type: string; state_key: string }[])
+          .filter((e) => e.type === 'm.room.member')
+          .map((e) => e.state_key),
+        [carol.user_id],
+        '/context: the member events of the senders only',
+      );
+    });
+
     t.test('redaction', async (t) => {
       const sent = await call('PUT', `${V3}/rooms/${enc(roomId)}/send/m.room.message/r1`, bob.access_token, {
         msgtype: 'm.text',
@@ -388,6 +480,24 @@ for (const backend of databaseBackends()) {
       const back = await call('GET', `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`, bob.access_token);
       t.equal(back.statusCode, 200, 'a departed user may read up to their departure');
       t.notOk(back.body.includes('after bob left'), 'but nothing after');
+      const members = await call('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, bob.access_token);
+      t.equal(members.statusCode, 403, `joined_members is for members only: ${members.body}`);
+      t.equal(members.json().errcode, 'M_FORBIDDEN');
+      const stillIn = await call('GET', `${V3}/rooms/${enc(roomId)}/joined_members`, alice.access_token);
+      t.equal(stillIn.statusCode, 200);
+      t.ok(stillIn.json().joined[alice.user_id], 'a member gets the members');
+      t.notOk(stillIn.json().joined[bob.user_id], 'bob is no longer one');
+      // A world_readable room lists its members to anyone, departed or not.
+      const open = (
+        await call('POST', `${V3}/createRoom`, alice.access_token, {
+          initial_state: [
+            { type: 'm.room.history_visibility', content: { history_visibility: 'world_readable' } },
+          ],
+        })
+      ).json().room_id as string;
+      const outsider = await call('GET', `${V3}/rooms/${enc(open)}/joined_members`, mallory.access_token);
+      t.equal(outsider.statusCode, 200, outsider.body);
+      t.same(Object.keys(outsider.json().joined), [alice.user_id]);
       const ban = await call('POST', `${V3}/rooms/${enc(roomId)}/ban`, alice.access_token, {
         user_id: bob.user_id,
       });

@@ -118,6 +118,23 @@ for (const backend of databaseBackends()) {
       );
       t.same(ids(third), [more[0]]);
       t.equal(third.next_batch, undefined, 'the last page');
+      // A full page gets a token even when nothing follows (as Synapse gives it; Complement's
+      // TestSearch pages so); the page after it is empty and has none.
+      const full = await found(bob, {
+        search_term: 'spectrometer',
+        order_by: 'recent',
+        filter: { limit: 5 },
+      });
+      t.equal(ids(full).length, 5);
+      t.type(full.next_batch, 'string', 'a full page has a next_batch');
+      const after = await found(
+        bob,
+        { search_term: 'spectrometer', order_by: 'recent', filter: { limit: 5 } },
+        full.next_batch,
+      );
+      t.same(ids(after), [], 'nothing after it');
+      t.equal(after.count, 5, 'the count is carried');
+      t.equal(after.next_batch, undefined, 'and no next_batch');
 
       // Ranked pages: the same results as one ranked answer, in its order.
       const whole = ids(await found(bob, { search_term: 'spectrometer run' }));

@@ -43,7 +43,9 @@ for (const backend of databaseBackends()) {
       membership: 'join',
       displayname: 'Secret Carol',
     });
-    const dm = (await ok('POST', `${V3}/createRoom`, dan, { preset: 'private_chat' })).room_id;
+    const dm = (await ok('POST', `${V3}/createRoom`, dan, { preset: 'private_chat', invite: [bob.user_id] }))
+      .room_id;
+    await ok('POST', `${V3}/join/${enc(dm)}`, bob, {});
     t.ok(plaza && dm);
 
     const search = (who: Login, body: unknown) => call('POST', `${V3}/user_directory/search`, who, body);
@@ -67,12 +69,26 @@ for (const backend of databaseBackends()) {
     t.same((await ids(bob, 'secret')).results, [], 'a room-specific name is not searchable');
     // Wildcards are literal.
     t.same(
-      (await ids(dan, '100%_')).results.map((r) => r.user_id),
+      (await ids(bob, '100%_')).results.map((r) => r.user_id),
       [dan.user_id],
     );
     t.same(
-      (await ids(dan, '%')).results.map((r) => r.user_id),
+      (await ids(bob, '%')).results.map((r) => r.user_id),
       [dan.user_id],
+    );
+    // Sharing rooms with others does not make you your own result (Synapse's rule; Complement's
+    // TestRoomSpecificUsername* search for their own user ID prefix); a public room's member is
+    // found by everyone, themselves included.
+    t.same((await ids(bob, bob.user_id)).results, [], 'bob, only in private rooms, does not find himself');
+    t.same(
+      (await ids(dan, 'dan')).results.map((r) => r.user_id),
+      [],
+      'nor does dan',
+    );
+    t.same(
+      (await ids(alice, alice.user_id)).results.map((r) => r.user_id),
+      [alice.user_id],
+      'alice, in the public plaza, does',
     );
 
     // limit and limited.

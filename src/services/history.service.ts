@@ -104,7 +104,14 @@ export class HistoryService {
   async messages(
     session: Session,
     roomId: string,
-    opts: { from?: string; to?: string; dir: 'b' | 'f'; limit?: number; matches?: EventMatcher },
+    opts: {
+      from?: string;
+      to?: string;
+      dir: 'b' | 'f';
+      limit?: number;
+      matches?: EventMatcher;
+      lazyLoadMembers?: boolean;
+    },
   ) {
     await this.rooms.readableStateGroup(session.userId, roomId);
     const limit = Math.min(Math.max(opts.limit ?? 10, 0), MAX_PAGE);
@@ -146,12 +153,43 @@ export class HistoryService {
       now: this.now(),
       viewer: { userId: session.userId, deviceId: session.deviceId },
     });
+    // With lazy_load_members, `state` carries the member events of the chunk's senders (the
+    // spec's example of the state "relevant to showing the chunk"), as Synapse sends them.
+    const state = opts.lazyLoadMembers ? await this.sendersMembers(session, chunk) : undefined;
     // `end` is left out only when the page is empty and nothing lies beyond it. A page that found
     // events carries it even when the history ended with them (as Synapse does): the next
     // request then answers an empty chunk without `end`, and a filtered page (contains_url)
     // always tells the client where it stopped (Complement's TestRoomImageRoundtrip).
     const more = !reachedEnd || events.length > 0;
-    return { chunk: events, start: `s${from}`, ...(more ? { end: `s${cursor}` } : {}) };
+    return {
+      chunk: events,
+      start: `s${from}`,
+      ...(more ? { end: `s${cursor}` } : {}),
+      ...(state && state.length > 0 ? { state } : {}),
+    };
+  }
+
+  /**
+   * The member events of the senders of `rows`, each as the state after the first of the rows
+   * shows it (the state the page starts from); a sender who is not a member there (a join
+   * later in a forward page) gets the member event in force at their own first event.
+   */
+  private async sendersMembers(session: Session, rows: EventRow[]) {
+    const first = rows[0];
+    if (!first) return [];
+    const firstBySender = new Map<string, EventRow>();
+    for (const row of rows) if (!firstBySender.has(row.sender)) firstBySender.set(row.sender, row);
+    const picked = new Map<string, EventRow>();
+    for (const [sender, own] of firstBySender) {
+      const member =
+        (await this.reader.stateEventAt(this.db, first.state_group_after, 'm.room.member', sender)) ??
+        (await this.reader.stateEventAt(this.db, own.state_group_after, 'm.room.member', sender));
+      if (member) picked.set(member.event_id, member);
+    }
+    return this.reader.toClientMany(this.db, [...picked.values()], {
+      now: this.now(),
+      viewer: { userId: session.userId, deviceId: session.deviceId },
+    });
   }
 
   /**
@@ -180,7 +218,14 @@ export class HistoryService {
   }
 
   /** GET /rooms/{roomId}/context/{eventId} */
-  async context(session: Session, roomId: string, eventId: string, limit = 10, matches?: EventMatcher) {
+  async context(
+    session: Session,
+    roomId: string,
+    eventId: string,
+    limit = 10,
+    matches?: EventMatcher,
+    lazyLoadMembers = false,
+  ) {
     const target = await this.rooms.visibleEvent(session.userId, roomId, eventId);
     const half = Math.min(Math.max(limit, 0), MAX_PAGE);
     const before = await this.messages(session, roomId, {
@@ -196,7 +241,15 @@ export class HistoryService {
       ...(matches ? { matches } : {}),
     });
     const afterPositions = await this.positionsOf(after.chunk.map((e) => e.event_id));
-    const state = await this.reader.stateEventsAt(this.db, target.state_group_after);
+    // With lazy_load_members, only the member events of the senders of what is returned.
+    const senders = new Set(
+      [target.sender, ...before.chunk.map((e) => e.sender), ...after.chunk.map((e) => e.sender)].map(String),
+    );
+    const state = await this.reader.stateEventsAt(this.db, target.state_group_after, (key) => {
+      if (!lazyLoadMembers) return true;
+      const [type, stateKey] = key.split('\u0000') as [string, string];
+      return type !== 'm.room.member' || senders.has(stateKey);
+    });
     const viewer = { userId: session.userId, deviceId: session.deviceId };
     const [event] = await this.reader.toClientMany(this.db, [target], { now: this.now(), viewer });
     if (!event) throw errors.notFound('Event not found');

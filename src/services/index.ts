@@ -346,6 +346,9 @@ export async function createServices(deps: {
     toDevice,
   });
   const pushRules = new PushRulesService(db, notifier);
+  rooms.setUpgradeCarryOver((userId, oldRoomId, newRoomId) =>
+    pushRules.copyRoomRules(userId, oldRoomId, newRoomId),
+  );
   const push = new PushService(
     db,
     config.serverName,

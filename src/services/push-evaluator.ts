@@ -2,13 +2,14 @@
  * Evaluating push rules against an event (client-server API, Push Rules). Pure: the caller hands
  * in the event, the rule set and what the conditions need to know about the room.
  */
-import type {
-  PushAction,
-  PushCondition,
-  PushRule,
-  PushRuleKind,
-  PushRuleset,
-  PushTweak,
+import {
+  PUSH_RULE_KINDS,
+  type PushAction,
+  type PushCondition,
+  type PushRule,
+  type PushRuleKind,
+  type PushRuleset,
+  type PushTweak,
 } from './push-rules.ts';
 
 /** What the conditions need to know about the event's room and the user. */
@@ -174,6 +175,7 @@ function ruleMatches(
 ): boolean {
   switch (kind) {
     case 'override':
+    case 'postcontent':
     case 'underride':
       return (rule.conditions ?? []).every((c) => conditionHolds(c, event, ctx));
     case 'content': {
@@ -195,7 +197,7 @@ export function evaluatePushRules(
   event: Record<string, unknown>,
   ctx: PushContext,
 ): PushDecision | undefined {
-  for (const kind of ['override', 'content', 'room', 'sender', 'underride'] as const) {
+  for (const kind of PUSH_RULE_KINDS) {
     for (const rule of ruleset[kind]) {
       if (!rule.enabled || !ruleMatches(kind, rule, event, ctx)) continue;
       return decide(kind, rule);

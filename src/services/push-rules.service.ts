@@ -173,7 +173,8 @@ export class PushRulesService {
     if (ruleId.length > 255) throw errors.invalidParam('The rule ID is too long');
     const actions = checkActions(body.actions);
     const rule: PushRule = { rule_id: ruleId, default: false, enabled: true, actions };
-    if (kind === 'override' || kind === 'underride') rule.conditions = checkConditions(body.conditions);
+    if (kind === 'override' || kind === 'postcontent' || kind === 'underride')
+      rule.conditions = checkConditions(body.conditions);
     if (kind === 'content') {
       if (typeof body.pattern !== 'string') throw errors.missingParam('A content rule needs a pattern');
       if (body.pattern.length > 1024) throw errors.badJson('The pattern is too long');
@@ -246,6 +247,40 @@ export class PushRulesService {
   }
 
   /** Reads, changes and stores the user's rule changes in one transaction; clients hear of it. */
+  /**
+   * When a user joins a room that replaces another (its create event's `predecessor`), their own
+   * rules for the old room are copied to the new one, as Synapse does on joins of an upgraded
+   * room: the `room` rule named by the old room ID, and `override`, `postcontent` and
+   * `underride` rules whose ID names it and that match its `room_id`, with the ID replaced.
+   * Rules the user already has for the new room are kept as they are.
+   */
+  async copyRoomRules(userId: string, oldRoomId: string, newRoomId: string): Promise<void> {
+    const current = parseChanges((await repo.ruleChangesOf(this.db, [userId])).get(userId));
+    const copyOf = (kind: PushRuleKind, r: PushRule): PushRule | undefined => {
+      if (kind === 'room') return r.rule_id === oldRoomId ? { ...r, rule_id: newRoomId } : undefined;
+      if (kind !== 'override' && kind !== 'postcontent' && kind !== 'underride') return undefined;
+      const names = (c: PushCondition) =>
+        c.kind === 'event_match' && c.key === 'room_id' && c.pattern === oldRoomId;
+      if (!r.rule_id.includes(oldRoomId) || !(r.conditions ?? []).some(names)) return undefined;
+      return {
+        ...r,
+        rule_id: r.rule_id.split(oldRoomId).join(newRoomId),
+        conditions: (r.conditions ?? []).map((c) => (names(c) ? { ...c, pattern: newRoomId } : c)),
+      };
+    };
+    const wanted = PUSH_RULE_KINDS.some((kind) => (current.user[kind] ?? []).some((r) => copyOf(kind, r)));
+    if (!wanted) return;
+    await this.change(userId, (changes) => {
+      for (const kind of PUSH_RULE_KINDS) {
+        const list = [...(changes.user[kind] ?? [])];
+        const copies = list
+          .map((r) => copyOf(kind, r))
+          .filter((r): r is PushRule => r !== undefined && !list.some((o) => o.rule_id === r.rule_id));
+        if (copies.length > 0) changes.user[kind] = [...copies, ...list];
+      }
+    });
+  }
+
   private async change(userId: string, fn: (changes: RuleChanges) => void): Promise<void> {
     const position = await this.db.transaction().execute(async (trx) => {
       const changes = parseChanges(await repo.lockRuleChanges(trx, userId, this.now()));

@@ -34,7 +34,7 @@ export interface PushRule {
   default: boolean;
   enabled: boolean;
   actions: PushAction[];
-  /** override and underride rules. */
+  /** override, postcontent and underride rules. */
   conditions?: PushCondition[];
   /** content rules. */
   pattern?: string;
@@ -43,12 +43,15 @@ export interface PushRule {
 export interface PushRuleset {
   override: PushRule[];
   content: PushRule[];
+  /** MSC4306's kind, between content and room rules; no server-default rules here (below). */
+  postcontent: PushRule[];
   room: PushRule[];
   sender: PushRule[];
   underride: PushRule[];
 }
 
-export const PUSH_RULE_KINDS = ['override', 'content', 'room', 'sender', 'underride'] as const;
+/** The kinds in the order they are evaluated. */
+export const PUSH_RULE_KINDS = ['override', 'content', 'postcontent', 'room', 'sender', 'underride'] as const;
 export type PushRuleKind = (typeof PUSH_RULE_KINDS)[number];
 
 const soundDefault: PushTweak = { set_tweak: 'sound', value: 'default' };
@@ -118,6 +121,9 @@ export function defaultPushRules(userId: string): PushRuleset {
     content: [],
     room: [],
     sender: [],
+    // MSC4306 (thread subscriptions) puts its default rules here; this server has no thread
+    // subscriptions, so there are none, but a user's own rules of the kind work.
+    postcontent: [],
     underride: [
       rule('.m.rule.call', [typeIs('m.call.invite')], ['notify', { set_tweak: 'sound', value: 'ring' }]),
       rule(

@@ -7,7 +7,7 @@ import type { RemoteJoins } from '../federation/outbound/remote-join.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { stateTuple, stateTuple as tuple } from '../protocol/event.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
-import type { JsonObject } from '../protocol/json.ts';
+import { isJsonObject, type JsonObject } from '../protocol/json.ts';
 import { namedLevel, roomCreators, userPowerLevel } from '../protocol/power-levels.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { Executor } from '../storage/accounts.repository.ts';
@@ -216,6 +216,7 @@ export class RoomsService {
     for (const target of invites.filter((u) => this.isRemoteUser(u))) {
       await this.inviteUser(creator, roomId, target, req.is_direct ? { is_direct: true } : {});
     }
+    await this.joined(creator, roomId);
     return { room_id: roomId, ...(alias ? { room_alias: alias } : {}) };
   }
 
@@ -271,6 +272,33 @@ export class RoomsService {
 
   private policy: PolicyLists | undefined;
 
+  /** What a user of ours carries over when they join a room that replaces another (set at start). */
+  setUpgradeCarryOver(carry: (userId: string, oldRoomId: string, newRoomId: string) => Promise<void>): void {
+    this.carryOver = carry;
+  }
+
+  private carryOver: ((userId: string, oldRoomId: string, newRoomId: string) => Promise<void>) | undefined;
+
+  /**
+   * After a user of ours joined a room (or created it): if the room replaces another (its create
+   * event's `predecessor`), what they set for the old room follows them (their push rules).
+   * Best effort: the join stands whatever happens here.
+   */
+  private async joined(userId: string, roomId: string): Promise<void> {
+    if (!this.carryOver) return;
+    try {
+      const group = await eventStore.roomCurrentStateGroup(this.db, roomId);
+      if (group === undefined) return;
+      const create = await this.reader.stateEventAt(this.db, group, 'm.room.create', '');
+      const predecessor = (create?.json.content as JsonObject | undefined)?.predecessor;
+      const oldRoomId = isJsonObject(predecessor) ? predecessor.room_id : undefined;
+      if (typeof oldRoomId === 'string' && oldRoomId !== roomId)
+        await this.carryOver(userId, oldRoomId, roomId);
+    } catch {
+      // Nothing to undo: the rules simply stay with the old room.
+    }
+  }
+
   /**
    * POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. A room this server is in is joined
    * through the pipeline here; any other (an alias of another server, a room ID we do not hold,
@@ -299,6 +327,7 @@ export class RoomsService {
       if (servers.length > 0) {
         const { membership: _m, ...extra } = content;
         await this.remote.join(session.userId, roomId, servers, { ...profile, ...extra });
+        await this.joined(session.userId, roomId);
         return { room_id: roomId };
       }
     }
@@ -314,6 +343,7 @@ export class RoomsService {
         throw err;
       const { membership: _m, ...rest } = extra;
       await this.remote!.join(session.userId, roomId, others, { ...profile, ...rest });
+      await this.joined(session.userId, roomId);
       return { room_id: roomId };
     }
     await this.sendMembership(
@@ -328,6 +358,7 @@ export class RoomsService {
         ...(authorised.needed ? { join_authorised_via_users_server: authorised.authoriser } : {}),
       },
     );
+    await this.joined(session.userId, roomId);
     return { room_id: roomId };
   }
 
@@ -493,7 +524,15 @@ export class RoomsService {
     const outOfBand =
       current.membership !== 'join' &&
       (await eventStore.getPdus(this.db, [current.event_id]))[0]?.outlier === true;
-    if (this.remote && current.membership !== 'join' && (outOfBand || !(await this.weAreIn(roomId)))) {
+    // An invite held in our copy of the room, with no server of ours or any other joined, has
+    // nobody to ask: it is rejected with an event of the room here (the inviter left the room
+    // they made here; Complement's "Invited user can reject invite for empty room").
+    const nobodyToAsk = !outOfBand && (await this.knownServers(roomId)).length === 0;
+    if (
+      this.remote &&
+      current.membership !== 'join' &&
+      (outOfBand || (!(await this.weAreIn(roomId)) && !nobodyToAsk))
+    ) {
       // An invite or knock of a room we are not in: rejected through the room's servers.
       const [held] = await eventStore.getPdus(this.db, [current.event_id]);
       if (held) {
@@ -843,8 +882,11 @@ export class RoomsService {
     if (opts.at !== undefined) {
       const atPosition = parseStreamToken(opts.at);
       const atGroup = await rooms.stateGroupAtPosition(this.db, roomId, atPosition);
+      // No event of the room at or before the token: there is no point to read the members at
+      // (the current ones are not the members then). 404, as Synapse answers.
+      if (atGroup === undefined) throw errors.notFound('No event of the room precedes that token');
       // Group IDs grow with time, so the earlier of the two is the older state.
-      if (atGroup !== undefined) group = Math.min(group, atGroup);
+      group = Math.min(group, atGroup);
     }
     let rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
     if (opts.membership) rows = rows.filter((r) => r.membership === opts.membership);
@@ -854,7 +896,17 @@ export class RoomsService {
 
   /** GET /rooms/{roomId}/joined_members */
   async joinedMembers(session: Session, roomId: string) {
-    const group = await this.readableStateGroup(session.userId, roomId);
+    // The spec: "the current user must be in the room". A user who left is refused (as Synapse
+    // does; Complement checks it), though a world_readable room is open to anyone.
+    let group = await this.readableStateGroup(session.userId, roomId);
+    const m = await rooms.membershipOf(this.db, roomId, session.userId);
+    if (m?.membership !== 'join') {
+      group = await this.currentGroup(roomId);
+      const hv = await this.reader.stateEventAt(this.db, group, 'm.room.history_visibility', '');
+      if ((hv?.json.content as JsonObject | undefined)?.history_visibility !== 'world_readable') {
+        throw errors.forbidden('You are not a member of this room');
+      }
+    }
     const rows = await this.reader.stateEventsAt(this.db, group, (k) => k.startsWith('m.room.member\u0000'));
     const joined: Record<string, { display_name: string | null; avatar_url: string | null }> = {};
     for (const r of rows) {

@@ -189,7 +189,9 @@ export class SearchService {
         if ((token && ahead > 0) || batch.length < 200) break;
       }
     }
-    const more = ahead > 0 && limit > 0;
+    // A full page also gets a token, more or not (as Synapse, and Complement's TestSearch expect):
+    // the page after it is then empty and has none. Absent, it means nothing follows.
+    const more = limit > 0 && (ahead > 0 || found.length >= limit);
     const count = token?.count ?? found.length + ahead;
 
     const viewer = { userId: session.userId, deviceId: session.deviceId };

@@ -200,10 +200,11 @@ export class SpacesService {
     let more = false;
     while (stack.length > 0 && position < MAX_WALK) {
       const { view, depth } = stack.pop()!;
-      const children =
-        depth < maxDepth
-          ? view.children.filter((c) => !suggestedOnly || (c.json.content as JsonObject).suggested === true)
-          : [];
+      // With suggested_only, the other children are left out of children_state too (Synapse).
+      const considered = view.children.filter(
+        (c) => !suggestedOnly || (c.json.content as JsonObject).suggested === true,
+      );
+      const children = depth < maxDepth ? considered : [];
       if (position >= offset) {
         if (out.length >= limit) {
           more = true;
@@ -211,7 +212,7 @@ export class SpacesService {
         }
         out.push({
           ...view.summary,
-          children_state: view.children.map(strippedChild),
+          children_state: considered.map(strippedChild),
         } as unknown as JsonObject);
       }
       position++;

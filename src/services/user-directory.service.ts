@@ -15,7 +15,8 @@ export interface DirectoryResult {
 /**
  * The user directory (client-server API: User directory): the users who share a room with the
  * searcher, and those joined to a public room (join rule `public`), found by user ID or display
- * name. Users of this server are shown with their profile (never a room-specific name); users
+ * name. Sharing a room does not make the searchers find themselves (being in a public room does,
+ * as in Synapse). Users of this server are shown with their profile (never a room-specific name); users
  * of other servers with the name of one of their member events. Deactivated users are left out.
  */
 export class UserDirectoryService {
@@ -45,16 +46,20 @@ export class UserDirectoryService {
     );
     const exact = words.join(' ');
     const rows = await sql<{ user_id: string; display_name: string | null; avatar_url: string | null }>`
-      with visible_rooms as (
-        select room_id from memberships where user_id = ${searcher} and membership = 'join'
-        union
+      with public_rooms as (
         select cs.room_id from current_state cs join events e on e.event_id = cs.event_id
           where cs.type = 'm.room.join_rules' and cs.state_key = ''
             and e.json->'content'->>'join_rule' = 'public'
       ),
+      shared_rooms as (
+        select room_id from memberships where user_id = ${searcher} and membership = 'join'
+      ),
       candidates as (
-        select distinct m.user_id from memberships m join visible_rooms v on v.room_id = m.room_id
+        select m.user_id from memberships m join public_rooms v on v.room_id = m.room_id
           where m.membership = 'join'
+        union
+        select m.user_id from memberships m join shared_rooms v on v.room_id = m.room_id
+          where m.membership = 'join' and m.user_id <> ${searcher}
       ),
       profiles as (
         select c.user_id,

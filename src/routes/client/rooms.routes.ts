@@ -372,14 +372,17 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
         }),
       },
     },
-    async (request) =>
-      history.context(
+    async (request) => {
+      const { matches, lazyLoadMembers } = eventFilterOf(request.query.filter);
+      return history.context(
         request.session,
         request.params.roomId,
         request.params.eventId,
         request.query.limit ?? 10,
-        eventMatcher(request.query.filter),
-      ),
+        matches,
+        lazyLoadMembers,
+      );
+    },
   );
 
   // GET /_matrix/client/v3/rooms/{roomId}/messages
@@ -400,9 +403,10 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
     },
     async (request) => {
       const q = request.query;
-      const matches = eventMatcher(q.filter);
+      const { matches, lazyLoadMembers } = eventFilterOf(q.filter);
       return history.messages(request.session, request.params.roomId, {
         ...(matches ? { matches } : {}),
+        lazyLoadMembers,
         dir: q.dir ?? 'b',
         ...(q.from !== undefined ? { from: q.from } : {}),
         ...(q.to !== undefined ? { to: q.to } : {}),
@@ -412,17 +416,26 @@ export async function roomsRoutes(fastify: FastifyInstance): Promise<void> {
   );
 }
 
-/** A matcher for the `filter` parameter (a RoomEventFilter) of /messages and /context. */
-function eventMatcher(raw: string | undefined): ((row: EventRow) => boolean) | undefined {
+/**
+ * The `filter` parameter (a RoomEventFilter) of /messages and /context: a matcher for the events
+ * it keeps, and whether it asks for lazily loaded members.
+ */
+function eventFilterOf(raw: string | undefined): {
+  matches: ((row: EventRow) => boolean) | undefined;
+  lazyLoadMembers: boolean;
+} {
   const filter = parseRoomEventFilter(raw);
-  if (!filter) return undefined;
-  return (row) =>
-    eventMatchesFilter(filter, {
-      type: row.type,
-      sender: row.sender,
-      room_id: row.room_id,
-      content: row.json.content,
-    });
+  if (!filter) return { matches: undefined, lazyLoadMembers: false };
+  return {
+    matches: (row) =>
+      eventMatchesFilter(filter, {
+        type: row.type,
+        sender: row.sender,
+        room_id: row.room_id,
+        content: row.json.content,
+      }),
+    lazyLoadMembers: filter.lazy_load_members === true,
+  };
 }
 
 /** The optional `reason` of a membership request body, whose body may be absent. */
