@@ -67,3 +67,10 @@ export CONCLAVE_MEDIA_LEGACY_FREEZE=2100-01-01T00:00:00Z
 #   loopback address allowed (it never is by default).
 export CONCLAVE_URL_PREVIEWS=on
 export CONCLAVE_URL_PREVIEW_ALLOW=127.0.0.1
+
+# The server as the launcher's own process (not under npm and tsx's runner): the deployer's
+# SIGTERM reaches it directly, and whoever waits for the launcher waits for the server's shutdown.
+# The runner keeps a homeserver's initialised data dir as a template only once the embedded
+# database's lock file is gone; under npm, the launcher ended first, the lock was still there,
+# and every homeserver started from an empty dir (migrations on each start).
+export CONCLAVE_START_CMD="${CONCLAVE_START_CMD:-node --import tsx src/server.ts}"
