@@ -137,6 +137,32 @@ for (const backend of databaseBackends()) {
       t.notOk(after.rooms.invite[dmId], 'the invite is gone from erin sync');
     });
 
+    t.test('alice withdraws an invite to a room hs2 is not in: the invitee sees it left', async (t) => {
+      const ursula = await hs2.register('ursula');
+      const made = await hs1.request('POST', `${V3}/createRoom`, {
+        token: alice.access_token,
+        body: { preset: 'private_chat', invite: [ursula.user_id] },
+      });
+      t.equal(made.statusCode, 200, made.body);
+      const id = made.json().room_id as string;
+      await untilLong(
+        'the invite in ursula sync',
+        async () => (await syncOnce(hs2, ursula)).rooms.invite[id],
+      );
+      const kick = await hs1.request('POST', `${V3}/rooms/${enc(id)}/kick`, {
+        token: alice.access_token,
+        body: { user_id: ursula.user_id, reason: 'sent by mistake' },
+      });
+      t.equal(kick.statusCode, 200, kick.body);
+      await untilLong('the room left in ursula sync', async () => {
+        const synced = await syncOnce(hs2, ursula, {
+          filter: JSON.stringify({ room: { include_leave: true } }),
+        });
+        return synced.rooms.leave[id] && !synced.rooms.invite[id];
+      });
+      t.pass('the withdrawal reached ursula');
+    });
+
     t.test('an invite to a room hs2 is in can be accepted before hs1 sends it on', async (t) => {
       // bob (hs2) is joined, so hs2's copy of the room is live; hold back hs1's transactions to
       // hs2, so the invite is known to hs2 only from PUT /invite.

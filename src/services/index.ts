@@ -202,6 +202,7 @@ export async function createServices(deps: {
     serverKeys,
   );
   const outOfBand = new OutOfBandMemberships(db, config.serverName, serverKeys, events, signatures);
+  federationRooms.setOutOfBand(outOfBand);
   const remoteJoins = new RemoteJoins(
     config.serverName,
     serverKeys,

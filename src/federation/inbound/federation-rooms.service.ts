@@ -22,6 +22,7 @@ import * as rooms from '../../storage/rooms.repository.ts';
 import { fromWire, isWireError, toWire } from '../pdu.ts';
 import { EduDispatcher } from './edus.ts';
 import { type InboundDeps, ingestWithFetching, type Requester } from './fetch-missing.ts';
+import type { OutOfBandMemberships } from './invites.ts';
 
 /** Limits of PUT /send (server-server API: Transactions). */
 export const MAX_TXN_PDUS = 50;
@@ -49,6 +50,13 @@ export class FederationRoomsService {
     private readonly serverKeys: ServerKeysService,
     private readonly now: () => number = Date.now,
   ) {}
+
+  private outOfBand: OutOfBandMemberships | undefined;
+
+  /** Where invites withdrawn by their inviter go, for rooms this server is not in (set once, at start). */
+  setOutOfBand(outOfBand: OutOfBandMemberships): void {
+    this.outOfBand = outOfBand;
+  }
 
   private get deps(): InboundDeps {
     return { events: this.events, signatures: this.signatures, requester: this.requester };
@@ -81,6 +89,10 @@ export class FederationRoomsService {
         continue;
       }
       try {
+        if (await this.outOfBand?.receiveRescission(origin, rv, event)) {
+          results[event.event_id] = {};
+          continue;
+        }
         const all = await ingestWithFetching(this.deps, rv, roomId, origin, event);
         outcomes.push(...all);
         results[event.event_id] = resultOf(all.at(-1)!);

@@ -13,6 +13,7 @@ import { getRoomVersion, type RoomVersion } from '../../protocol/room-versions.t
 import type { ServerKeysService } from '../../services/server-keys.service.ts';
 import { findUser } from '../../storage/accounts.repository.ts';
 import type { Db } from '../../storage/connect.ts';
+import { getPdus, toEvent } from '../../storage/events.repository.ts';
 import { serverHasJoinedMember } from '../../storage/federation.repository.ts';
 import * as rooms from '../../storage/rooms.repository.ts';
 import { nextPosition } from '../../streams/positions.ts';
@@ -79,6 +80,31 @@ export class OutOfBandMemberships {
     const signed = this.coSign(event, rv);
     await this.record(rv, origin, signed, target, 'invite', stripped);
     return { event: toWire(signed, rv) };
+  }
+
+  /**
+   * A PDU, sent in a transaction, of a room this server is not in. When it is the withdrawal of an
+   * invite one of our users holds (a leave of the invitee sent by the user who invited them, from
+   * that user's server), it is recorded out of band like the invite was, and the invitee's sync
+   * shows the room left, as Synapse does (Complement's TestFederationRoomsInvite: "Inviter user
+   * can rescind invite over federation"). A leave sent by anyone else is not taken: this server
+   * cannot check that they had the power to kick, having no state of the room. Returns whether it
+   * took the event; throws when its signature is bad.
+   */
+  async receiveRescission(origin: string, rv: RoomVersion, event: RoomEvent): Promise<boolean> {
+    const target = event.state_key;
+    const roomId = event.room_id;
+    if (event.type !== 'm.room.member' || event.content.membership !== 'leave') return false;
+    if (typeof target !== 'string' || target === event.sender || roomId === undefined) return false;
+    if (serverNameOf(target) !== this.serverName || serverNameOf(event.sender) !== origin) return false;
+    if (await serverHasJoinedMember(this.db, roomId, this.serverName)) return false;
+    const current = await rooms.membershipOf(this.db, roomId, target);
+    if (current?.membership !== 'invite') return false;
+    const [invite] = await getPdus(this.db, [current.event_id]);
+    if (!invite || toEvent(invite).sender !== event.sender) return false;
+    await this.checkSignature(event, rv, origin);
+    await this.record(rv, origin, event, target, 'leave', undefined);
+    return true;
   }
 
   /**
