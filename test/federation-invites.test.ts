@@ -145,21 +145,31 @@ for (const backend of databaseBackends()) {
       });
       t.equal(made.statusCode, 200, made.body);
       const id = made.json().room_id as string;
-      await untilLong(
-        'the invite in ursula sync',
-        async () => (await syncOnce(hs2, ursula)).rooms.invite[id],
-      );
+      const invited = await untilLong('the invite in ursula sync', async () => {
+        const synced = await syncOnce(hs2, ursula);
+        return synced.rooms.invite[id] ? synced : undefined;
+      });
       const kick = await hs1.request('POST', `${V3}/rooms/${enc(id)}/kick`, {
         token: alice.access_token,
         body: { user_id: ursula.user_id, reason: 'sent by mistake' },
       });
       t.equal(kick.statusCode, 200, kick.body);
-      await untilLong('the room left in ursula sync', async () => {
+      const left = await untilLong('the room left in ursula incremental sync', async () => {
         const synced = await syncOnce(hs2, ursula, {
+          since: invited.next_batch,
           filter: JSON.stringify({ room: { include_leave: true } }),
         });
-        return synced.rooms.leave[id] && !synced.rooms.invite[id];
+        return synced.rooms.leave[id];
       });
+      const leave = (left.timeline.events as JsonObject[]).find(
+        (e) => e.type === 'm.room.member' && e.state_key === ursula.user_id,
+      );
+      t.equal(
+        (leave?.content as JsonObject | undefined)?.membership,
+        'leave',
+        'the leave is in the timeline',
+      );
+      t.equal(leave?.sender, alice.user_id, 'sent by the inviter');
       t.pass('the withdrawal reached ursula');
     });
 

@@ -292,6 +292,7 @@ export class SyncService {
           m.stream_ordering,
           from,
           filter,
+          m.event_id,
         );
       }
     }
@@ -689,7 +690,14 @@ export class SyncService {
   }
 
   /** The room as a user who left sees it: the timeline up to their departure. */
-  private async leftRoom(session: Session, roomId: string, leftAt: number, from: number, filter: SyncFilter) {
+  private async leftRoom(
+    session: Session,
+    roomId: string,
+    leftAt: number,
+    from: number,
+    filter: SyncFilter,
+    leaveEventId: string,
+  ) {
     const { events, limited } = await this.timeline(
       session.userId,
       roomId,
@@ -698,6 +706,18 @@ export class SyncService {
       filter.timelineLimit,
       filter,
     );
+    // A leave stored out of band (a rejected or withdrawn invite, a withdrawn knock, in a room this
+    // server is not in) is in no timeline of ours: the left room carries it, so the client learns
+    // who ended the membership, and why.
+    if (filter.timelineLimit > 0 && !events.some((e) => e.event_id === leaveEventId)) {
+      const outOfBand = await this.db
+        .selectFrom('room_stripped_state')
+        .select('event_id')
+        .where('event_id', '=', leaveEventId)
+        .executeTakeFirst();
+      const own = outOfBand && (await this.reader.eventRows(this.db, [leaveEventId])).get(leaveEventId);
+      if (own) events.push(own);
+    }
     // On an initial sync, the state before the timeline; with an empty timeline (a limit of 0,
     // or a filter that keeps nothing), the state the user left, their leave included. Never
     // what came after the leave. The state filter applies.
