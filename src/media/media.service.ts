@@ -295,10 +295,15 @@ export class MediaService {
       await this.takeIn(made, (trx) => repo.insertThumbnail(trx, newThumb));
       thumb = newThumb;
     }
+    return this.servedThumbnail(thumb);
+  }
+
+  /** A kept thumbnail (local or of a remote media) as an answer. */
+  private servedThumbnail(t: { sha256: string; size: number; content_type: string }): MediaContent {
     return {
-      stream: this.store.open(thumb.sha256),
-      size: Number(thumb.size),
-      contentType: thumb.content_type,
+      stream: this.store.open(t.sha256),
+      size: Number(t.size),
+      contentType: t.content_type,
       fileName: null,
     };
   }
@@ -433,16 +438,10 @@ export class MediaService {
   ): Promise<MediaContent> {
     const size = chooseSize(opts.width, opts.height, opts.method);
     const key = { origin, media_id: mediaId, ...size, animated: opts.animated };
-    const serve = (t: { sha256: string; size: number; content_type: string }): MediaContent => ({
-      stream: this.store.open(t.sha256),
-      size: Number(t.size),
-      contentType: t.content_type,
-      fileName: null,
-    });
     const kept = await repo.findRemoteThumbnail(this.db, key);
     if (kept && (await this.store.has(kept.sha256))) {
       if (opts.legacy && !this.legacyServes(Number(kept.created_ts))) throw this.legacyRefused();
-      return serve(kept);
+      return this.servedThumbnail(kept);
     }
     const original = await this.keptRemote(origin, mediaId);
     if (!original) {
@@ -491,7 +490,7 @@ export class MediaService {
         return (await repo.findRemoteThumbnail(this.db, key)) ?? row;
       },
     );
-    return serve(thumb);
+    return this.servedThumbnail(thumb);
   }
 
   private async fetchRemote(
